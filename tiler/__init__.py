@@ -1,0 +1,25 @@
+"""tiler: sliding-window inference for images too large to run a network on in one piece.
+
+>>> import tiler
+>>> sorted(tiler.__all__)[:3]
+['InputError', 'ModelError', 'OutputError']
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .api import RunResult, predict, run
+from .errors import InputError, ModelError, OutputError, SettingsError, TilerError
+
+__all__ = [
+    "InputError",
+    "ModelError",
+    "OutputError",
+    "RunResult",
+    "SettingsError",
+    "TilerError",
+    "__version__",
+    "predict",
+    "run",
+]

@@ -1,0 +1,272 @@
+"""The Python API: :func:`predict` (in memory) and :func:`run` (streamed to zarr).
+
+Both build one :class:`~tiler.engine.Job` and execute its blocks with
+:func:`~tiler.engine.run_block`; they differ only in the sink.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .engine import BlockStats, Job, Settings, run_block
+from .errors import OutputError
+from .models.load import load_runner
+from .sink import MemorySink, ZarrSink
+from .sources import Source, open_source
+
+
+def _settings(**kwargs: Any) -> Settings:
+    return Settings(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def predict(
+    image: Any,
+    model: Any = None,
+    *,
+    tile: int = 512,
+    overlap: int = 128,
+    margin: int = 0,
+    window: str = "gaussian",
+    sigma_scale: float | None = None,
+    batch_size: int = 8,
+    device: str | None = "auto",
+    precision: str = "fp32",
+) -> np.ndarray:
+    """Blended model outputs for a whole image, in memory.
+
+    Parameters
+    ----------
+    image : (H, W) or channel-last (H, W, C) array (NumPy, zarr or dask), or a path.
+    model : an ``nn.Module``, a :class:`~tiler.runners.Runner`, a path, or None (built-in UNet).
+    tile, overlap, margin : pixels (see :class:`~tiler.engine.Settings` for the defaults).
+    window : "gaussian", "constant", "linear" or "cosine".
+    batch_size, device, precision : how the model runs.
+
+    Returns
+    -------
+    (C_out, H, W) float32 array: ``Σ w·y / Σ w`` over the tiles covering each pixel.
+
+    Examples
+    --------
+    >>> import numpy as np, tiler
+    >>> from tiler.runners.base import FunctionRunner
+    >>> plus_one = FunctionRunner(lambda x: x + 1, normalise=False)
+    >>> out = tiler.predict(np.zeros((100, 70, 3), np.float32), plus_one, tile=64, overlap=16)
+    >>> out.shape, float(out.min()), float(out.max())
+    ((3, 100, 70), 1.0, 1.0)
+    """
+    source = open_source(image)
+    runner = load_runner(model, device=device, precision=precision)
+    settings = Settings(
+        tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
+        sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
+    )
+    job = Job.create(source, runner, settings)
+    h, w, _ = source.shape
+    out = np.empty(job.output.shape(h, w), job.output.store_dtype)
+    sink = MemorySink(out, job.partition.stripes)
+    for block in job.partition.blocks():
+        run_block(job, block, sink)
+    return out
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` did."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: str
+    tiles: int
+    skipped: int
+    seconds: float
+    megapixels: float
+    resumed_blocks: int = 0
+    stats: BlockStats = field(default_factory=BlockStats)
+
+    def summary(self) -> str:
+        rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
+        shape = " x ".join(str(s) for s in self.shape)
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
+        return (
+            f"wrote {self.path}: {shape} {self.dtype}; {self.tiles} tiles{skipped} in "
+            f"{self.seconds:.1f} s ({rate:.1f} MP/s)"
+        )
+
+
+def default_output_path(image: Any) -> Path:
+    """``scan.tif`` -> ``scan.zarr`` beside the input (``scan.ome.tif`` -> ``scan.zarr``)."""
+    if not isinstance(image, (str, os.PathLike)):
+        raise OutputError("an output path (out=...) is needed when the input is not a file")
+    path = Path(image)
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".png", ".jpg", ".jpeg", ".zarr"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return path.with_name(name + ".zarr")
+
+
+def _input_record(image: Any, source: Source) -> dict[str, Any]:
+    record: dict[str, Any] = {"shape": list(source.shape), "dtype": str(source.dtype)}
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image).resolve()
+        record["path"] = str(path)
+        if path.is_file():
+            record["bytes"] = path.stat().st_size
+    return record
+
+
+def _fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def run(
+    image: Any,
+    model: Any = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    device: str | None = "auto",
+    precision: str = "fp32",
+    progress: bool | Callable[[int, int], None] = False,
+    **settings: Any,
+) -> RunResult:
+    """Stream the blended output of ``model`` over ``image`` into a zarr v3 group.
+
+    Parameters
+    ----------
+    image : a path (TIFF, OME-TIFF, SVS, zarr, PNG, JPEG) or an (H, W[, C]) array.
+    model : as for :func:`predict`.
+    out : output group path; default: the input's name with ``.zarr``.
+    overwrite : replace an existing output. resume : continue an incomplete one.
+    progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
+    **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
+        batch_size, output, dtype, chunk, ...).
+
+    Returns
+    -------
+    RunResult with the output path, shape, dtype and what it cost. The group's key ``0`` holds
+    (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
+    with ``complete: true`` written last.
+    """
+    t0 = time.perf_counter()
+    source = open_source(image)
+    out_path = Path(out) if out is not None else default_output_path(image)
+    if overwrite and resume:
+        raise OutputError("--overwrite and --resume contradict each other; pick one")
+    if out_path.exists() and not (overwrite or resume):
+        _refuse_existing(out_path)
+    runner = load_runner(model, device=device, precision=precision)
+    job = Job.create(source, runner, _settings(**settings))
+    h, w, _ = source.shape
+    shape = job.output.shape(h, w)
+    record = {
+        "version": __version__,
+        "input": _input_record(image, source),
+        "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
+        "settings": job.settings.record(),
+    }
+    record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
+                                         getattr(runner, "fingerprint", lambda: "")())
+    if resume and out_path.exists():
+        sink = ZarrSink.open(out_path)
+        recorded = sink.attributes.get("tiler", {})
+        if recorded.get("fingerprint") != record["fingerprint"]:
+            raise OutputError(
+                f"{out_path}: cannot resume: the input, model or settings differ from the recorded "
+                "run; use --overwrite to start again"
+            )
+    else:
+        attributes = {"tiler": {**record, "complete": False}, "ome": _ome(shape, source)}
+        sink = ZarrSink.create(
+            out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
+            stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
+        )
+    done = sink.done()
+    todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
+    work = [r for _, r in todo if r is not None]
+    total = sum(job.tiles_in(b) for b in work)
+    report = _progress(progress, total, h * w)
+    stats = BlockStats()
+    try:
+        for block in work:
+            stats += run_block(job, block, sink, on_tiles=report)
+    finally:
+        report.close()
+    sink.set_complete()
+    return RunResult(
+        path=out_path, shape=shape, dtype=str(job.output.store_dtype), tiles=stats.tiles,
+        skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
+        resumed_blocks=len(todo) - len(work), stats=stats,
+    )
+
+
+def _refuse_existing(path: Path) -> None:
+    try:
+        complete = ZarrSink.open(path).attributes.get("tiler", {}).get("complete", False)
+    except OutputError:
+        raise OutputError(f"{path}: already exists; pass --overwrite to replace it") from None
+    if complete:
+        raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
+    raise OutputError(
+        f"{path}: an incomplete output exists; pass --resume to continue it or --overwrite to start again"
+    )
+
+
+def _ome(shape: tuple[int, ...], source: Source) -> dict[str, Any]:
+    """OME-Zarr 0.5 ``multiscales`` for the full-resolution array (pixel size where known)."""
+    mpp = getattr(source.info, "mpp", None)
+    space = {"type": "space", "unit": "micrometer"} if mpp else {"type": "space"}
+    axes = [{"name": "y", **space}, {"name": "x", **space}]
+    scale = list(mpp) if mpp else [1.0, 1.0]
+    if len(shape) == 3:
+        axes.insert(0, {"name": "c", "type": "channel"})
+        scale.insert(0, 1.0)
+    return {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": "prediction",
+                "axes": axes,
+                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+            }
+        ],
+    }
+
+
+class _Progress:
+    def __init__(self, callback: Callable[[int, int], None] | None, bar: Any, total: int) -> None:
+        self.callback, self.bar, self.total, self.done = callback, bar, total, 0
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(progress: bool | Callable[[int, int], None], total: int, pixels: int) -> _Progress:
+    if callable(progress):
+        return _Progress(progress, None, total)
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="tile", dynamic_ncols=True, smoothing=0.1, leave=False)
+        return _Progress(None, bar, total)
+    return _Progress(None, None, total)

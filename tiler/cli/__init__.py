@@ -1,0 +1,1 @@
+"""The ``tiler`` command line: one module per subcommand, shared options in ``options``."""

@@ -1,0 +1,58 @@
+"""``tiler``: the entry point. Dispatches to subcommands and turns user errors into one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import TilerError
+from . import info as info_cmd
+from . import run as run_cmd
+
+DESCRIPTION = """\
+Sliding-window inference for images too large to run a network on in one piece.
+
+examples:
+  $ tiler run scan.tif                          # built-in UNet, logits to scan.zarr
+  $ tiler run scan.tif --output probs --tile 1024 --overlap 128 -o probs.zarr
+  $ tiler info scan.tif
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tiler", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"tiler {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (run_cmd, info_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    warnings.simplefilter("default")
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"  # type: ignore[assignment]
+    try:
+        return int(args.func(args) or 0)
+    except TilerError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

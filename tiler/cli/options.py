@@ -1,0 +1,65 @@
+"""Options shared by several subcommands, defined once."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..engine import Settings
+from ..outputs import OUTPUT_KINDS
+from ..windows import list_windows
+
+_DEFAULTS = Settings()
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", "-m", metavar="M", help="checkpoint (.pt), TorchScript or ONNX file; "
+                   "default: the built-in tissue UNet")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    g.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size, metavar="N",
+                   help=f"tiles per model call (default {_DEFAULTS.batch_size})")
+
+
+def add_tiling_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("tiling and blending")
+    g.add_argument("--tile", type=positive_int, default=_DEFAULTS.tile, metavar="N",
+                   help=f"tile edge in pixels (default {_DEFAULTS.tile})")
+    g.add_argument("--overlap", type=non_negative_int, default=_DEFAULTS.overlap, metavar="N",
+                   help=f"overlap of neighbouring tiles in pixels (default {_DEFAULTS.overlap})")
+    g.add_argument("--margin", type=non_negative_int, default=_DEFAULTS.margin, metavar="N",
+                   help="pixels at each tile edge given no weight (default 0)")
+    g.add_argument("--window", default=_DEFAULTS.window, choices=list_windows(),
+                   help=f"blending window (default {_DEFAULTS.window}, sigma = 0.125 x tile)")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--out", "-o", metavar="PATH", help="output zarr group (default: INPUT with .zarr)")
+    g.add_argument("--output", default="logits", choices=OUTPUT_KINDS,
+                   help="logits (float32), probs (uint8 p*255 unless --dtype float32) or labels (uint8)")
+    g.add_argument("--dtype", choices=("uint8", "float32"), help="stored dtype for --output probs")
+    g.add_argument("--chunk", type=positive_int, default=_DEFAULTS.chunk, metavar="N",
+                   help=f"output chunk edge in pixels (default {_DEFAULTS.chunk})")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted output")

@@ -1,0 +1,36 @@
+"""The exceptions tiler raises for problems a user can fix.
+
+Every error meant for a user is a :class:`TilerError` carrying a one-line message that names the
+file or setting at fault and, where there is one, the fix. The CLI prints ``error: <message>`` and
+exits non-zero; tracebacks are shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+
+class TilerError(ValueError):
+    """Base class: a problem with the user's input, settings or environment."""
+
+
+class SettingsError(TilerError):
+    """Tile, overlap, margin, window or another setting that cannot work."""
+
+
+class InputError(TilerError):
+    """An input that is missing, unreadable, corrupt or not an image."""
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    """An input path that does not exist."""
+
+
+class ModelError(TilerError):
+    """A model that cannot be loaded, or that does not fit the input."""
+
+
+class OutputError(TilerError):
+    """An output that exists, cannot be written, or cannot be resumed."""
+
+
+class ModelOutputError(TilerError, ArithmeticError):
+    """A model that produced NaN or infinite values."""

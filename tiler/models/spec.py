@@ -1,0 +1,81 @@
+"""Model metadata that travels with the weights (like timm's ``PretrainedCfg``).
+
+A :class:`ModelSpec` says what a model expects and gives: input channels, output channels, the
+spatial multiple its input size must have, how to normalise pixels, the output activation and the
+class names. It is stored in checkpoints under the key ``"tiler"``, in ONNX ``metadata_props`` and
+in TorchScript ``extra_files``; command-line flags override it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model expects and gives.
+
+    Attributes
+    ----------
+    name : a label for reports.
+    in_channels, out_channels : C_in of the input, C_out of the logits. 0 = unknown (accept any).
+    multiple : spatial size multiple the input needs (16 for a UNet with 4 poolings).
+    scale : multiply pixels by this before mean/std; None = by dtype (1/255 for uint8,
+        1/65535 for uint16, 1 for floats).
+    mean, std : per-channel normalisation after scaling; empty = none.
+    activation : "softmax", "sigmoid" or "none": how logits become probabilities.
+    class_names : names of the output channels.
+    """
+
+    name: str = "model"
+    in_channels: int = 0
+    out_channels: int = 0
+    multiple: int = 1
+    scale: float | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    activation: str = "softmax"
+    class_names: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if self.activation not in ("softmax", "sigmoid", "none"):
+            raise ModelError(f"unknown activation {self.activation!r} in model metadata")
+        if len(self.mean) != len(self.std):
+            raise ModelError(f"model metadata has {len(self.mean)} means but {len(self.std)} stds")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("mean", "std", "class_names"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("mean", "std", "class_names"):
+            if k in known:
+                known[k] = tuple(known[k])
+        try:
+            return cls(**known)
+        except TypeError as exc:
+            raise ModelError(f"model metadata is malformed ({exc})") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def with_overrides(self, **overrides: Any) -> ModelSpec:
+        """A copy with the given fields replaced; ``None`` values are ignored."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def input_scale(self, dtype: np.dtype) -> float:
+        """Factor that maps the image's pixel range to [0, 1]."""
+        if self.scale is not None:
+            return float(self.scale)
+        dtype = np.dtype(dtype)
+        return 1.0 / float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0

@@ -1,0 +1,79 @@
+"""The runner interface."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import numpy as np
+
+from ..errors import ModelError
+from ..models.spec import ModelSpec
+
+
+class Runner(ABC):
+    """Runs a model on batches of raw tiles.
+
+    Subclasses implement :meth:`run`; :meth:`__call__` checks shapes, normalises with the spec
+    (scale, mean, std) and returns float32 logits.
+
+    Attributes
+    ----------
+    spec : what the model expects and gives.
+    """
+
+    spec: ModelSpec
+    #: True when the runner does its own normalisation on the device (see ``run_raw``).
+    normalises_on_device: bool = False
+
+    def describe(self) -> str:
+        """One line for summaries: runtime, device, precision."""
+        return type(self).__name__
+
+    def normalise(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) raw tiles -> float32 normalised tiles."""
+        x = tiles.astype(np.float32, copy=True)
+        x *= np.float32(self.spec.input_scale(tiles.dtype))
+        if self.spec.mean:
+            mean = np.asarray(self.spec.mean, np.float32)[None, :, None, None]
+            std = np.asarray(self.spec.std, np.float32)[None, :, None, None]
+            x -= mean
+            x /= std
+        return x
+
+    def check_input(self, tiles: np.ndarray) -> None:
+        c = tiles.shape[1]
+        if self.spec.in_channels and c != self.spec.in_channels:
+            raise ModelError(
+                f"the image has {c} channel(s) but the model {self.spec.name!r} expects "
+                f"{self.spec.in_channels}"
+            )
+        if self.spec.mean and len(self.spec.mean) != c:
+            raise ModelError(
+                f"the model's mean/std have {len(self.spec.mean)} values for a {c}-channel image"
+            )
+
+    def __call__(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) raw tiles (any dtype) -> (N, C_out, h, w) float32 logits."""
+        self.check_input(tiles)
+        x = tiles if self.normalises_on_device else self.normalise(tiles)
+        return self.run(x)
+
+    @abstractmethod
+    def run(self, tiles: np.ndarray) -> np.ndarray:
+        """(N, C, h, w) float32 normalised tiles (raw if ``normalises_on_device``) -> float32 logits."""
+
+
+class FunctionRunner(Runner):
+    """Wrap a NumPy function ``f((N, C, h, w) float32) -> (N, C_out, h, w)``; for tests and tools.
+
+    ``normalise=False`` hands the raw tiles (as float32) to ``f``.
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], spec: ModelSpec | None = None, *, normalise: bool = True) -> None:
+        self.fn = fn
+        name = getattr(fn, "__name__", "function")
+        self.spec = spec or ModelSpec(name=name, scale=None if normalise else 1.0)
+
+    def run(self, tiles: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self.fn(tiles), dtype=np.float32)

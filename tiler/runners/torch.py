@@ -1,0 +1,98 @@
+"""PyTorch runner: an ``nn.Module`` or TorchScript module on CPU or CUDA, fp32/fp16/bf16."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import ModelError, SettingsError
+from ..models.spec import ModelSpec
+from .base import Runner
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None -> CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise SettingsError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingsError(f"device {device} asked for, but no CUDA GPU is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SettingsError(f"device {device} does not exist ({torch.cuda.device_count()} GPUs)")
+    elif dev.type != "cpu":
+        raise SettingsError(f"device {device} is not supported; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+class TorchRunner(Runner):
+    """Run ``module`` under ``torch.inference_mode``; normalisation happens on the device.
+
+    Parameters
+    ----------
+    module : an ``nn.Module`` or TorchScript module mapping (N, C, h, w) -> (N, C_out, h, w).
+    spec : model metadata.
+    device : "auto", "cpu", "cuda" or "cuda:N".
+    precision : "fp32", "fp16" or "bf16" (autocast on the device).
+    """
+
+    normalises_on_device = True
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        spec: ModelSpec,
+        *,
+        device: str | torch.device | None = "auto",
+        precision: str = "fp32",
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise SettingsError(f"unknown precision {precision!r}; use fp32, fp16 or bf16")
+        self.device = resolve_device(device)
+        if precision == "fp16" and self.device.type == "cpu":
+            raise SettingsError("fp16 needs a CUDA device; on the CPU use bf16 or fp32")
+        self.precision = precision
+        self.spec = spec
+        self.module = module.to(self.device).eval()
+        if self.device.type == "cuda":
+            self.module = self.module.to(memory_format=torch.channels_last)
+        self._scale_cache: dict[np.dtype, float] = {}
+        self._mean = self._std = None
+        if spec.mean:
+            self._mean = torch.tensor(spec.mean, device=self.device).view(1, -1, 1, 1)
+            self._std = torch.tensor(spec.std, device=self.device).view(1, -1, 1, 1)
+
+    def describe(self) -> str:
+        return f"PyTorch {torch.__version__} on {self.device} ({self.precision})"
+
+    def run(self, tiles: np.ndarray) -> np.ndarray:
+        scale = self.spec.input_scale(tiles.dtype)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(tiles))
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True)
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = x.float() * scale
+            if self._mean is not None:
+                x = (x - self._mean) / self._std
+            try:
+                if self.precision == "fp32":
+                    y = self.module(x)
+                else:
+                    with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision]):
+                        y = self.module(x)
+            except RuntimeError as exc:
+                if "out of memory" in str(exc):
+                    raise
+                raise ModelError(f"the model failed on a batch of shape {tuple(x.shape)}: {exc}") from None
+            if y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
+                raise ModelError(
+                    f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}; "
+                    "tiler needs (N, C_out, h, w) outputs of the input's size"
+                )
+            return y.float().cpu().numpy()

@@ -1,0 +1,15 @@
+"""Image sources: lazy 2-D images with channels, read region by region.
+
+A :class:`Source` is anything with ``name``, ``shape = (height, width, channels)``, ``dtype``,
+``chunks`` (the file's own tile size, to align reads; ``None`` if it has none) and
+``read(y0, y1, x0, x1) -> (y1 - y0, x1 - x0, channels)`` for in-bounds regions. :func:`open_source`
+turns a path or an array into one; nothing is loaded until ``read`` is called.
+"""
+
+from __future__ import annotations
+
+from ._array import ArraySource
+from ._base import Source, SourceInfo
+from ._open import open_source
+
+__all__ = ["ArraySource", "Source", "SourceInfo", "open_source"]

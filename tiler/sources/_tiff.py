@@ -1,0 +1,162 @@
+"""TIFF, BigTIFF, OME-TIFF and SVS files through tifffile.
+
+Regions are read through tifffile's zarr view of one pyramid level, so only the stored tiles or
+strips that a region touches are decoded (by imagecodecs). Axes are normalised to channel-last.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+import zarr
+
+from ..errors import InputError
+from ._array import check_image_shape
+from ._base import SourceInfo
+
+#: Exceptions tifffile and imagecodecs raise for broken files or tiles.
+DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    tifffile.TiffFileError,
+    ValueError,
+    RuntimeError,
+    OSError,
+    EOFError,
+    IndexError,
+    KeyError,
+    NotImplementedError,
+)
+
+
+def _channel_axes(name: str, axes: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int | None]:
+    """Positions to squeeze (size-1 extra axes) and the channel axis, for a series' ``axes``."""
+    if "Y" not in axes or "X" not in axes:
+        raise InputError(f"{name}: the image has axes {axes!r}, with no Y and X")
+    others = [i for i, a in enumerate(axes) if a not in "YX"]
+    channel = [i for i in others if shape[i] > 1]
+    if len(channel) > 1:
+        raise InputError(
+            f"{name}: the image has axes {axes!r} with shape {shape}; tiler reads 2-D images with "
+            "one channel axis (no time or z stacks)"
+        )
+    squeeze = tuple(i for i in others if shape[i] == 1)
+    return squeeze, (channel[0] if channel else None)
+
+
+def _check_not_truncated(name: str, page: tifffile.TiffPage, file_size: int) -> None:
+    offsets, counts = page.dataoffsets, page.databytecounts
+    if not offsets:
+        return
+    end = max(o + c for o, c in zip(offsets, counts))
+    if end > file_size:
+        raise InputError(
+            f"{name}: file is truncated ({file_size} bytes, but its image data reaches byte {end})"
+        )
+
+
+def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    """Microns per pixel from OME metadata, an SVS description or resolution tags."""
+    if tif.is_svs and "MPP" in (page.description or ""):
+        for part in page.description.split("|"):
+            key, _, value = part.partition("=")
+            if key.strip() == "MPP":
+                mpp = float(value)
+                return (mpp, mpp)
+    if tif.is_ome and tif.ome_metadata:
+        meta = tifffile.xml2dict(tif.ome_metadata)
+        try:
+            pixels = meta["OME"]["Image"]
+            pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
+            sy, sx = float(pixels["PhysicalSizeY"]), float(pixels["PhysicalSizeX"])
+            unit = pixels.get("PhysicalSizeXUnit", "µm")
+            factor = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit)
+            if factor:
+                return (sy * factor, sx * factor)
+        except (KeyError, TypeError, ValueError):
+            pass
+    tags = page.tags
+    if "XResolution" in tags and "ResolutionUnit" in tags:
+        unit = tags["ResolutionUnit"].value
+        per_um = {2: 25400.0, 3: 10000.0}.get(int(unit))
+        xres, yres = tags["XResolution"].value, tags.get("YResolution", tags["XResolution"]).value
+        if per_um and xres[0] and yres[0]:
+            return (per_um * yres[1] / yres[0], per_um * xres[1] / xres[0])
+    return None
+
+
+class TiffSource:
+    """One pyramid level of a TIFF file as a lazy (H, W, C) image.
+
+    Parameters
+    ----------
+    path : the file.
+    level : pyramid level, 0 = full resolution.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, level: int = 0) -> None:
+        self.path = Path(path)
+        self.name = str(path)
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+            series = self._tif.series[0]
+            levels = series.levels
+            if not 0 <= level < len(levels):
+                raise InputError(f"{self.name}: level {level} does not exist (0..{len(levels) - 1})")
+            lvl = levels[level]
+            page = lvl.keyframe
+            _check_not_truncated(self.name, page, os.path.getsize(self.path))
+            axes, shape = lvl.axes, tuple(lvl.shape)
+            self._store = self._tif.aszarr(series=0, level=level)
+            self._z: Any = zarr.open_array(self._store, mode="r")
+        except InputError:
+            raise
+        except DECODE_ERRORS as exc:
+            raise InputError(f"{self.name}: not a readable TIFF ({exc})") from None
+        squeeze, channel = _channel_axes(self.name, axes, shape)
+        self._squeeze, self._channel = squeeze, channel
+        self._yx = (axes.index("Y"), axes.index("X"))
+        h, w = shape[self._yx[0]], shape[self._yx[1]]
+        c = shape[channel] if channel is not None else 1
+        self.shape = check_image_shape(self.name, (h, w, c), lvl.dtype)
+        self.dtype = np.dtype(lvl.dtype)
+        self.chunks = (
+            (int(page.chunks[0]), int(page.chunks[1])) if page.is_tiled else (int(page.rowsperstrip), w)
+        )
+        self.level = level
+        compression = page.compression.name.lower() if page.compression != 1 else None
+        fmt = "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff"
+        self.info = SourceInfo(
+            format=fmt,
+            compression=compression,
+            chunks=self.chunks,
+            levels=tuple((int(s.shape[s.axes.index("Y")]), int(s.shape[s.axes.index("X")])) for s in levels),
+            mpp=_mpp(self._tif, levels[0].keyframe),
+            extra={"photometric": page.photometric.name.lower(), "tiled": page.is_tiled},
+        )
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        index: list[Any] = [slice(None)] * self._z.ndim
+        index[self._yx[0]] = slice(y0, y1)
+        index[self._yx[1]] = slice(x0, x1)
+        try:
+            region = np.asarray(self._z[tuple(index)])
+        except DECODE_ERRORS as exc:
+            raise InputError(
+                f"{self.name}: cannot decode the image data at rows {y0}:{y1}, columns {x0}:{x1} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        if self._squeeze:
+            region = region.squeeze(axis=self._squeeze)
+        # Remaining axes keep their order: move Y, X to the front and the channel to the back.
+        axes = [a for i, a in enumerate(range(self._z.ndim)) if i not in self._squeeze]
+        y, x = axes.index(self._yx[0]), axes.index(self._yx[1])
+        if self._channel is None:
+            return region.transpose(y, x)[..., None]
+        c = axes.index(self._channel)
+        return region.transpose(y, x, c)
+
+    def close(self) -> None:
+        self._tif.close()

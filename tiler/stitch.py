@@ -1,0 +1,109 @@
+"""Blending tile outputs of one block into finished chunk rows.
+
+The :class:`Stitcher` keeps ``Σ w·y`` (C, h, W_block) and ``Σ w`` (h, W_block) in float32 for each
+chunk row of the block that some computed tile has touched but that is not finished yet. Tiles
+arrive in lattice (raster) order; once every tile row touching a chunk row has been added, the row
+is normalised and handed out, and its buffers are freed. Memory is therefore bounded by the block
+width, the tile and the chunk, never by the image height.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from .plan import Block, TilePlan
+
+
+@dataclass
+class ChunkRow:
+    """A finished chunk row: blended (C, y1 - y0, x1 - x0) float32 logits and its coverage.
+
+    ``covered`` is an (h, w) bool array, or None when every pixel had a positive weight sum.
+    """
+
+    index: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    logits: np.ndarray
+    covered: np.ndarray | None
+
+
+class Stitcher:
+    """Accumulate weighted tile outputs for ``block`` and release chunk rows as they finish.
+
+    Parameters
+    ----------
+    plan : the lattice.
+    block : the output region this stitcher owns.
+    window : (tile, tile) float32 weights.
+    channels : model output channels C.
+    chunk : output chunk edge; rows are released in chunk rows of the global chunk grid.
+    """
+
+    def __init__(
+        self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, chunk: int
+    ) -> None:
+        self.plan, self.block, self.window = plan, block, window
+        self.channels, self.chunk = channels, chunk
+        self._pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._next = block.y0 // chunk  # next chunk row to release
+        self._last = math.ceil(block.y1 / chunk)  # one past the last chunk row
+
+    def _rows_of(self, j: int) -> tuple[int, int]:
+        return max(self.block.y0, j * self.chunk), min(self.block.y1, (j + 1) * self.chunk)
+
+    def _buffers(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        if j not in self._pending:
+            y0, y1 = self._rows_of(j)
+            w = self.block.x1 - self.block.x0
+            self._pending[j] = (
+                np.zeros((self.channels, y1 - y0, w), np.float32),
+                np.zeros((y1 - y0, w), np.float32),
+            )
+        return self._pending[j]
+
+    def add(self, outputs: np.ndarray, index: np.ndarray) -> None:
+        """Add a batch: ``outputs`` (N, C, tile, tile) float32 (weighted in place), ``index`` (N, 2)."""
+        plan, b, m, t = self.plan, self.block, self.plan.margin, self.plan.tile
+        outputs *= self.window
+        for out, (i, j) in zip(outputs, index):
+            ty, tx = plan.rows.origin(int(i)), plan.cols.origin(int(j))
+            ya, yb = max(ty + m, b.y0), min(ty + t - m, b.y1)
+            xa, xb = max(tx + m, b.x0), min(tx + t - m, b.x1)
+            if ya >= yb or xa >= xb:
+                continue
+            for k in range(ya // self.chunk, (yb - 1) // self.chunk + 1):
+                acc, wsum = self._buffers(k)
+                r0, _ = self._rows_of(k)
+                y_lo, y_hi = max(ya, r0), min(yb, r0 + acc.shape[1])
+                dst = (slice(y_lo - r0, y_hi - r0), slice(xa - b.x0, xb - b.x0))
+                src = (slice(y_lo - ty, y_hi - ty), slice(xa - tx, xb - tx))
+                acc[(slice(None), *dst)] += out[(slice(None), *src)]
+                wsum[dst] += self.window[src]
+
+    def finished(self, tile_rows_done: int) -> Iterator[ChunkRow]:
+        """Release, in order, every chunk row whose touching tile rows are all ``<= tile_rows_done``."""
+        while self._next < self._last:
+            y0, y1 = self._rows_of(self._next)
+            touching = self.plan.rows.touching(y0, y1)
+            if touching and touching[-1] > tile_rows_done:
+                return
+            yield self._release(self._next, y0, y1)
+            self._next += 1
+
+    def _release(self, j: int, y0: int, y1: int) -> ChunkRow:
+        acc, wsum = self._pending.pop(j, (None, None))
+        w = self.block.x1 - self.block.x0
+        if acc is None:  # no computed tile touched this row (all skipped)
+            acc = np.zeros((self.channels, y1 - y0, w), np.float32)
+            wsum = np.zeros((y1 - y0, w), np.float32)
+        covered = wsum > 0
+        all_covered = bool(covered.all())
+        np.divide(acc, wsum, out=acc, where=covered)
+        return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None if all_covered else covered)
