@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -70,7 +70,9 @@ class FunctionRunner(Runner):
     ``normalise=False`` hands the raw tiles (as float32) to ``f``.
     """
 
-    def __init__(self, fn: Callable[[np.ndarray], np.ndarray], spec: ModelSpec | None = None, *, normalise: bool = True) -> None:
+    def __init__(
+        self, fn: Callable[[np.ndarray], np.ndarray], spec: ModelSpec | None = None, *, normalise: bool = True
+    ) -> None:
         self.fn = fn
         name = getattr(fn, "__name__", "function")
         self.spec = spec or ModelSpec(name=name, scale=None if normalise else 1.0)
