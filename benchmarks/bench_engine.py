@@ -1,0 +1,188 @@
+"""Benchmark the tiler engine: megapixels/s, tiles/s and peak memory, one subprocess per case.
+
+Cases (tile 512, overlap 64, batch 8, gaussian window):
+
+* ``memory``  — ``tiler.predict`` on an 8192 x 8192 x 3 float32 array with a zero-cost model
+  (``x[:, :2]``): the tiling machinery alone.
+* ``file``    — ``tiler.run`` from a JPEG-tiled 8192 x 16384 TIFF to a zarr of uint8 probabilities,
+  zero-cost model; again at 32768 rows to show that peak memory does not grow with the height.
+* ``unet``    — the built-in UNet (shipped weights, or a random-init ``UNet(3, 3, 16)``) from a TIFF
+  to zarr, against the model alone on the same batches of tiles (ratio end-to-end / model-only).
+
+Inputs are generated once into ``benchmarks/_work/`` (streamed, tile by tile). Run::
+
+    python benchmarks/bench_engine.py            # full sizes (a few minutes on 2 cores)
+    python benchmarks/bench_engine.py --quick    # small sizes, for a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+import _common as C  # noqa: E402
+
+SIZES = {
+    "full": {"memory": 8192, "file": [(8192, 16384), (32768, 16384)], "unet": (3072, 3072)},
+    "quick": {"memory": 2048, "file": [(2048, 4096), (8192, 4096)], "unet": (1024, 1024)},
+}
+
+
+def zero_cost(x):
+    """The zero-cost "model": the first two channels of the (float32) tiles."""
+    return x[:, :2]
+
+
+def zero_runner():
+    from tiler.runners.base import FunctionRunner
+
+    return FunctionRunner(zero_cost, normalise=False)
+
+
+# ------------------------------------------------------------------------- child cases
+def case_memory(size: int) -> None:
+    import tiler
+
+    image = C.load_array(size)
+    runner = zero_runner()
+    with C.Timer() as t:
+        out = tiler.predict(image, runner, tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH)
+    n = _tiles((size, size))
+    C.report(f"tiler memory {size}x{size}", t, megapixels=size * size / 1e6, tiles=n,
+             out_shape=list(out.shape))
+
+
+def case_file(height: int, width: int) -> None:
+    import tiler
+
+    path = C.WORK / f"jpeg_{height}x{width}.tif"
+    out = C.WORK / f"out_{height}x{width}.zarr"
+    shutil.rmtree(out, ignore_errors=True)
+    runner = zero_runner()
+    with C.Timer() as t:
+        res = tiler.run(path, runner, out=out, overwrite=True, output="probs",
+                        tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH)
+    C.report(f"tiler file {height}x{width}", t, megapixels=height * width / 1e6, tiles=res.tiles,
+             model_s=res.stats.model_seconds)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def case_unet(height: int, width: int) -> None:
+    import numpy as np
+
+    import tiler
+    from tiler.engine import Job, Settings
+    from tiler.load import TileLoader
+    from tiler.models.load import load_runner
+    from tiler.sources import open_source
+
+    path = C.WORK / f"jpeg_{height}x{width}.tif"
+    ckpt = C.make_unet_checkpoint()
+    out = C.WORK / f"out_unet_{height}x{width}.zarr"
+    runner = load_runner(ckpt, device="cpu")
+    # The exact batches the engine computes, for the model-only time.
+    settings = Settings(tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, output="probs")
+    source = open_source(path)
+    job = Job.create(source, runner, settings)
+    batches = []
+    for block in job.partition.blocks():
+        rows, cols = job.plan.tiles_touching(block)
+        for b in TileLoader(source, job.plan, rows, cols, batch_size=C.BATCH):
+            if len(b.index):
+                batches.append(np.array(b.tiles))
+    runner(batches[0])  # warm-up (allocator, oneDNN kernels)
+
+    with C.Timer() as t:
+        res = tiler.run(path, ckpt, out=out, overwrite=True, device="cpu", output="probs",
+                        tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH)
+    m0 = time.perf_counter()
+    for b in batches:
+        runner(b)
+    model_only = time.perf_counter() - m0
+    tiles = sum(len(b) for b in batches)
+    C.report(f"tiler unet {height}x{width}", t, megapixels=height * width / 1e6, tiles=tiles,
+             model_only_s=model_only, pipeline_s=res.stats.seconds,
+             model_in_pipeline_s=res.stats.model_seconds,
+             ratio=t.seconds / model_only, pipeline_ratio=res.stats.seconds / model_only)
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _tiles(shape: tuple[int, int]) -> int:
+    from tiler.plan import TilePlan
+
+    return TilePlan.create(shape, tile=C.TILE, overlap=C.OVERLAP).n_tiles
+
+
+# ------------------------------------------------------------------------------ parent
+def prepare(sizes: dict) -> None:
+    """Generate the inputs (once) in benchmarks/_work."""
+    C.WORK.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    C.make_array_file(sizes["memory"])
+    for h, w in sizes["file"]:
+        C.make_tiff(h, w)
+    C.make_tiff(*sizes["unet"])
+    C.make_unet_checkpoint()
+    if time.perf_counter() - t0 > 1:
+        print(f"(inputs generated in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+
+
+def engine_cases(sizes: dict) -> list[tuple[str, list[str]]]:
+    """(workload key, child arguments) of every engine case."""
+    m = sizes["memory"]
+    cases = [("memory", ["--case", "memory", "--size", str(m)])]
+    for i, (h, w) in enumerate(sizes["file"]):
+        cases.append((f"file{i}", ["--case", "file", "--size", str(h), str(w)]))
+    cases.append(("unet", ["--case", "unet", "--size", *map(str, sizes["unet"])]))
+    return cases
+
+
+COLUMNS = [
+    ("name", "case", ""), ("seconds", "s", ".2f"), ("mp_s", "MP/s", ".1f"),
+    ("tiles_s", "tiles/s", ".1f"), ("peak_mb", "peak MB", ".0f"), ("base_mb", "RSS before MB", ".0f"),
+]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
+    p.add_argument("--case", choices=["memory", "file", "unet"], help=argparse.SUPPRESS)
+    p.add_argument("--size", type=int, nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--only", nargs="+", help="run only these workloads (memory file0 file1 unet)")
+    args = p.parse_args()
+    if args.case == "memory":
+        return case_memory(args.size[0])
+    if args.case == "file":
+        return case_file(*args.size)
+    if args.case == "unet":
+        return case_unet(*args.size)
+
+    sizes = SIZES["quick" if args.quick else "full"]
+    print(f"machine: {C.machine()}")
+    prepare(sizes)
+    rows = []
+    for key, case_args in engine_cases(sizes):
+        if args.only and key not in args.only:
+            continue
+        r = C.run_case(sys.executable, Path(__file__), case_args, env={"PYTHONPATH": str(C.ROOT)})
+        r.setdefault("name", key)
+        rows.append(r)
+        if "error" in r:
+            print(f"{key}: {r['error']}", file=sys.stderr)
+    print(C.table(rows, COLUMNS))
+    for r in rows:
+        if "model_only_s" in r:
+            print(f"\n{r['name']}: end to end {r['seconds']:.2f} s (pipeline {r['pipeline_s']:.2f} s), "
+                  f"model alone on the same {r['tiles']} tiles {r['model_only_s']:.2f} s: "
+                  f"ratio {r['ratio']:.3f} (pipeline {r['pipeline_ratio']:.3f})")
+
+
+if __name__ == "__main__":
+    main()
