@@ -65,11 +65,17 @@ def predict(
     ((3, 100, 70), 1.0, 1.0)
     """
     source = open_source(image)
-    runner = load_runner(model, device=device, precision=precision)
-    settings = Settings(
+    try:
+        return _predict(source, model, device, precision, Settings(
         tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
         sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
-    )
+        ))
+    finally:
+        source.close()
+
+
+def _predict(source: Source, model: Any, device: str | None, precision: str, settings: Settings) -> np.ndarray:
+    runner = load_runner(model, device=device, precision=precision)
     job = Job.create(source, runner, settings)
     h, w, _ = source.shape
     out = np.empty(job.output.shape(h, w), job.output.store_dtype)
@@ -160,8 +166,18 @@ def run(
     (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
     with ``complete: true`` written last.
     """
-    t0 = time.perf_counter()
     source = open_source(image)
+    try:
+        return _run(source, image, model, out, overwrite, resume, device, precision, progress, settings)
+    finally:
+        source.close()
+
+
+def _run(
+    source: Source, image: Any, model: Any, out: Any, overwrite: bool, resume: bool,
+    device: str | None, precision: str, progress: Any, settings: dict[str, Any],
+) -> RunResult:
+    t0 = time.perf_counter()
     out_path = Path(out) if out is not None else default_output_path(image)
     if overwrite and resume:
         raise OutputError("--overwrite and --resume contradict each other; pick one")
