@@ -139,17 +139,24 @@ def rss_mb() -> tuple[float, float]:
     return cur, peak
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 class Timer:
     """Times a region and records RSS before it and the peak RSS during it (whole process)."""
 
     def __enter__(self) -> Timer:
         self.base_mb, self.peak_before = rss_mb()
         reset_peak()
+        self.cpu0 = _cpu()
         self.t0 = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.t0
+        self.cpu_seconds = _cpu() - self.cpu0
         _, peak = rss_mb()
         self.peak_mb = max(peak, self.base_mb)
 
@@ -159,7 +166,7 @@ def report(name: str, timer: Timer, *, megapixels: float, tiles: int, **extra: A
     res = {
         "name": name, "seconds": timer.seconds, "megapixels": megapixels, "tiles": tiles,
         "mp_s": megapixels / timer.seconds, "tiles_s": tiles / timer.seconds,
-        "peak_mb": timer.peak_mb, "base_mb": timer.base_mb, **extra,
+        "peak_mb": timer.peak_mb, "base_mb": timer.base_mb, "cpu_s": timer.cpu_seconds, **extra,
     }
     print("RESULT " + json.dumps(res), flush=True)
 
@@ -168,7 +175,8 @@ def run_case(python: str | Path, script: Path, args: list[str], env: dict[str, s
              timeout: float = 3600) -> dict[str, Any]:
     """Run one case in a subprocess; its ``RESULT`` dict (or ``{"error": ...}``)."""
     cmd = [str(python), str(script), *args]
-    full_env = {**os.environ, **(env or {})}
+    # Competitors get no PYTHONPATH: the PyPI ``tiler`` must not find ours.
+    full_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | (env or {})
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout)
     except subprocess.TimeoutExpired:

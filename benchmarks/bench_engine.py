@@ -59,17 +59,17 @@ def case_memory(size: int) -> None:
              out_shape=list(out.shape))
 
 
-def case_file(height: int, width: int) -> None:
+def case_file(height: int, width: int, model: str = "zero") -> None:
     import tiler
 
     path = C.WORK / f"jpeg_{height}x{width}.tif"
     out = C.WORK / f"out_{height}x{width}.zarr"
     shutil.rmtree(out, ignore_errors=True)
-    runner = zero_runner()
+    runner = zero_runner() if model == "zero" else C.make_unet_checkpoint()
     with C.Timer() as t:
-        res = tiler.run(path, runner, out=out, overwrite=True, output="probs",
+        res = tiler.run(path, runner, out=out, overwrite=True, output="probs", device="cpu",
                         tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH)
-    C.report(f"tiler file {height}x{width}", t, megapixels=height * width / 1e6, tiles=res.tiles,
+    C.report(f"tiler file {model} {height}x{width}", t, megapixels=height * width / 1e6, tiles=res.tiles,
              model_s=res.stats.model_seconds)
     shutil.rmtree(out, ignore_errors=True)
 
@@ -145,7 +145,7 @@ def engine_cases(sizes: dict) -> list[tuple[str, list[str]]]:
 
 
 COLUMNS = [
-    ("name", "case", ""), ("seconds", "s", ".2f"), ("mp_s", "MP/s", ".1f"),
+    ("name", "case", ""), ("seconds", "s", ".2f"), ("cpu_s", "CPU s", ".2f"), ("mp_s", "MP/s", ".1f"),
     ("tiles_s", "tiles/s", ".1f"), ("peak_mb", "peak MB", ".0f"), ("base_mb", "RSS before MB", ".0f"),
 ]
 
@@ -155,12 +155,13 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
     p.add_argument("--case", choices=["memory", "file", "unet"], help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--model", default="zero", choices=["zero", "unet"], help=argparse.SUPPRESS)
     p.add_argument("--only", nargs="+", help="run only these workloads (memory file0 file1 unet)")
     args = p.parse_args()
     if args.case == "memory":
         return case_memory(args.size[0])
     if args.case == "file":
-        return case_file(*args.size)
+        return case_file(*args.size, model=args.model)
     if args.case == "unet":
         return case_unet(*args.size)
 

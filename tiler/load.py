@@ -1,10 +1,12 @@
-"""Tiles out of a source: reflect-padded reads, a cache of decoded rows, and batches.
+"""Tiles out of a source: reflect-padded reads, a cache of decoded bands, and batches.
 
-A :class:`TileLoader` walks the tile rows of one block of the lattice top to bottom. For each tile
-row it needs the source rows the tiles cover (reflected at the image borders) across the block's
-column span; it reads them in whole stored-chunk rows and keeps what the next tile row still needs,
-so each stored tile is decoded once per block. Tiles are cut from the padded strip as views and
-copied straight into a preallocated batch buffer.
+A :class:`TileLoader` walks the tile rows of one block of the lattice top to bottom. The source is
+read in *bands*: whole stored-chunk rows across the block's column span, each read (decoded) once
+per block and dropped as soon as no later tile row needs it. Each tile is copied straight from the
+bands into a preallocated (N, C, tile, tile) batch buffer, one copy per pixel: the rows and columns
+it needs, reflected at the image borders, are split into a few runs of consecutive pixels (step +1
+inside the image, -1 in a reflected border), and each run pair is one strided NumPy copy that also
+moves the channel axis to the front. No strip of the tile row is ever assembled.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import numpy as np
 
 from .plan import TilePlan, reflect_index
 from .sources import Source
+
+#: Above this many runs along an axis (images smaller than a few pixels) a tile is gathered instead.
+_MAX_RUNS = 8
 
 
 @dataclass
@@ -35,31 +40,68 @@ class Batch:
     rows_done: list[int]
 
 
+def runs(index: np.ndarray) -> list[tuple[int, int, slice]]:
+    """Split source positions ``index`` into runs of step +1 or -1.
+
+    Returns ``(dst_start, dst_stop, src_slice)`` triples: ``index[dst_start:dst_stop]`` equals
+    ``np.arange(n)[src_slice]`` for any long enough ``n``.
+
+    >>> [(a, b, (s.start, s.stop, s.step)) for a, b, s in runs(np.array([2, 1, 0, 1, 2, 3]))]
+    [(0, 3, (2, None, -1)), (3, 6, (1, 4, 1))]
+    """
+    idx: list[int] = np.asarray(index).tolist()
+    out: list[tuple[int, int, slice]] = []
+    n, k = len(idx), 0
+    while k < n:
+        start = idx[k]
+        step = idx[k + 1] - start if k + 1 < n else 1
+        if step not in (1, -1):
+            step = 1
+        e = k + 1
+        while e < n and idx[e] - idx[e - 1] == step:
+            e += 1
+        stop = start + step * (e - k)
+        out.append((k, e, slice(start, stop if stop >= 0 else None, step)))
+        k = e
+    return out
+
+
 class RowCache:
-    """Decoded source rows ``[y0, y1)`` across columns ``[x0, x1)``, read in whole stored chunks."""
+    """Decoded source rows across columns ``[x0, x1)``, read in bands of whole stored chunk rows.
+
+    Band ``b`` holds rows ``[b * align, (b + 1) * align)`` (clipped to the image) as an
+    (rows, x1 - x0, C) array; ``align`` is the stored chunk height (256 for unchunked sources).
+    """
 
     def __init__(self, source: Source, x0: int, x1: int) -> None:
         self.source, self.x0, self.x1 = source, x0, x1
         self.align = source.chunks[0] if source.chunks else 256
-        self.y0 = self.y1 = 0
-        self.rows = np.empty((0, x1 - x0, source.shape[2]), source.dtype)
+        self.bands: dict[int, np.ndarray] = {}
         self.rows_read = 0  # statistics: source rows decoded
 
+    def band(self, b: int) -> np.ndarray:
+        """Band ``b``, read on first use."""
+        band = self.bands.get(b)
+        if band is None:
+            y0 = b * self.align
+            y1 = min(self.source.shape[0], y0 + self.align)
+            band = self.bands[b] = self.source.read(y0, y1, self.x0, self.x1)
+            self.rows_read += y1 - y0
+        return band
+
+    def release_below(self, y: int) -> None:
+        """Drop the bands that end at or above row ``y`` (no longer needed)."""
+        for b in [b for b in self.bands if (b + 1) * self.align <= y]:
+            del self.bands[b]
+
     def get(self, lo: int, hi: int) -> np.ndarray:
-        """Rows ``[lo, hi)`` as an (hi - lo, x1 - x0, C) view; reads what is not cached yet."""
-        if not (self.y0 <= lo and hi <= self.y1):
-            extend = self.y0 <= lo <= self.y1  # moving down: keep the cached rows still needed
-            a = ((self.y1 if extend else lo) // self.align) * self.align
-            b = min(self.source.shape[0], math.ceil(hi / self.align) * self.align)
-            new = self.source.read(a, b, self.x0, self.x1)
-            self.rows_read += b - a
-            if extend:
-                self.rows = np.concatenate([self.rows[lo - self.y0 :], new[self.y1 - a :]])
-                self.y0 = lo
-            else:
-                self.rows, self.y0 = new, a
-            self.y1 = self.y0 + len(self.rows)
-        return self.rows[lo - self.y0 : hi - self.y0]
+        """Rows ``[lo, hi)`` as an (hi - lo, x1 - x0, C) array (a view when inside one band)."""
+        first, last = lo // self.align, (hi - 1) // self.align
+        if first == last:
+            a = first * self.align
+            return self.band(first)[lo - a : hi - a]
+        parts = [self.band(b) for b in range(first, last + 1)]
+        return np.concatenate(parts)[lo - first * self.align : hi - first * self.align]
 
 
 class TileLoader:
@@ -89,28 +131,59 @@ class TileLoader:
         self.skip = skip
         self.tiles_loaded = 0
         self.tiles_skipped = 0
-        h, w, _ = source.shape
-        t = plan.tile
-        # Column indices (reflected) of the padded strip spanning all tiles of the block.
-        self.strip_x0 = plan.cols.origin(cols.start) if len(cols) else 0
-        strip_x1 = plan.cols.origin(cols.stop - 1) + t if len(cols) else 0
-        x_index = reflect_index(np.arange(self.strip_x0, strip_x1), w)
-        self._read_x0, read_x1 = int(x_index.min(initial=0)), int(x_index.max(initial=0)) + 1
-        self._x_index = x_index - self._read_x0
-        self._x_identity = bool(np.array_equal(self._x_index, np.arange(len(x_index))))
-        self.cache = RowCache(source, self._read_x0, read_x1)
+        w, t = source.shape[1], plan.tile
+        # Source columns (reflected) of every tile column, relative to the first column read.
+        x_index = {j: reflect_index(np.arange(plan.cols.origin(j), plan.cols.origin(j) + t), w) for j in cols}
+        read_x0 = min((int(ix.min()) for ix in x_index.values()), default=0)
+        read_x1 = max((int(ix.max()) + 1 for ix in x_index.values()), default=0)
+        self._x_runs = {j: runs(ix - read_x0) for j, ix in x_index.items()}
+        self._x_index = {j: ix - read_x0 for j, ix in x_index.items()}
+        self.cache = RowCache(source, read_x0, read_x1)
+        # Lowest source row that tile row i or any later one needs (reflection at the bottom
+        # border can reach back up): bands above it can be dropped once row i starts.
+        h, lowest, need = source.shape[0], math.inf, {}
+        for i in reversed(rows):
+            y = plan.rows.origin(i)
+            lowest = min(lowest, int(reflect_index(np.arange(y, y + t), h).min()))
+            need[i] = int(lowest)
+        self._still_needed = need
 
-    def strip(self, row: int) -> np.ndarray:
-        """The reflect-padded strip of tile row ``row``: (tile, strip width, C)."""
+    def _y_runs(self, row: int) -> tuple[np.ndarray, list[tuple[int, int, int, slice]]]:
+        """Reflected source rows of tile row ``row`` and their runs split at band borders.
+
+        Runs are ``(dst_start, dst_stop, band, src_slice_within_band)``.
+        """
         y = self.plan.rows.origin(row)
         y_index = reflect_index(np.arange(y, y + self.plan.tile), self.source.shape[0])
-        lo, hi = int(y_index.min()), int(y_index.max()) + 1
-        rows = self.cache.get(lo, hi)
-        if y >= 0 and y + self.plan.tile <= self.source.shape[0]:
-            strip = rows  # no reflection needed in y: a view
-        else:
-            strip = rows[y_index - lo]
-        return strip if self._x_identity else strip[:, self._x_index]
+        align, out = self.cache.align, []
+        ys: list[int] = y_index.tolist()
+        bands = [y // align for y in ys]
+        for d0, d1, s in runs(y_index):
+            # split the run where it crosses a band border
+            k = d0
+            while k < d1:
+                b = bands[k]
+                e = k + 1
+                while e < d1 and bands[e] == b:
+                    e += 1
+                start = ys[k] - b * align
+                stop = start + s.step * (e - k)
+                out.append((k, e, b, slice(start, stop if stop >= 0 else None, s.step)))
+                k = e
+        return y_index, out
+
+    def _copy_tile(self, dst: np.ndarray, y_index: np.ndarray, y_runs: list, j: int) -> None:
+        """Fill ``dst`` (C, tile, tile) with tile (row, ``j``) from the cached bands."""
+        x_runs = self._x_runs[j]
+        if len(y_runs) > _MAX_RUNS or len(x_runs) > _MAX_RUNS:  # tiny images: gather
+            lo, hi = int(y_index.min()), int(y_index.max()) + 1
+            region = self.cache.get(lo, hi)
+            dst[...] = region[np.ix_(y_index - lo, self._x_index[j])].transpose(2, 0, 1)
+            return
+        for dy0, dy1, b, sy in y_runs:
+            band = self.cache.band(b)
+            for dx0, dx1, sx in x_runs:
+                dst[:, dy0:dy1, dx0:dx1] = band[sy, sx].transpose(2, 0, 1)
 
     def __iter__(self) -> Iterator[Batch]:
         c, t, n = self.source.shape[2], self.plan.tile, self.batch_size
@@ -119,10 +192,11 @@ class TileLoader:
         for i in self.rows:
             wanted = [j for j in self.cols if not (self.skip and self.skip(i, j))]
             self.tiles_skipped += len(self.cols) - len(wanted)
-            strip = self.strip(i) if wanted else None
+            if wanted:
+                y_index, y_runs = self._y_runs(i)
+                self.cache.release_below(self._still_needed[i])
             for j in wanted:
-                x = self.plan.cols.origin(j) - self.strip_x0
-                buf[k] = strip[:, x : x + t].transpose(2, 0, 1)
+                self._copy_tile(buf[k], y_index, y_runs, j)
                 index[k] = (i, j)
                 k += 1
                 if k == n:

@@ -57,18 +57,24 @@ class OutputSpec:
         return (height, width) if self.kind == "labels" else (self.channels, height, width)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """(C, h, w) float32 logits -> (C, h, w) float32 probabilities."""
+        """(C, h, w) float32 logits -> (C, h, w) float32 probabilities (a new array)."""
         if self.activation == "none":
-            return logits
+            return logits.copy()
         if self.activation == "sigmoid" or logits.shape[0] == 1:
-            return 1.0 / (1.0 + np.exp(-logits))
-        e = np.exp(logits - logits.max(axis=0, keepdims=True))
-        return e / e.sum(axis=0, keepdims=True)
+            p = np.negative(logits)
+            np.exp(p, out=p)
+            p += 1.0
+            return np.reciprocal(p, out=p)
+        p = logits - logits.max(axis=0, keepdims=True)
+        np.exp(p, out=p)
+        p /= p.sum(axis=0, keepdims=True)
+        return p
 
     def convert(self, logits: np.ndarray, covered: np.ndarray | None = None) -> np.ndarray:
         """Blended (C, h, w) float32 logits -> stored values, shape :meth:`shape` of (h, w).
 
-        ``covered`` is an optional (h, w) bool array; uncovered pixels get ``fill``.
+        ``covered`` is an optional (h, w) bool array; uncovered pixels get ``fill``. ``logits`` is
+        not modified.
         """
         if self.kind == "logits":
             out = logits
@@ -80,7 +86,9 @@ class OutputSpec:
         else:
             out = self.probabilities(logits)
             if self.store_dtype == np.uint8:
-                out = np.rint(out * 255.0).astype(np.uint8)
+                out *= 255.0
+                np.rint(out, out=out)
+                out = out.astype(np.uint8)
         if covered is not None and not covered.all():
             out = out.copy() if out is logits else out
             out[..., ~covered] = self.fill

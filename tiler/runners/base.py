@@ -32,8 +32,12 @@ class Runner(ABC):
 
     def normalise(self, tiles: np.ndarray) -> np.ndarray:
         """(N, C, h, w) raw tiles -> float32 normalised tiles."""
-        x = tiles.astype(np.float32, copy=True)
-        x *= np.float32(self.spec.input_scale(tiles.dtype))
+        scale = np.float32(self.spec.input_scale(tiles.dtype))
+        x = np.empty(tiles.shape, np.float32)
+        if scale == 1:
+            np.copyto(x, tiles, casting="unsafe")
+        else:  # convert and scale in one pass
+            np.multiply(tiles, scale, out=x, casting="unsafe")
         if self.spec.mean:
             mean = np.asarray(self.spec.mean, np.float32)[None, :, None, None]
             std = np.asarray(self.spec.std, np.float32)[None, :, None, None]
@@ -78,4 +82,5 @@ class FunctionRunner(Runner):
         self.spec = spec or ModelSpec(name=name, scale=None if normalise else 1.0)
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.fn(tiles), dtype=np.float32)
+        # no forced copy: the engine weights outputs in place (copying read-only ones first)
+        return np.asarray(self.fn(tiles), dtype=np.float32)

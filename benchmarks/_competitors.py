@@ -1,0 +1,150 @@
+"""The competitors' cases, each run in a subprocess of its own environment (see bench_competitors.py).
+
+Run with ``benchmarks/_work/venv-competitors/bin/python`` (MONAI, pytorch-toolbelt, the user's
+script) or ``benchmarks/_work/venv-tilerpkg/bin/python`` (the PyPI ``tiler`` package, which shares
+our import name). Each case prints one ``RESULT {json}`` line. Written the way each library's own
+documentation shows; every case gets the same channel-last (H, W, 3) image that ours gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import _common as C  # noqa: E402
+import numpy as np  # noqa: E402
+
+STEP = C.TILE - C.OVERLAP
+
+
+def zero_cost_nchw(x):
+    return x[:, :2]
+
+
+def _load_unet():
+    """Our built-in UNet class, from its file (it imports only torch), with the benchmark weights."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("bench_unet", C.ROOT / "tiler" / "models" / "unet.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ckpt = torch.load(C.WORK / "unet.pt", map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt)
+    net = mod.UNet(**ckpt.get("config", {"in_channels": 3, "num_classes": 3, "base_channels": 16}))
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def monai_memory(size: int) -> None:
+    import torch
+    from monai.inferers import sliding_window_inference
+
+    image = C.load_array(size)
+    with C.Timer() as t, torch.inference_mode():
+        x = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, 3, H, W) view of the same array
+        out = sliding_window_inference(
+            x, (C.TILE, C.TILE), C.BATCH, zero_cost_nchw, overlap=C.OVERLAP / C.TILE, mode="gaussian",
+            sigma_scale=0.125,
+        )
+        out = out[0].numpy()
+    C.report(f"MONAI memory {size}x{size}", t, megapixels=size * size / 1e6, tiles=_n_tiles(size, size),
+             out_shape=list(out.shape))
+
+
+def toolbelt_memory(size: int) -> None:
+    import torch
+
+    spec = importlib.util.spec_from_file_location(
+        "tb_tiles", Path(importlib.util.find_spec("pytorch_toolbelt").origin).parent / "inference" / "tiles.py"
+    )
+    tiles_mod = importlib.util.module_from_spec(spec)  # the module alone: the package imports torchvision
+    spec.loader.exec_module(tiles_mod)
+    image = C.load_array(size)
+    with C.Timer() as t, torch.inference_mode():
+        slicer = tiles_mod.ImageSlicer(image.shape, tile_size=C.TILE, tile_step=STEP, weight="pyramid")
+        merger = tiles_mod.TileMerger(slicer.target_shape, channels=2, weight=slicer.weight)
+        tiles = [torch.from_numpy(np.moveaxis(tile, -1, 0).copy()) for tile in slicer.split(image)]
+        loader = torch.utils.data.DataLoader(list(zip(tiles, slicer.crops)), batch_size=C.BATCH)
+        for batch, coords in loader:
+            merger.integrate_batch(zero_cost_nchw(batch), coords)
+        merged = np.moveaxis(merger.merge().numpy(), 0, -1)
+        out = slicer.crop_to_orignal_size(merged)
+    C.report(f"pytorch-toolbelt memory {size}x{size}", t, megapixels=size * size / 1e6, tiles=len(slicer.crops),
+             out_shape=list(out.shape))
+
+
+def tilerpkg_memory(size: int) -> None:
+    from tiler import Merger, Tiler  # the PyPI package (its own environment)
+
+    image = C.load_array(size)
+    with C.Timer() as t:
+        tiler_in = Tiler(data_shape=image.shape, tile_shape=(C.TILE, C.TILE, 3), overlap=C.OVERLAP,
+                         channel_dimension=2, mode="reflect")
+        tiler_out = Tiler(data_shape=(size, size, 2), tile_shape=(C.TILE, C.TILE, 2), overlap=C.OVERLAP,
+                          channel_dimension=2, mode="reflect")
+        merger = Merger(tiler_out, window="hann")
+        n = 0
+        for batch_id, batch in tiler_in(image, batch_size=C.BATCH):
+            pred = zero_cost_nchw(batch.transpose(0, 3, 1, 2))  # the model sees NCHW
+            merger.add_batch(batch_id, C.BATCH, pred.transpose(0, 2, 3, 1))
+            n += len(batch)
+        out = merger.merge(unpad=True)
+    C.report(f"tiler (PyPI) memory {size}x{size}", t, megapixels=size * size / 1e6, tiles=n,
+             out_shape=list(out.shape))
+
+
+def user_script(height: int, width: int, model: str) -> None:
+    """What a user without tiler writes: read the whole TIFF, MONAI over it, softmax, uint8, zarr."""
+    import shutil
+
+    import tifffile
+    import torch
+    import zarr
+    from monai.inferers import sliding_window_inference
+
+    path = C.WORK / f"jpeg_{height}x{width}.tif"
+    out_path = C.WORK / f"user_{height}x{width}.zarr"
+    shutil.rmtree(out_path, ignore_errors=True)
+    net = _load_unet() if model == "unet" else zero_cost_nchw
+    with C.Timer() as t, torch.inference_mode():
+        image = tifffile.imread(path)  # (H, W, 3) uint8, whole
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+        logits = sliding_window_inference(x, (C.TILE, C.TILE), C.BATCH, net, overlap=C.OVERLAP / C.TILE,
+                                          mode="gaussian")
+        probs = torch.softmax(logits[0], dim=0)
+        u8 = (probs * 255).round().to(torch.uint8).numpy()
+        z = zarr.create_array(out_path, shape=u8.shape, chunks=(u8.shape[0], 1024, 1024), dtype="uint8")
+        z[:] = u8
+    C.report(f"tifffile+MONAI+zarr script {model} {height}x{width}", t, megapixels=height * width / 1e6,
+             tiles=_n_tiles(height, width))
+    shutil.rmtree(out_path, ignore_errors=True)
+
+
+def _n_tiles(h: int, w: int) -> int:
+    """Tiles of MONAI's scan (the same count as ours for these sizes)."""
+    return (-(-(h - C.TILE) // STEP) + 1) * (-(-(w - C.TILE) // STEP) + 1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("case", choices=["monai", "toolbelt", "tilerpkg", "user"])
+    p.add_argument("--size", type=int, nargs="+", required=True)
+    p.add_argument("--model", default="zero", choices=["zero", "unet"])
+    args = p.parse_args()
+    if args.case == "monai":
+        monai_memory(args.size[0])
+    elif args.case == "toolbelt":
+        toolbelt_memory(args.size[0])
+    elif args.case == "tilerpkg":
+        tilerpkg_memory(args.size[0])
+    else:
+        user_script(args.size[0], args.size[1], args.model)
+
+
+if __name__ == "__main__":
+    main()
