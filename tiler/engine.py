@@ -25,7 +25,7 @@ from .plan import Block, Partition, TilePlan
 from .runners.base import Runner
 from .sink import Sink
 from .sources import Source
-from .stitch import ChunkRow, Stitcher
+from .stitch import Stitcher
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,8 @@ class BlockStats:
 
 
 def _check_finite(job: Job, outputs: np.ndarray, index: np.ndarray) -> None:
+    if np.isfinite(outputs.min()) and np.isfinite(outputs.max()):  # NaN propagates; no temporaries
+        return
     bad = ~np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
     if bad.any():
         i, j = (int(v) for v in index[int(np.argmax(bad))])
@@ -164,11 +166,12 @@ def run_block(
     )
     stitcher = Stitcher(job.plan, block, job.window, job.output.channels, job.partition.chunk)
 
-    def write(row: ChunkRow) -> None:
-        sink.write(row.y0, row.y1, row.x0, row.x1, job.output.convert(row.logits, row.covered))
-        sink.mark_done(row.index, block.col)
+    def write(item: tuple[int, tuple[int, int, int, int], np.ndarray]) -> None:
+        index, (y0, y1, x0, x1), data = item
+        sink.write(y0, y1, x0, x1, data)
+        sink.mark_done(index, block.col)
 
-    writer: Worker[ChunkRow] = Worker(write, maxsize=2, name="tiler-write")
+    writer: Worker[Any] = Worker(write, maxsize=2, name="tiler-write")
 
     def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int]]) -> None:
         outputs, index, rows_done = item
@@ -176,7 +179,10 @@ def run_block(
             stitcher.add(outputs, index)
         if rows_done:
             for row in stitcher.finished(rows_done[-1]):
-                writer.put(row)
+                # converted before queueing: the write queue holds stored values (uint8 probs are
+                # a quarter of the float32 logits), and the float32 buffer is freed here
+                data = job.output.convert(row.logits, row.covered)
+                writer.put((row.index, (row.y0, row.y1, row.x0, row.x1), data))
 
     stitch_worker: Worker[Any] = Worker(stitch, maxsize=2, name="tiler-stitch")
     try:

@@ -17,6 +17,8 @@ import numpy as np
 from .errors import SettingsError
 
 OUTPUT_KINDS = ("logits", "probs", "labels")
+#: Pixels (rows x width) converted at a time: bounds the activation's float32 temporaries.
+_SLAB_PIXELS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,20 @@ class OutputSpec:
         """Blended (C, h, w) float32 logits -> stored values, shape :meth:`shape` of (h, w).
 
         ``covered`` is an optional (h, w) bool array; uncovered pixels get ``fill``. ``logits`` is
-        not modified.
+        not modified. Large inputs are converted in slabs of rows, so the float32 temporaries of
+        the activation stay small (and in cache) whatever the chunk-row size.
         """
+        h = logits.shape[1]
+        slab = max(1, _SLAB_PIXELS // max(1, logits.shape[2]))
+        if self.kind == "logits" or h <= slab:
+            return self._convert(logits, covered)
+        out = np.empty(self.shape(h, logits.shape[2]), self.store_dtype)
+        for a in range(0, h, slab):
+            part = None if covered is None else covered[a : a + slab]
+            out[..., a : a + slab, :] = self._convert(logits[:, a : a + slab], part)
+        return out
+
+    def _convert(self, logits: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
         if self.kind == "logits":
             out = logits
         elif self.kind == "labels":
