@@ -17,6 +17,7 @@ import zarr
 from ..errors import InputError
 from ._array import check_image_shape
 from ._base import SourceInfo
+from ._tiff_tiles import TiffTileReader
 
 #: Exceptions tifffile and imagecodecs raise for broken files or tiles.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (
@@ -87,6 +88,22 @@ def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float]
     return None
 
 
+def _fast_reader(
+    tif: tifffile.TiffFile, level: Any, axes: str, shape: tuple[int, ...], hwc: tuple[int, int, int]
+) -> TiffTileReader | None:
+    """A thread-pool reader when the level is one interleaved (Y, X[, S]) page, else None."""
+    others = [n for a, n in zip(axes, shape) if a not in "YXS"]
+    if any(n != 1 for n in others) or not axes.replace("S", "").endswith("YX") or axes.find("S") not in (
+        -1, len(axes) - 1
+    ):
+        return None
+    reader = TiffTileReader.create(tif, level)
+    if reader is not None and (reader.height, reader.width, reader.samples) != hwc:
+        reader.close()
+        reader = None
+    return reader
+
+
 class TiffSource:
     """One pyramid level of a TIFF file as a lazy (H, W, C) image.
 
@@ -126,6 +143,8 @@ class TiffSource:
             (int(page.chunks[0]), int(page.chunks[1])) if page.is_tiled else (int(page.rowsperstrip), w)
         )
         self.level = level
+        # Fast path: one interleaved 2-D page, decoded on a thread pool (see _tiff_tiles.py).
+        self._tiles = _fast_reader(self._tif, lvl, axes, shape, self.shape)
         compression = page.compression.name.lower() if page.compression != 1 else None
         fmt = "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff"
         self.info = SourceInfo(
@@ -138,6 +157,14 @@ class TiffSource:
         )
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        if self._tiles is not None:
+            try:
+                return self._tiles.read(y0, y1, x0, x1)
+            except DECODE_ERRORS as exc:
+                raise InputError(
+                    f"{self.name}: cannot decode the image data at rows {y0}:{y1}, columns {x0}:{x1} "
+                    f"({type(exc).__name__}: {exc})"
+                ) from None
         index: list[Any] = [slice(None)] * self._z.ndim
         index[self._yx[0]] = slice(y0, y1)
         index[self._yx[1]] = slice(x0, x1)
@@ -159,4 +186,6 @@ class TiffSource:
         return region.transpose(y, x, c)
 
     def close(self) -> None:
+        if self._tiles is not None:
+            self._tiles.close()
         self._tif.close()
