@@ -170,6 +170,7 @@ def run_block(
         index, (y0, y1, x0, x1), data = item
         sink.write(y0, y1, x0, x1, data)
         sink.mark_done(index, block.col)
+        stitcher.recycle(data)  # written: its buffer can hold a later chunk row (logits)
 
     writer: Worker[Any] = Worker(write, maxsize=2, name="tiler-write")
 
@@ -182,6 +183,8 @@ def run_block(
                 # converted before queueing: the write queue holds stored values (uint8 probs are
                 # a quarter of the float32 logits), and the float32 buffer is freed here
                 data = job.output.convert(row.logits, row.covered)
+                if data is not row.logits:
+                    stitcher.recycle(row.logits)
                 writer.put((row.index, (row.y0, row.y1, row.x0, row.x1), data))
 
     stitch_worker: Worker[Any] = Worker(stitch, maxsize=2, name="tiler-stitch")

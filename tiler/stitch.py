@@ -53,6 +53,9 @@ class Stitcher:
         self.channels, self.chunk = channels, chunk
         self._pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._added: dict[int, int] = {}  # chunk row -> tiles added to it
+        # One spare buffer of each kind, reused for the next chunk row: fresh np.zeros memory is
+        # zeroed by the kernel page by page on first touch, which cost more than the blending.
+        self._spare: dict[tuple[int, ...], np.ndarray] = {}
         self._cols = len(plan.cols.touching(block.x0, block.x1))
         self._next = block.y0 // chunk  # next chunk row to release
         self._last = math.ceil(block.y1 / chunk)  # one past the last chunk row
@@ -64,10 +67,7 @@ class Stitcher:
         if j not in self._pending:
             y0, y1 = self._rows_of(j)
             w = self.block.x1 - self.block.x0
-            self._pending[j] = (
-                np.zeros((self.channels, y1 - y0, w), np.float32),
-                np.zeros((y1 - y0, w), np.float32),
-            )
+            self._pending[j] = (self._zeros((self.channels, y1 - y0, w)), self._zeros((y1 - y0, w)))
         return self._pending[j]
 
     def add(self, outputs: np.ndarray, index: np.ndarray) -> None:
@@ -92,6 +92,21 @@ class Stitcher:
                 wsum[dst] += self.window[src]
                 self._added[k] = self._added.get(k, 0) + 1
 
+    def _zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        spare = self._spare.pop(shape, None)
+        if spare is None:
+            return np.zeros(shape, np.float32)
+        spare.fill(0)
+        return spare
+
+    def recycle(self, array: np.ndarray) -> None:
+        """Hand back a released row's float32 buffer (e.g. ``ChunkRow.logits``) once nothing uses it.
+
+        The next chunk row of the same shape reuses it (zeroed). Anything else is ignored.
+        """
+        if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.owndata:
+            self._spare.setdefault(array.shape, array)
+
     def finished(self, tile_rows_done: int) -> Iterator[ChunkRow]:
         """Release, in order, every chunk row whose touching tile rows are all ``<= tile_rows_done``."""
         while self._next < self._last:
@@ -112,8 +127,10 @@ class Stitcher:
             # every lattice tile touching the row was added: every pixel is covered (the lattice
             # invariant), so no coverage scan and no masked division
             np.divide(acc, wsum, out=acc)
+            self.recycle(wsum)
             return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None)
         covered = wsum > 0
         all_covered = bool(covered.all())
         np.divide(acc, wsum, out=acc, where=covered)
+        self.recycle(wsum)
         return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None if all_covered else covered)
