@@ -16,19 +16,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import tiler  # noqa: E402
-from tiler.models.load import load_runner  # noqa: E402
+import tiler
+from tiler.models.load import load_runner
 
 
 def test_image(size: int) -> np.ndarray:
     try:
-        from tiler.demo import make_slide  # the demo's slide generator, when present
-
         import tifffile
+        from tiler.demo import make_slide  # the demo's slide generator, when present
 
         path = Path(__file__).parent / "_work" / f"seams_{size}.tif"
         path.parent.mkdir(exist_ok=True)
