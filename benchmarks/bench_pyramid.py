@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=2)
     ap.add_argument("--chunk", type=int, default=1024)
     ap.add_argument("--workdir", default=None, help="where to put the outputs (default: a temp dir)")
-    ap.add_argument("--_make", nargs=3, help=argparse.SUPPRESS)
+    ap.add_argument("--_make", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--_build", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._make:
@@ -83,8 +83,8 @@ def main() -> None:
     for size in args.sizes:
         path = str(work / f"probs_{size}.zarr")
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--channels", str(args.channels), "--chunk", str(args.chunk),
-                        "--_make", path, str(size), "0"], check=True)
+        cmd = [sys.executable, __file__, "--channels", str(args.channels), "--chunk", str(args.chunk)]
+        subprocess.run([*cmd, "--_make", path, str(size)], check=True)
         made = time.perf_counter() - t0
         out = subprocess.run([sys.executable, __file__, "--_build", path], check=True, capture_output=True,
                              text=True)

@@ -57,22 +57,23 @@ class Result:
         return (int(h), int(w))
 
     @property
-    def classes(self) -> int:
-        """Number of classes: C for multi-channel outputs, 2 for one channel (sigmoid) or labels of a
-        one-channel model; for labels, the model's output channels when recorded."""
+    def classes(self) -> int | None:
+        """Number of classes: C for multi-channel outputs, 2 for one channel (sigmoid); for labels,
+        the model's recorded output channels (at least 2), or None when not recorded."""
         if self.kind == "labels":
             out = int(self.record.get("model", {}).get("spec", {}).get("out_channels", 0) or 0)
-            return max(out, 2)
+            return max(out, 2) if out else None
         return max(self.channels, 2)
 
     @property
     def activation(self) -> str:
         return str(self.record.get("model", {}).get("spec", {}).get("activation", "softmax"))
 
-    @property
-    def class_names(self) -> list[str]:
+    def class_names(self, classes: int | None = None) -> list[str]:
+        """Names of ``classes`` classes (default :attr:`classes`): the model's, else "0", "1", ..."""
+        n = classes or self.classes or 0
         names = list(self.record.get("model", {}).get("spec", {}).get("class_names", []) or [])
-        return names if len(names) == self.classes else [str(i) for i in range(self.classes)]
+        return names if len(names) == n else [str(i) for i in range(n)]
 
     @property
     def mpp(self) -> tuple[float, float] | None:
