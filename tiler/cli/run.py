@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pyramid-levels", type=positive_int, metavar="N",
                    help="levels in all, full resolution included (default: halve down to ~1024 px)")
     g.add_argument("--preview", action="store_true",
-                   help="also write <OUT>.png (e.g. scan.zarr.png): the input's thumbnail with the prediction overlaid")
+                   help="also write <OUT>.png (scan.zarr.png): the input's thumbnail, prediction overlaid")
     p.set_defaults(func=main)
 
 
