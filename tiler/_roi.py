@@ -39,3 +39,14 @@ class RoiMask:
         mx = np.arange(x0, x1) * mw // w
         band = self.source.read(int(my[0]), int(my[-1]) + 1, int(mx[0]), int(mx[-1]) + 1)[..., 0]
         return band[np.ix_(my - my[0], mx - mx[0])] != 0
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> RoiMask:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -13,15 +13,17 @@ left out of the mean. Confusion-matrix rows are the truth, columns the predictio
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._opened import opened
 from ._roi import RoiMask
 from .errors import InputError, OutputError
 from .result import Result, open_result, to_labels
-from .sources import open_source
+from .sources import Source
 
 
 @dataclass(frozen=True)
@@ -147,11 +149,19 @@ def evaluate(
     if not isinstance(result, Result):
         result = open_result(result)
     h, w = result.shape
-    src = open_source(truth)
+    with ExitStack() as stack:
+        src = stack.enter_context(opened(truth))
+        mask = stack.enter_context(RoiMask(roi, (h, w))) if roi is not None else None
+        confusion = _confusion(result, src, mask, ignore_index, truth_threshold)
+    return Scores(confusion=confusion, class_names=tuple(result.class_names(len(confusion))))
+
+
+def _confusion(result: Result, src: Source, mask: RoiMask | None, ignore_index: int | None,
+               truth_threshold: float | None) -> np.ndarray:
+    h, w = result.shape
     if src.shape[:2] != (h, w) or src.shape[2] != 1:
         raise InputError(f"{src.name}: the truth is {src.shape[0]} x {src.shape[1]} x {src.shape[2]}, "
                          f"the output {h} x {w}; the truth must be one channel of the output's size")
-    mask = RoiMask(roi, (h, w)) if roi is not None else None
     known = result.classes  # None: labels of a model that did not record its classes
     k = known or 2
     level = result.levels[0]
@@ -184,4 +194,4 @@ def evaluate(
             raise OutputError(f"{result.path}: predicted label {int(p.max())} at rows {y0}:{y1} is beyond "
                               f"the {k} classes the run recorded")
         confusion += confusion_matrix(t, p, k)
-    return Scores(confusion=confusion, class_names=tuple(result.class_names(k)))
+    return confusion

@@ -83,7 +83,7 @@ def _write_tiff(result: Result, path: Path, *, geotiff: bool, tile: int, compres
     nbytes = sum(int(np.prod(a.shape)) * a.dtype.itemsize for a in levels)
     options: dict[str, Any] = {"tile": (tile, tile), "compression": compression, "photometric": "minisblack",
                                "dtype": base.dtype}
-    if base.ndim == 3 and geotiff:
+    if base.ndim == 3 and base.shape[0] > 1 and geotiff:
         options["planarconfig"] = "separate"
     extratags: list[Any] = []
     if geotiff:

@@ -137,8 +137,8 @@ def overlay(base: np.ndarray, values: np.ndarray, result: Result, alpha: float =
 
 
 def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray | None:
+    from ._opened import opened
     from .errors import TilerError
-    from .sources import open_source
 
     path = result.input_path
     if path is None or not path.exists():
@@ -146,12 +146,11 @@ def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray |
                       "shows the prediction on grey", stacklevel=3)
         return None
     try:
-        source = open_source(path)
-        levels = list(source.info.levels) or [source.shape[:2]]
+        with opened(path) as source:
+            levels = list(source.info.levels) or [source.shape[:2]]
         level = max((k for k, (h, w) in enumerate(levels) if max(h, w) >= max(out_shape)), default=0)
-        if level:
-            source = open_source(path, level=level)
-        raw = sample(source.read, source.shape[:2], out_shape)
+        with opened(path, level=level) as source:
+            raw = sample(source.read, source.shape[:2], out_shape)
     except TilerError as exc:
         warnings.warn(f"cannot read the input for the preview ({exc}); showing the prediction on grey",
                       stacklevel=3)

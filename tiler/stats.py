@@ -16,15 +16,17 @@ for uint16, 1 for floats); the standard deviation is the population one (ddof = 
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ._opened import opened
 from ._roi import RoiMask
 from .errors import InputError
 from .models.spec import ModelSpec
-from .sources import Source, open_source
+from .sources import Source
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,21 @@ def channel_stats(
     >>> float(s.mean[0]), float(s.std[0]).__round__(6)
     (0.75, 0.433013)
     """
-    source = open_source(image)
+    with ExitStack() as stack:
+        source = stack.enter_context(opened(image))
+        h, w, _ = source.shape
+        mask = stack.enter_context(RoiMask(roi, (h, w))) if roi is not None else None
+        running = _accumulate(source, mask, block)
+        name, dtype = source.name, source.dtype
+    if running.n == 0:
+        raise InputError(f"{name}: no pixels to count (the ROI is empty)")
+    scale = ModelSpec().input_scale(dtype)
+    std = np.sqrt(running.m2 / running.n)
+    return ChannelStats(mean=running.mean * scale, std=std * scale, count=running.n, scale=scale)
+
+
+def _accumulate(source: Source, mask: RoiMask | None, block: int) -> _Running:
     h, w, c = source.shape
-    mask = RoiMask(roi, (h, w)) if roi is not None else None
     bh, bw = _blocks(source, block)
     running = _Running(c)
     for y0 in range(0, h, bh):
@@ -116,8 +130,4 @@ def channel_stats(
                 running.add(pixels[mask.region(y0, y1, x0, x1)])
             else:
                 running.add(pixels.reshape(-1, c))
-    if running.n == 0:
-        raise InputError(f"{source.name}: no pixels to count (the ROI is empty)")
-    scale = ModelSpec().input_scale(source.dtype)
-    std = np.sqrt(running.m2 / running.n)
-    return ChannelStats(mean=running.mean * scale, std=std * scale, count=running.n, scale=scale)
+    return running
