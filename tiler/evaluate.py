@@ -1,8 +1,9 @@
 """Segmentation metrics of an output against a ground-truth image, out of core.
 
-The confusion matrix is accumulated in int64 one chunk row of the output at a time (the output's
-labels, or the argmax of its probabilities/logits, against the truth's labels), skipping pixels
-outside an optional ROI; Dice, IoU and mIoU are then computed from the integer counts:
+The confusion matrix is accumulated in int64 one chunk row of the output at a time, in column blocks
+of whole chunks (the output's labels, or the argmax of its probabilities/logits, against the truth's
+labels), skipping pixels outside an optional ROI, so memory does not grow with the image; Dice, IoU
+and mIoU are then computed from the integer counts:
 
     Dice_c = 2 TP / (2 TP + FP + FN)        IoU_c = TP / (TP + FP + FN)
 
@@ -166,32 +167,35 @@ def _confusion(result: Result, src: Source, mask: RoiMask | None, ignore_index: 
     k = known or 2
     level = result.levels[0]
     confusion = np.zeros((k, k), np.int64)
-    step = int(level.chunks[-2])
-    for y0 in range(0, h, step):
-        y1 = min(y0 + step, h)
-        pred = to_labels(np.asarray(level[..., y0:y1, :]), result.kind)
-        t = src.read(y0, y1, 0, w)[..., 0]
-        keep = np.ones(t.shape, bool)
-        if ignore_index is not None:
-            keep &= t != ignore_index
-        if truth_threshold is not None:
-            t = (t >= truth_threshold).astype(np.int64)
-        if mask is not None:
-            keep &= mask.region(y0, y1, 0, w)
-        t, p = t[keep], pred[keep]
-        if not t.size:
-            continue
-        if known is None and max(int(t.max()), int(p.max())) >= k:
-            grown = max(int(t.max()), int(p.max())) + 1
-            confusion = np.pad(confusion, ((0, grown - k), (0, grown - k)))
-            k = grown
-        if t.min() < 0 or t.max() >= k:
-            bad = t.max() if t.max() >= k else t.min()
-            hint = " (a 0/255 mask? pass --truth-threshold 128)" if bad == 255 else ""
-            raise InputError(f"{src.name}: truth value {bad} at rows {y0}:{y1} is not a class of this "
-                             f"output (0..{k - 1}){hint}; or pass --ignore-index {bad}")
-        if p.max() >= k:
-            raise OutputError(f"{result.path}: predicted label {int(p.max())} at rows {y0}:{y1} is beyond "
-                              f"the {k} classes the run recorded")
-        confusion += confusion_matrix(t, p, k)
+    ch, cw = (int(c) for c in level.chunks[-2:])
+    bw = cw * max(1, 4096 // cw)  # column blocks of whole chunks, about 4096 pixels wide
+    for y0 in range(0, h, ch):
+        y1 = min(y0 + ch, h)
+        for x0 in range(0, w, bw):
+            x1 = min(x0 + bw, w)
+            pred = to_labels(np.asarray(level[..., y0:y1, x0:x1]), result.kind)
+            t = src.read(y0, y1, x0, x1)[..., 0]
+            keep = np.ones(t.shape, bool)
+            if ignore_index is not None:
+                keep &= t != ignore_index
+            if truth_threshold is not None:
+                t = (t >= truth_threshold).astype(np.uint8)
+            if mask is not None:
+                keep &= mask.region(y0, y1, x0, x1)
+            t, p = t[keep], pred[keep]
+            if not t.size:
+                continue
+            if known is None and max(int(t.max()), int(p.max())) >= k:
+                grown = max(int(t.max()), int(p.max())) + 1
+                confusion = np.pad(confusion, ((0, grown - k), (0, grown - k)))
+                k = grown
+            if t.min() < 0 or t.max() >= k:
+                bad = t.max() if t.max() >= k else t.min()
+                hint = " (a 0/255 mask? pass --truth-threshold 128)" if bad == 255 else ""
+                raise InputError(f"{src.name}: truth value {bad} at rows {y0}:{y1} is not a class of this "
+                                 f"output (0..{k - 1}){hint}; or pass --ignore-index {bad}")
+            if p.max() >= k:
+                raise OutputError(f"{result.path}: predicted label {int(p.max())} at rows {y0}:{y1} is "
+                                  f"beyond the {k} classes the run recorded")
+            confusion += confusion_matrix(t, p, k)
     return confusion

@@ -1,8 +1,8 @@
 """Export an output group as a tiled, pyramidal OME-TIFF or GeoTIFF, or as a PNG preview.
 
 The TIFF is written tile by tile from the zarr levels: tifffile takes an iterator of tiles, and each
-tile comes from one band of ``tile`` rows of one channel, so memory is ``tile x width`` pixels,
-never a whole level.
+tile comes from one piece of ``tile`` rows of one channel (whole zarr chunks wide, about 4096
+pixels), so memory does not depend on the image size.
 
 * ``tiff``: OME-TIFF (BigTIFF), one page per channel ((H, W) labels: one page), the OME-Zarr
   levels as SubIFDs of each page (the OME-TIFF pyramid layout QuPath, napari and Bio-Formats read),
@@ -15,6 +15,7 @@ never a whole level.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -45,16 +46,21 @@ def default_export_path(result_path: str | os.PathLike[str], fmt: str) -> Path:
 def iter_tiles(array: Any, tile: int) -> Iterator[np.ndarray]:
     """Tiles of a (C, H, W) or (H, W) array in TIFF order: channel by channel, then row-major.
 
-    Reads one band of ``tile`` rows of one channel at a time; edge tiles are smaller (tifffile pads
-    them).
+    Reads ``tile`` rows of one channel at a time, in column pieces of whole zarr chunks (about 4096
+    pixels wide), so memory does not depend on the image; edge tiles are smaller (tifffile pads them).
     """
     h, w = array.shape[-2:]
+    cw = int(getattr(array, "chunks", (w,))[-1])
+    lcm = math.lcm(tile, cw)  # pieces hold whole tiles and whole chunks
+    piece = lcm * max(1, 4096 // lcm)
     planes = [None] if array.ndim == 2 else range(array.shape[0])
     for c in planes:
         for y0 in range(0, h, tile):
-            band = np.asarray(array[y0 : y0 + tile] if c is None else array[c, y0 : y0 + tile])
-            for x0 in range(0, w, tile):
-                yield band[:, x0 : x0 + tile]
+            for p0 in range(0, w, piece):
+                index = (slice(y0, y0 + tile), slice(p0, p0 + piece))
+                band = np.asarray(array[index] if c is None else array[(c, *index)])
+                for x0 in range(0, band.shape[1], tile):
+                    yield band[:, x0 : x0 + tile]
 
 
 def _resolution(result: Result, k: int) -> dict[str, Any]:
