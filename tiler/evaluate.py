@@ -120,8 +120,9 @@ def metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
     """(K, K) int64 counts of (truth, prediction) pairs; inputs are equal-shape integer arrays."""
-    idx = truth.astype(np.int64).ravel() * classes + pred.astype(np.int64).ravel()
-    return np.bincount(idx, minlength=classes * classes).reshape(classes, classes)
+    dtype = np.uint16 if classes * classes <= 65536 else np.int64
+    idx = truth.astype(dtype).ravel() * dtype(classes) + pred.astype(dtype).ravel()
+    return np.bincount(idx, minlength=classes * classes).reshape(classes, classes).astype(np.int64)
 
 
 def evaluate(
