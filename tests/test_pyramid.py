@@ -179,3 +179,26 @@ def test_run_builds_pyramid_before_complete(tmp_path, monkeypatch) -> None:
     np.testing.assert_array_equal(g["1"][...], reference_mode(g["0"][...]))
     tiler.run(img, runner, out=tmp_path / "n.zarr", tile=64, overlap=16, chunk=64, pyramid=False)
     assert sorted(zarr.open_group(str(tmp_path / "n.zarr")).array_keys()) == ["0", "progress"]
+
+
+def test_interrupted_pyramid_is_finished_by_resume(tmp_path, monkeypatch) -> None:
+    img = np.random.default_rng(8).integers(0, 256, (200, 260)).astype(np.uint8)
+    runner = FunctionRunner(lambda x: np.concatenate([x, 1 - x], 1))
+    import tiler.pyramid as pyramid
+
+    real = pyramid.build_pyramid
+
+    def crash(group, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pyramid, "build_pyramid", crash)
+    out = tmp_path / "r.zarr"
+    kw = dict(tile=64, overlap=16, chunk=64, output="probs")
+    with pytest.raises(KeyboardInterrupt):
+        tiler.run(img, runner, out=out, **kw)
+    assert zarr.open_group(str(out), mode="r").attrs["tiler"]["complete"] is False
+    monkeypatch.setattr(pyramid, "build_pyramid", real)
+    result = tiler.run(img, runner, out=out, resume=True, pyramid_levels=2, **kw)
+    g = zarr.open_group(str(out), mode="r")
+    assert result.tiles == 0 and g.attrs["tiler"]["complete"] is True
+    np.testing.assert_array_equal(g["1"][...], reference_mean(g["0"][...]))
