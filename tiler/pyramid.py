@@ -138,6 +138,10 @@ def _downsample_level(src: Any, dst: Any, method: str, workers: int) -> None:
     ch, cw = dst.chunks[-2:]
     h, w = dst.shape[-2:]
     reduce = downsample_mode if method == "mode" else downsample_mean
+    # Each worker holds 4 input chunks and about 2 output chunks (uint32 sums for uint8): keep the
+    # total near 1 GiB even for very large chunks.
+    per_worker = 6 * int(np.prod(dst.chunks)) * max(4, dst.dtype.itemsize)
+    workers = max(1, min(workers, (1 << 30) // per_worker))
 
     def one(y0: int, x0: int) -> None:
         y1, x1 = min(y0 + ch, h), min(x0 + cw, w)
