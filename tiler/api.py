@@ -98,6 +98,7 @@ class RunResult:
     megapixels: float
     resumed_blocks: int = 0
     stats: BlockStats = field(default_factory=BlockStats)
+    preview: Path | None = None
 
     def summary(self) -> str:
         rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
@@ -106,7 +107,7 @@ class RunResult:
         return (
             f"wrote {self.path}: {shape} {self.dtype}; {self.tiles} tiles{skipped} in "
             f"{self.seconds:.1f} s ({rate:.1f} MP/s)"
-        )
+        ) + (f"; preview {self.preview}" if self.preview else "")
 
 
 def default_output_path(image: Any) -> Path:
@@ -146,6 +147,9 @@ def run(
     device: str | None = "auto",
     precision: str = "fp32",
     progress: bool | Callable[[int, int], None] = False,
+    pyramid: bool = True,
+    pyramid_levels: int | None = None,
+    preview: bool = False,
     **settings: Any,
 ) -> RunResult:
     """Stream the blended output of ``model`` over ``image`` into a zarr v3 group.
@@ -157,6 +161,9 @@ def run(
     out : output group path; default: the input's name with ``.zarr``.
     overwrite : replace an existing output. resume : continue an incomplete one.
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
+    pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.pyramid`);
+        ``pyramid_levels`` = total level count (default: down to about 1024 pixels).
+    preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid.
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
         batch_size, output, dtype, chunk, ...).
 
@@ -220,11 +227,21 @@ def _run(
             stats += run_block(job, block, sink, on_tiles=report)
     finally:
         report.close()
+    if pyramid:
+        from .pyramid import build_pyramid
+
+        build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
+                      levels=pyramid_levels)
     sink.set_complete()
+    preview_path = None
+    if preview:
+        from .preview import write_preview
+
+        preview_path = write_preview(out_path)
     return RunResult(
         path=out_path, shape=shape, dtype=str(job.output.store_dtype), tiles=stats.tiles,
         skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
-        resumed_blocks=len(todo) - len(work), stats=stats,
+        resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_model_options, add_output_options, add_tiling_options
+from .options import add_model_options, add_output_options, add_tiling_options, positive_int
 
 EXAMPLES = """\
 examples:
@@ -27,6 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_output_options(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
+    g = p.add_argument_group("pyramid and preview")
+    g.add_argument("--no-pyramid", dest="pyramid", action="store_false",
+                   help="do not add downsampled OME-Zarr levels 1, 2, ... to the output")
+    g.add_argument("--pyramid-levels", type=positive_int, metavar="N",
+                   help="levels in all, full resolution included (default: halve down to ~1024 px)")
+    g.add_argument("--preview", action="store_true",
+                   help="also write <OUT>.png (scan.zarr.png): the input's thumbnail, prediction overlaid")
     p.set_defaults(func=main)
 
 
@@ -39,6 +46,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, progress=progress,
         tile=args.tile, overlap=args.overlap, margin=args.margin, window=args.window,
         batch_size=args.batch_size, output=args.output, dtype=args.dtype, chunk=args.chunk,
+        pyramid=args.pyramid, pyramid_levels=args.pyramid_levels, preview=args.preview,
     )
     print(result.summary())
     return 0
