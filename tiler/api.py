@@ -175,14 +175,16 @@ def run(
     """
     source = open_source(image)
     try:
-        return _run(source, image, model, out, overwrite, resume, device, precision, progress, settings)
+        return _run(source, image, model, out, overwrite, resume, device, precision, progress, settings,
+                    pyramid=pyramid, pyramid_levels=pyramid_levels, preview=preview)
     finally:
         source.close()
 
 
 def _run(
     source: Source, image: Any, model: Any, out: Any, overwrite: bool, resume: bool,
-    device: str | None, precision: str, progress: Any, settings: dict[str, Any],
+    device: str | None, precision: str, progress: Any, settings: dict[str, Any], *,
+    pyramid: bool, pyramid_levels: int | None, preview: bool,
 ) -> RunResult:
     t0 = time.perf_counter()
     out_path = Path(out) if out is not None else default_output_path(image)
