@@ -40,6 +40,8 @@ def predict(
     batch_size: int = 8,
     device: str | None = "auto",
     precision: str = "fp32",
+    provider: str = "auto",
+    trust_model: bool = False,
 ) -> np.ndarray:
     """Blended model outputs for a whole image, in memory.
 
@@ -50,6 +52,8 @@ def predict(
     tile, overlap, margin : pixels (see :class:`~tiler.engine.Settings` for the defaults).
     window : "gaussian", "constant", "linear" or "cosine".
     batch_size, device, precision : how the model runs.
+    provider : ONNX Runtime execution provider for ``.onnx`` models: auto, tensorrt, cuda or cpu.
+    trust_model : allow checkpoints that need full unpickling (they can run code).
 
     Returns
     -------
@@ -65,7 +69,8 @@ def predict(
     ((3, 100, 70), 1.0, 1.0)
     """
     source = open_source(image)
-    runner = load_runner(model, device=device, precision=precision)
+    runner = load_runner(model, device=device, precision=precision, provider=provider,
+                         trust_model=trust_model)
     settings = Settings(
         tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
         sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
@@ -139,6 +144,8 @@ def run(
     resume: bool = False,
     device: str | None = "auto",
     precision: str = "fp32",
+    provider: str = "auto",
+    trust_model: bool = False,
     progress: bool | Callable[[int, int], None] = False,
     **settings: Any,
 ) -> RunResult:
@@ -150,6 +157,7 @@ def run(
     model : as for :func:`predict`.
     out : output group path; default: the input's name with ``.zarr``.
     overwrite : replace an existing output. resume : continue an incomplete one.
+    device, precision, provider, trust_model : as for :func:`predict`.
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
         batch_size, output, dtype, chunk, ...).
@@ -167,7 +175,8 @@ def run(
         raise OutputError("--overwrite and --resume contradict each other; pick one")
     if out_path.exists() and not (overwrite or resume):
         _refuse_existing(out_path)
-    runner = load_runner(model, device=device, precision=precision)
+    runner = load_runner(model, device=device, precision=precision, provider=provider,
+                         trust_model=trust_model)
     job = Job.create(source, runner, _settings(**settings))
     h, w, _ = source.shape
     shape = job.output.shape(h, w)

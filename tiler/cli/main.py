@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import TilerError
+from . import export as export_cmd
 from . import info as info_cmd
 from . import run as run_cmd
 
@@ -19,6 +20,7 @@ examples:
   $ tiler run scan.tif                          # built-in UNet, logits to scan.zarr
   $ tiler run scan.tif --output probs --tile 1024 --overlap 128 -o probs.zarr
   $ tiler info scan.tif
+  $ tiler export unet.pt --out unet.onnx        # verified ONNX export
 """
 
 
@@ -29,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tiler {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run_cmd, info_cmd):
+    for module in (run_cmd, info_cmd, export_cmd):
         module.register(sub)
     return parser
 
