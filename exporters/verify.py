@@ -86,12 +86,13 @@ def verify(
             )
         scale = max(1.0, float(np.abs(ref).max()))
         tol = tolerance if tolerance is not None else (FP16_TOLERANCE * scale if fp16 else FP32_TOLERANCE)
-        worst, bound = max(worst, float(np.abs(got - ref).max())), max(bound, tol)
-        if not worst <= tol:  # also catches NaN
+        diff = float(np.abs(got - ref).max())
+        if not diff <= tol:  # also catches NaN
             raise ModelError(
-                f"export verification failed: max |exported - pytorch| = {worst:.3g} on a batch of "
+                f"export verification failed: max |exported - pytorch| = {diff:.3g} on a batch of "
                 f"shape {x.shape}, above the tolerance {tol:.3g}"
             )
+        worst, bound = max(worst, diff), max(bound, tol)
     result = Verification(worst, bound, tuple(tuple(x.shape) for x in batches))
     if log is not None:
         log(result.summary())

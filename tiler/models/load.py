@@ -61,11 +61,16 @@ def read_checkpoint(path: Path, *, trust_model: bool = False) -> Any:
             raise ModelError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from None
         if not trust_model:
             wanted = re.search(r"GLOBAL ([\w.]+)", str(exc))
-            detail = f" (it imports {wanted.group(1)})" if wanted else ""
+            if wanted:
+                raise ModelError(
+                    f"{path}: refusing to load: the checkpoint needs full unpickling, which can run "
+                    f"arbitrary code (it imports {wanted.group(1)}); pass --trust-model "
+                    "(trust_model=True) only if you trust its source, or re-save it as a plain state dict"
+                ) from None
+            reason = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
             raise ModelError(
-                f"{path}: refusing to load: the checkpoint needs full unpickling, which can run "
-                f"arbitrary code{detail}; pass --trust-model (trust_model=True) only if you trust "
-                "its source, or re-save it as a plain state dict"
+                f"{path}: cannot read the checkpoint safely ({reason}): the file is corrupt, or needs "
+                "full unpickling, which can run arbitrary code; pass --trust-model only if you trust it"
             ) from None
     except (RuntimeError, OSError, EOFError, ValueError, KeyError) as exc:
         raise ModelError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from None
