@@ -123,7 +123,9 @@ class OnnxRunner(Runner):
         wanted = choose_providers(provider, device)
         options = _session_options(threads)
         provider_options = [self._provider_options(p, trt_cache_dir, trt_profile) for p in wanted]
-        self.session, self.warning = _create_session(self.path, wanted, provider_options, options)
+        self.session, self.warning = _create_session(
+            self.path, wanted, provider_options, options, any_gpu=provider == "auto"
+        )
         self.providers = self.session.get_providers()
         self.provider = self.providers[0]
         if self.warning:
@@ -236,9 +238,12 @@ def _input_name_and_channels(path: Path) -> tuple[str, int]:
 
 
 def _create_session(
-    path: Path, providers: list[str], options: list[dict[str, Any]], so: ort.SessionOptions
+    path: Path, providers: list[str], options: list[dict[str, Any]], so: ort.SessionOptions,
+    *, any_gpu: bool = False,
 ) -> tuple[ort.InferenceSession, str | None]:
-    """Create the session quietly; return it and a warning if a GPU provider did not come up."""
+    """Create the session quietly; return it and a warning if the GPU provider asked for (with
+    ``any_gpu``: any GPU provider, so that ``auto`` without TensorRT on CUDA is no news) did not
+    come up."""
     gpu = [p for p in providers if p != PROVIDERS["cpu"]]
     printed = io.StringIO()
     if gpu:
@@ -251,24 +256,24 @@ def _create_session(
                     ort.preload_dlls()  # CUDA/cuDNN from pip's nvidia-* packages, when installed
             session = ort.InferenceSession(str(path), so, providers=providers, provider_options=options)
     except ORT_ERRORS as exc:
-        raise ModelError(f"{path}: ONNX Runtime cannot load the model ({str(exc).strip().splitlines()[0]})") \
-            from None
+        first = str(exc).strip().splitlines()[0]
+        raise ModelError(f"{path}: ONNX Runtime cannot load the model ({first})") from None
     finally:
         if gpu:
             ort.set_default_logger_severity(2)
-    if not gpu or session.get_providers()[0] == gpu[0]:
-        return session, None
     got = session.get_providers()[0]
-    lines = printed.getvalue().splitlines()
-    reasons = [ln.split(" when using ")[0] for ln in lines if ln.startswith("EP Error")]
-    reason = reasons[0][len("EP Error "):].strip() if reasons else ""
-    if "Please install" in reason:
-        reason = reason[reason.index("Please install"):]
-    reason = reason or f"its CUDA/cuDNN libraries could not be loaded ({_CUDA_HELP})"
+    if not gpu or got == gpu[0] or (any_gpu and got in gpu):
+        return session, None
+    short = {v: k for k, v in PROVIDERS.items()}
     if not gpu_present():
         reason = "no NVIDIA GPU was found"
-    short = {v: k for k, v in PROVIDERS.items()}
+    elif got == PROVIDERS["cpu"] and PROVIDERS["cuda"] in gpu:
+        reason = f"the CUDA/cuDNN libraries it needs could not be loaded ({_CUDA_HELP})"
+    else:  # TensorRT: ONNX Runtime printed why
+        lines = [ln for ln in printed.getvalue().splitlines() if ln.startswith("EP Error")]
+        reason = lines[0].split(" when using ")[0][len("EP Error "):].strip() if lines else "load failure"
+        reason = reason[reason.index("Please install"):] if "Please install" in reason else reason
+    asked = "/".join(short.get(p, p) for p in gpu) if any_gpu else short.get(gpu[0], gpu[0])
     return session, (
-        f"ONNX Runtime could not use {short.get(gpu[0], gpu[0])}: {reason}; running {path.name} on "
-        f"{short.get(got, got)} instead"
+        f"ONNX Runtime could not use {asked}: {reason}; running {path.name} on {short.get(got, got)} instead"
     )
