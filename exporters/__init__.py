@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tiler.models.spec import ModelSpec
+
 from .verify import FP16_TOLERANCE, FP32_TOLERANCE, Verification, verify
 
 __all__ = ["FORMATS", "FP16_TOLERANCE", "FP32_TOLERANCE", "Verification", "export", "verify"]
@@ -28,16 +30,23 @@ def export(
     size: int | None = None,
     tolerance: float | None = None,
     trust_model: bool = False,
+    spec: ModelSpec | None = None,
     log: Callable[[str], object] | None = print,
 ) -> Verification:
     """Export ``model`` (an ``nn.Module``, a checkpoint or TorchScript path, or None for the
-    built-in default) to ``out`` in ``format`` ("onnx" or "torchscript"), verified."""
+    built-in default) to ``out`` in ``format`` ("onnx" or "torchscript"), verified.
+
+    ``spec`` replaces the model's own metadata (needed for an ``nn.Module`` that has no
+    ``in_channels`` attribute); it is stored in the file. See :mod:`exporters.onnx` for ``opset``,
+    ``fp16`` and ``size``, :mod:`exporters.verify` for ``tolerance``.
+    """
     from tiler.errors import SettingsError
     from tiler.models.load import load_module
 
     if format not in FORMATS:
         raise SettingsError(f"unknown export format {format!r}; use onnx or torchscript")
-    module, spec = load_module(model, trust_model=trust_model)
+    module, own_spec = load_module(model, trust_model=trust_model)
+    spec = spec or own_spec
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if format == "onnx":
         from .onnx import DEFAULT_OPSET, export_onnx

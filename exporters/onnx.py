@@ -5,7 +5,7 @@ both exporters handle the built-in UNet, and this one takes 0.2 s where the dyna
 about 10 s and prints a page of progress. The graph has one input ``input`` (N, C, h, w) and one
 output ``logits`` (N, C_out, h, w), with dynamic batch and (unless ``size`` fixes them) spatial
 axes; tiles must still be multiples of the spec's ``multiple``. Opset :data:`DEFAULT_OPSET` runs
-on ONNX Runtime 1.16 and later.
+on ONNX Runtime 1.13 and later.
 
 fp16: the model is converted with ``module.half()`` and exported with a half-precision input, so
 the whole graph (input and output included) is float16; :class:`~tiler.runners.onnx.OnnxRunner`

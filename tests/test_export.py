@@ -195,3 +195,18 @@ def test_cli_run_with_onnx_model(checkpoint, tmp_path):
     got = zarr.open_group(str(tmp_path / "o.zarr"), mode="r")["0"][...]
     ref = zarr.open_group(str(tmp_path / "t.zarr"), mode="r")["0"][...]
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
+
+
+def test_export_of_a_module_from_python(tmp_path):
+    class Doubler(torch.nn.Module):  # no in_channels attribute: the spec says it
+        def forward(self, x):
+            return torch.cat([x * 2.0, x.mean(1, keepdim=True)], dim=1)
+
+    with pytest.raises(SettingsError, match="input channels are unknown"):
+        export(Doubler(), tmp_path / "d.onnx", log=None)
+    spec = ModelSpec(name="doubler", in_channels=3, out_channels=4, activation="none", scale=1.0)
+    export(Doubler(), tmp_path / "d.onnx", spec=spec, log=None)
+    runner = load_runner(tmp_path / "d.onnx", provider="cpu")
+    assert runner.spec == ModelSpec.from_dict({**spec.to_dict(), "name": "d.onnx"})
+    x = np.random.default_rng(0).random((1, 3, 16, 16)).astype(np.float32)
+    np.testing.assert_allclose(runner(x)[:, :3], 2 * x, rtol=1e-6)

@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="MODEL", nargs="?", help="checkpoint or TorchScript file")
     p.add_argument("--format", "-f", choices=("onnx", "torchscript"),
-                   help="output format (default: from the --out suffix, .onnx -> onnx, else torchscript)")
+                   help="output format (default: from the --out suffix: .onnx -> onnx; .pt, .pth, .ts "
+                   "-> torchscript)")
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="the file to write")
     p.add_argument("--fp16", action="store_true",
                    help="ONNX in half precision (verified to 1e-2 x logit scale)")
