@@ -173,7 +173,7 @@ def test_older_pytorch_unet_with_conv_bias(tmp_path, bilinear):
         lambda sd: {f"module.{k}": v for k, v in sd.items()},  # DataParallel
         lambda sd: {"state_dict": {f"model.{k}": v for k, v in sd.items()} | {"loss.weight": torch.ones(2)}},
         lambda sd: {f"_orig_mod.{k}": v for k, v in sd.items()},  # torch.compile
-        lambda sd: sd | {"mask_values": [0, 1]},  # Pytorch-UNet's train.py
+        lambda sd: sd | {"mask_values": [0, 1], "epoch": 4},  # Pytorch-UNet's train.py
     ],
     ids=["model", "state_dict", "model_state_dict", "module", "lightning", "compiled", "mask_values"],
 )

@@ -161,6 +161,8 @@ def test_choose_providers(monkeypatch):
     assert onnx_runner.choose_providers("auto") == [trt, cuda, cpu]
     monkeypatch.setattr(onnx_runner.ort, "get_available_providers", lambda: [cpu])
     assert onnx_runner.choose_providers("auto") == [cpu]
+    with pytest.warns(RuntimeWarning, match="no GPU providers"):
+        assert onnx_runner.choose_providers("auto", "cuda:0") == [cpu]
     with pytest.raises(SettingsError, match="unknown provider"):
         onnx_runner.choose_providers("openvino")
     with pytest.raises(SettingsError, match="contradicts"):

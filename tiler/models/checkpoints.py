@@ -8,7 +8,7 @@ Two layouts are recognised from the state-dict keys:
     The layout of the widely used milesial/Pytorch-UNet: ``inc``, ``down1``..``down4``,
     ``up1``..``up4``, ``outc``. Inside, both use ``double_conv`` / ``maxpool_conv`` / ``up`` /
     ``conv``, so the mapping renames the top level only. Its training script stores an extra
-    ``mask_values`` list beside the tensors; that is dropped.
+    ``mask_values`` list beside the tensors; entries that are not tensors are dropped.
 
 Width (``base_channels``), input channels, classes and bilinear vs transposed-convolution
 upsampling are read from the tensor shapes. A prefix in front of every model key (``module.``
@@ -41,8 +41,6 @@ LAYOUTS: dict[str, dict[str, str]] = {
 _ANCHOR = ".double_conv.0.weight"
 #: Wrapper keys under which training scripts store the state dict.
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net")
-#: Non-tensor entries some training scripts add to the state dict itself.
-_EXTRA_KEYS = ("mask_values",)
 
 
 def _is_tensor(value: Any) -> bool:
@@ -93,8 +91,8 @@ def to_builtin(state: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
     renames = LAYOUTS[layout]
     out: dict[str, Any] = {}
     for key, value in state.items():
-        if not key.startswith(prefix) or (key in _EXTRA_KEYS and not _is_tensor(value)):
-            continue  # outside the model (a Lightning module's loss, an optimiser) or metadata
+        if not key.startswith(prefix) or not _is_tensor(value):
+            continue  # outside the model (a Lightning module's loss) or not a tensor (mask_values)
         key = key[len(prefix):]
         top, dot, rest = key.partition(".")
         out[renames.get(top, top) + dot + rest] = value

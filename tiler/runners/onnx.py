@@ -79,6 +79,9 @@ def choose_providers(provider: str = "auto", device: str | None = "auto") -> lis
     if provider == "auto":
         available = ort.get_available_providers()
         gpu = [PROVIDERS[p] for p in ("tensorrt", "cuda") if PROVIDERS[p] in available]
+        if str(device).startswith("cuda") and not gpu:
+            warnings.warn(f"device {device} asked for, but this ONNX Runtime has no GPU providers "
+                          "(install onnxruntime-gpu); running on cpu", RuntimeWarning, stacklevel=3)
         wants_gpu = str(device).startswith("cuda") or gpu_present()
         return [*gpu, PROVIDERS["cpu"]] if wants_gpu else [PROVIDERS["cpu"]]
     names = [PROVIDERS["tensorrt"], PROVIDERS["cuda"]] if provider == "tensorrt" else [PROVIDERS["cuda"]]
