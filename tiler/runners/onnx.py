@@ -159,6 +159,7 @@ class OnnxRunner(Runner):
         if name != PROVIDERS["tensorrt"]:
             return {}
         cache_dir = Path(cache) if cache else Path.home() / ".cache" / "tiler" / "tensorrt"
+        cache_dir.mkdir(parents=True, exist_ok=True)
         opts: dict[str, Any] = {
             "device_id": self.device_id,
             "trt_fp16_enable": self.precision == "fp16",
@@ -167,9 +168,9 @@ class OnnxRunner(Runner):
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache_dir),
         }
-        if profile is not None:
+        name_in, c = _input_name_and_channels(self.path) if profile is not None else ("", 0)
+        if profile is not None and c > 0:  # a profile needs the channel count fixed in the graph
             batch, h, w = profile
-            name_in, c = _input_name_and_channels(self.path)
             opts["trt_profile_min_shapes"] = f"{name_in}:1x{c}x{h}x{w}"
             opts["trt_profile_opt_shapes"] = opts["trt_profile_max_shapes"] = f"{name_in}:{batch}x{c}x{h}x{w}"
         return opts
