@@ -40,6 +40,8 @@ def predict(
     batch_size: int = 8,
     device: str | None = "auto",
     precision: str = "fp32",
+    provider: str = "auto",
+    trust_model: bool = False,
 ) -> np.ndarray:
     """Blended model outputs for a whole image, in memory.
 
@@ -50,6 +52,8 @@ def predict(
     tile, overlap, margin : pixels (see :class:`~tiler.engine.Settings` for the defaults).
     window : "gaussian", "constant", "linear" or "cosine".
     batch_size, device, precision : how the model runs.
+    provider : ONNX Runtime execution provider for ``.onnx`` models: auto, tensorrt, cuda or cpu.
+    trust_model : allow checkpoints that need full unpickling (they can run code).
 
     Returns
     -------
@@ -65,8 +69,9 @@ def predict(
     ((3, 100, 70), 1.0, 1.0)
     """
     source = open_source(image)
+    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
     try:
-        return _predict(source, model, device, precision, Settings(
+        return _predict(source, model, model_options, Settings(
         tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
         sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
         ))
@@ -74,8 +79,8 @@ def predict(
         source.close()
 
 
-def _predict(source: Source, model: Any, device: str | None, precision: str, settings: Settings) -> np.ndarray:
-    runner = load_runner(model, device=device, precision=precision)
+def _predict(source: Source, model: Any, model_options: dict[str, Any], settings: Settings) -> np.ndarray:
+    runner = load_runner(model, **model_options)
     job = Job.create(source, runner, settings)
     h, w, _ = source.shape
     out = np.empty(job.output.shape(h, w), job.output.store_dtype)
@@ -146,6 +151,8 @@ def run(
     resume: bool = False,
     device: str | None = "auto",
     precision: str = "fp32",
+    provider: str = "auto",
+    trust_model: bool = False,
     progress: bool | Callable[[int, int], None] = False,
     pyramid: bool = True,
     pyramid_levels: int | None = None,
@@ -160,6 +167,7 @@ def run(
     model : as for :func:`predict`.
     out : output group path; default: the input's name with ``.zarr``.
     overwrite : replace an existing output. resume : continue an incomplete one.
+    device, precision, provider, trust_model : as for :func:`predict`.
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
     pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.pyramid`);
         ``pyramid_levels`` = total level count (default: down to about 1024 pixels).
@@ -174,8 +182,9 @@ def run(
     with ``complete: true`` written last.
     """
     source = open_source(image)
+    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
     try:
-        return _run(source, image, model, out, overwrite, resume, device, precision, progress, settings,
+        return _run(source, image, model, out, overwrite, resume, model_options, progress, settings,
                     pyramid=pyramid, pyramid_levels=pyramid_levels, preview=preview)
     finally:
         source.close()
@@ -183,7 +192,7 @@ def run(
 
 def _run(
     source: Source, image: Any, model: Any, out: Any, overwrite: bool, resume: bool,
-    device: str | None, precision: str, progress: Any, settings: dict[str, Any], *,
+    model_options: dict[str, Any], progress: Any, settings: dict[str, Any], *,
     pyramid: bool, pyramid_levels: int | None, preview: bool,
 ) -> RunResult:
     t0 = time.perf_counter()
@@ -192,7 +201,7 @@ def _run(
         raise OutputError("--overwrite and --resume contradict each other; pick one")
     if out_path.exists() and not (overwrite or resume):
         _refuse_existing(out_path)
-    runner = load_runner(model, device=device, precision=precision)
+    runner = load_runner(model, **model_options)
     job = Job.create(source, runner, _settings(**settings))
     h, w, _ = source.shape
     shape = job.output.shape(h, w)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import TilerError
 from . import eval as eval_cmd
+from . import export as export_cmd
 from . import export_result as export_result_cmd
 from . import info as info_cmd
 from . import run as run_cmd
@@ -25,6 +26,7 @@ examples:
   $ tiler export-result probs.zarr --format tiff     # pyramidal OME-TIFF
   $ tiler eval labels.zarr truth.tif --json
   $ tiler stats scan.tif
+  $ tiler export unet.pt --out unet.onnx        # verified ONNX export
 """
 
 
@@ -39,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tiler {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run_cmd, info_cmd, export_result_cmd, eval_cmd, stats_cmd):
+    for module in (run_cmd, info_cmd, export_cmd, export_result_cmd, eval_cmd, stats_cmd):
         module.register(sub)
     return parser
 

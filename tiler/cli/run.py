@@ -43,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = run(
         args.input, args.model, out=args.out, overwrite=args.overwrite, resume=args.resume,
-        device=args.device, precision=args.precision, progress=progress,
+        device=args.device, precision=args.precision, provider=args.provider,
+        trust_model=args.trust_model, progress=progress,
         tile=args.tile, overlap=args.overlap, margin=args.margin, window=args.window,
         batch_size=args.batch_size, output=args.output, dtype=args.dtype, chunk=args.chunk,
         pyramid=args.pyramid, pyramid_levels=args.pyramid_levels, preview=args.preview,
