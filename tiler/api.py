@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +140,7 @@ def run(
     device: str | None = "auto",
     precision: str = "fp32",
     progress: bool | Callable[[int, int], None] = False,
+    client: Any = None,
     **settings: Any,
 ) -> RunResult:
     """Stream the blended output of ``model`` over ``image`` into a zarr v3 group.
@@ -151,6 +152,8 @@ def run(
     out : output group path; default: the input's name with ``.zarr``.
     overwrite : replace an existing output. resume : continue an incomplete one.
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
+    client : a ``dask.distributed.Client``: run the blocks as tasks on its workers (see
+        :mod:`tiler.distributed`); the input and ``out`` must be at the same path on every worker.
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
         batch_size, output, dtype, chunk, ...).
 
@@ -169,6 +172,10 @@ def run(
         _refuse_existing(out_path)
     runner = load_runner(model, device=device, precision=precision)
     job = Job.create(source, runner, _settings(**settings))
+    if client is not None:
+        from .distributed import partition_for
+
+        job = replace(job, partition=partition_for(job, client))
     h, w, _ = source.shape
     shape = job.output.shape(h, w)
     record = {
@@ -200,8 +207,14 @@ def run(
     report = _progress(progress, total, h * w)
     stats = BlockStats()
     try:
-        for block in work:
-            stats += run_block(job, block, sink, on_tiles=report)
+        if client is None:
+            for block in work:
+                stats += run_block(job, block, sink, on_tiles=report)
+        else:
+            from .distributed import run_blocks
+
+            stats = run_blocks(client, job, work, out_path, image=image, model=model, device=device,
+                               precision=precision, on_tiles=report)
     finally:
         report.close()
     sink.set_complete()

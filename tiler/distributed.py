@@ -1,0 +1,330 @@
+"""Blocks of one job as dask tasks: a ``dask.distributed`` cluster, or a lazy dask array.
+
+Every task runs :func:`~tiler.engine.run_block` on one :class:`~tiler.plan.Block`, the same work
+unit a single process runs, so the output does not depend on how the work is split:
+
+- :func:`run_blocks` (used by ``tiler.run(..., client=...)`` and ``tiler run --workers/--scheduler``)
+  writes each block straight into the shared zarr output. Blocks own whole chunk columns and rows,
+  so each stripe has one writer and no locks are needed; completion is recorded per stripe by the
+  worker after the data is written, and ``complete`` by the client after every block.
+- :func:`predict_dask` returns a lazy dask array; each of its chunks is one block computed into a
+  :class:`~tiler.sink.MemorySink`.
+
+Models and file sources are loaded once per worker process (a cache keyed by the model's path,
+size and mtime, or by a token for an in-memory model that is scattered once to every worker).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import windows
+from .engine import BlockStats, Job, Settings, grid_for_workers, run_block
+from .errors import SettingsError
+from .outputs import OutputSpec
+from .plan import Block, Partition, TilePlan, reflect_index
+from .sink import MemorySink, ZarrSink
+from .sources import Source, SourceInfo, open_source
+
+_LOCK = threading.Lock()
+_RUNNERS: dict[str, Any] = {}
+_SOURCES: dict[str, Source] = {}
+_WINDOWS: dict[tuple[Any, ...], np.ndarray] = {}
+_MODEL_BATCH: dict[str, int] = {}
+
+
+def _path_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker gets the model: a path (or None, the built-in weights) loaded there, or an
+    in-memory ``nn.Module``/:class:`~tiler.runners.Runner` shipped once (see :func:`_share`)."""
+
+    model: Any
+    device: str | None
+    precision: str
+    key: str
+
+    @classmethod
+    def of(cls, model: Any, device: str | None, precision: str) -> ModelRef:
+        if model is None or isinstance(model, (str, os.PathLike)):
+            name = "default" if model is None else _path_key(Path(model))
+            path = None if model is None else str(Path(model).resolve())
+            return cls(path, device, precision, f"{name}:{device}:{precision}")
+        return cls(model, device, precision, f"object:{uuid.uuid4().hex}:{device}:{precision}")
+
+    def load(self) -> Any:
+        """The runner, loaded at most once per process."""
+        from .models.load import load_runner
+
+        with _LOCK:
+            runner = _RUNNERS.get(self.key)
+            if runner is None:
+                runner = load_runner(self.model, device=self.device, precision=self.precision)
+                _RUNNERS[self.key] = runner
+            return runner
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """How a worker reads the input: a file path opened there (once per process), or an array."""
+
+    image: Any
+    key: str
+
+    @classmethod
+    def of(cls, image: Any) -> SourceRef:
+        if isinstance(image, (str, os.PathLike)):
+            return cls(str(Path(image).resolve()), _path_key(Path(image)))
+        return cls(image, f"array:{uuid.uuid4().hex}")
+
+    def open(self) -> Source:
+        with _LOCK:
+            source = _SOURCES.get(self.key)
+            if source is None:
+                source = open_source(self.image)
+                if isinstance(self.image, str):
+                    _SOURCES[self.key] = source
+            return source
+
+
+class WindowSource:
+    """A source of the full image's shape whose pixels are only the window ``data`` at ``origin``.
+
+    For a block whose tiles read only that window (with the halo and reflection they need).
+    """
+
+    def __init__(self, data: np.ndarray, origin: tuple[int, int], shape: tuple[int, int, int], name: str):
+        self.data = data if data.ndim == 3 else data[..., None]
+        self.origin, self.shape, self.name = origin, shape, name
+        self.dtype = self.data.dtype
+        self.chunks = (1, shape[1])  # read exactly the rows asked for: never outside the window
+        self.info = SourceInfo(format="window")
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        oy, ox = self.origin
+        if y0 < oy or x0 < ox or y1 - oy > self.data.shape[0] or x1 - ox > self.data.shape[1]:
+            raise IndexError(f"read {y0}:{y1}, {x0}:{x1} outside the block's window at {self.origin}")
+        return self.data[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+
+
+def source_window(plan: TilePlan, block: Block) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)``: the source pixels the tiles of ``block`` read (halo and reflection
+    included), or None if no tile touches the block."""
+    rows, cols = plan.tiles_touching(block)
+    if not len(rows) or not len(cols):
+        return None
+    t, r, c = plan.tile, plan.rows, plan.cols
+    ys = reflect_index(np.arange(r.origin(rows.start), r.origin(rows.stop - 1) + t), plan.height)
+    xs = reflect_index(np.arange(c.origin(cols.start), c.origin(cols.stop - 1) + t), plan.width)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """A :class:`~tiler.engine.Job` without its source and runner: small, sent with every task."""
+
+    settings: Settings
+    plan: TilePlan
+    partition: Partition
+    output: OutputSpec
+    skip: Callable[[int, int], bool] | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> JobTemplate:
+        return cls(job.settings, job.plan, job.partition, job.output, job.skip)
+
+    def job(self, source: Source, runner: Any, model_key: str) -> Job:
+        s = self.settings
+        key = (s.window, s.tile, s.margin, s.sigma_scale)
+        with _LOCK:
+            window = _WINDOWS.get(key)
+            if window is None:
+                window = windows.window_2d(s.window, s.tile, margin=s.margin, sigma_scale=s.sigma_scale)
+                _WINDOWS[key] = window
+        job = Job(source, runner, s, self.plan, self.partition, window, self.output, self.skip)
+        job.model_batch = _MODEL_BATCH.get(model_key)
+        return job
+
+
+def _runner(model: ModelRef | Any) -> tuple[Any, str]:
+    if isinstance(model, ModelRef):
+        return model.load(), model.key
+    return model, f"object:{id(model)}"
+
+
+def _remember_batch(job: Job, key: str) -> None:
+    if job.model_batch is not None:
+        _MODEL_BATCH[key] = job.model_batch
+
+
+def _write_block(template: JobTemplate, source: SourceRef, model: Any, block: Block, out: str) -> BlockStats:
+    """Task: compute what is left of ``block`` and write it into the zarr output at ``out``."""
+    runner, key = _runner(model)
+    job = template.job(source.open(), runner, key)
+    sink = ZarrSink.open(out)
+    todo = job.remaining(block, sink.done())  # a retried task skips the stripes already written
+    if todo is None:
+        return BlockStats()
+    stats = run_block(job, todo, sink)
+    _remember_batch(job, key)
+    return stats
+
+
+def _share(client: Any, ref: ModelRef) -> Any:
+    """A path is loaded by each worker itself; an in-memory model is sent to every worker once."""
+    if ref.model is None or isinstance(ref.model, str):
+        return ref
+    return client.scatter(ref, broadcast=True, hash=False)
+
+
+def workers_of(client: Any) -> int:
+    """Number of workers the client's cluster has now (at least 1)."""
+    return max(1, len(client.scheduler_info(n_workers=-1).get("workers", {})))
+
+
+def partition_for(job: Job, client: Any) -> Partition:
+    """The partition for a run on ``client``'s workers (see :func:`~tiler.engine.grid_for_workers`)."""
+    return grid_for_workers(job, workers_of(client))
+
+
+def run_blocks(
+    client: Any,
+    job: Job,
+    blocks: list[Block],
+    out: str | os.PathLike[str],
+    *,
+    image: Any,
+    model: Any,
+    device: str | None,
+    precision: str,
+    on_tiles: Callable[[int], None] | None = None,
+) -> BlockStats:
+    """Run ``blocks`` of ``job`` as tasks on ``client`` writing into the zarr output ``out``.
+
+    ``image`` and ``model`` are what the user gave (a path is opened by each worker; an array or
+    an in-memory model is shipped). Progress is reported per finished block in tiles. The first
+    failing block cancels the rest and its error is raised here; stripes already written stay
+    recorded, so the output can be resumed.
+    """
+    from distributed import as_completed
+
+    if isinstance(image, (str, os.PathLike)):
+        source: Any = SourceRef.of(image)
+    else:
+        source = client.scatter(SourceRef.of(image), broadcast=True, hash=False)
+    model_ref = _share(client, ModelRef.of(model, device, precision))
+    template = JobTemplate.of(job)
+    futures = {
+        client.submit(_write_block, template, source, model_ref, b, str(Path(out).resolve()),
+                      key=f"tiler-block-{b.row}-{b.col}-{uuid.uuid4().hex[:8]}", pure=False): b
+        for b in blocks
+    }
+    stats = BlockStats()
+    try:
+        for future in as_completed(futures):
+            stats += future.result()
+            if on_tiles:
+                on_tiles(job.tiles_in(futures[future]))
+    except BaseException:
+        client.cancel(list(futures))
+        raise
+    return stats
+
+
+def _block_of(template: JobTemplate, model: Any, block: Block, window: Any, origin: tuple[int, int],
+              shape: tuple[int, int, int], name: str) -> np.ndarray:
+    """Task: one block of :func:`predict_dask` as an in-memory array."""
+    runner, key = _runner(model)
+    if isinstance(window, SourceRef):
+        source = window.open()
+    else:
+        source = WindowSource(np.asarray(window), origin, shape, name)
+    job = template.job(source, runner, key)
+    h, w = block.shape
+    out = np.empty(template.output.shape(h, w), template.output.store_dtype)
+    run_block(job, block, MemorySink(out, template.partition.stripes, origin=(block.y0, block.x0)))
+    _remember_batch(job, key)
+    return out
+
+
+def predict_dask(
+    image: Any,
+    model: Any = None,
+    *,
+    block: int = 4096,
+    device: str | None = "auto",
+    precision: str = "fp32",
+    **settings: Any,
+) -> Any:
+    """A lazy dask array of the blended model output over ``image``.
+
+    Parameters
+    ----------
+    image : (H, W[, C]) dask, zarr or NumPy array, or a file path. A dask array is sliced per
+        block (the block plus the halo its tiles read), so the graph never holds the whole image.
+    model : as for :func:`tiler.predict`; a path is loaded once per worker process.
+    block : edge in pixels of the output's dask chunks (whole multiples of ``chunk``). Each border
+        between blocks repeats about ``tile / block`` of the work (see ``docs-scale.md``).
+    **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, window, output, ...).
+
+    Returns
+    -------
+    dask array, (C_out, H, W) float32 logits/probs or (H, W) uint8 labels, chunked by block; equal
+    to :func:`tiler.run`'s output for the same settings.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from tiler.runners.base import FunctionRunner
+    >>> image = da.ones((300, 200, 3), dtype="float32", chunks=(128, 128, 3))
+    >>> out = predict_dask(image, FunctionRunner(lambda x: x + 1, normalise=False), tile=64, overlap=16,
+    ...                    block=128, chunk=64)
+    >>> out.shape, out.chunks[1], float(out.max().compute())
+    ((3, 300, 200), (128, 128, 44), 2.0)
+    """
+    import dask
+    import dask.array as da
+
+    from .models.load import load_runner
+
+    source = open_source(image)
+    if block < 1:
+        raise SettingsError(f"block {block} must be a positive number of pixels")
+    runner = load_runner(model, device=device, precision=precision)
+    base = Settings(**{k: v for k, v in settings.items() if v is not None})
+    job = Job.create(source, runner, replace(base, block_height=block, block_width=block))
+    by_path = model is None or isinstance(model, (str, os.PathLike))
+    ref = ModelRef.of(model if by_path else runner, device, precision)
+    model_node = ref if by_path else dask.delayed(ref, pure=False)  # one key: shipped once per worker
+    template = JobTemplate.of(job)
+    h, w, c = source.shape
+    lazy = isinstance(image, (str, os.PathLike))
+    src_ref = SourceRef.of(image) if lazy else None
+    array = None
+    if not lazy:
+        array = image if hasattr(image, "dask") else da.from_array(image, chunks=(2048,) * min(2, image.ndim))
+    grid: list[list[Any]] = []
+    for b in job.partition.blocks():
+        if b.col == 0:
+            grid.append([])
+        win = source_window(job.plan, b)
+        assert win is not None  # every block of an image has tiles touching it
+        y0, y1, x0, x1 = win
+        data = src_ref if lazy else array[y0:y1, x0:x1]
+        task = dask.delayed(_block_of, pure=False)(
+            template, model_node, b, data, (y0, x0), (h, w, c), source.name
+        )
+        grid[-1].append(da.from_delayed(task, shape=job.output.shape(*b.shape), dtype=job.output.store_dtype))
+    return da.block(grid)
