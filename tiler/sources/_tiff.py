@@ -160,3 +160,8 @@ class TiffSource:
 
     def close(self) -> None:
         self._tif.close()
+
+    def __del__(self) -> None:  # close the file handle when dropped (archives open many files)
+        tif = getattr(self, "_tif", None)
+        if tif is not None:
+            tif.close()
