@@ -314,7 +314,8 @@ def predict_dask(
     src_ref = SourceRef.of(image) if lazy else None
     array = None
     if not lazy:
-        array = image if hasattr(image, "dask") else da.from_array(image, chunks=(2048,) * min(2, image.ndim))
+        chunks = (2048, 2048) + (-1,) * (image.ndim - 2)
+        array = image if hasattr(image, "dask") else da.from_array(image, chunks=chunks)
     grid: list[list[Any]] = []
     for b in job.partition.blocks():
         if b.col == 0:
@@ -380,7 +381,8 @@ def connect(*, workers: int | None = None, scheduler: str | None = None) -> Any:
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("distributed")] + ["distributed"]:
         logging.getLogger(name).setLevel(logging.CRITICAL)  # worker start/stop chatter and shutdown races
     cluster = SpecCluster(
-        scheduler={"cls": Scheduler, "options": {"dashboard": False, "host": "127.0.0.1"}},
+        scheduler={"cls": Scheduler,
+                   "options": {"dashboard": False, "dashboard_address": None, "host": "127.0.0.1"}},
         workers=local_cluster_spec(workers or 1),
         silence_logs=logging.ERROR,
     )

@@ -95,7 +95,10 @@ class Job:
         window = windows.window_2d(
             settings.window, settings.tile, margin=settings.margin, sigma_scale=settings.sigma_scale
         )
-        probe = runner(np.zeros((1, c, settings.tile, settings.tile), source.dtype))
+        try:
+            probe = runner(np.zeros((1, c, settings.tile, settings.tile), source.dtype))
+        except runner.out_of_memory_errors:
+            raise _out_of_memory() from None
         if spec.out_channels and probe.shape[1] != spec.out_channels:
             raise ModelError(
                 f"the model's metadata says {spec.out_channels} output channels, "
@@ -155,6 +158,12 @@ def _check_finite(job: Job, outputs: np.ndarray, index: np.ndarray) -> None:
         )
 
 
+def _out_of_memory() -> ModelError:
+    return ModelError(
+        "out of device memory with a single tile per batch; use a smaller --tile or --precision bf16/fp16"
+    )
+
+
 def _run_model(job: Job, tiles: np.ndarray) -> np.ndarray:
     """``job.runner(tiles)``, in slices of ``job.model_batch`` tiles; halves that on out-of-memory.
 
@@ -172,10 +181,7 @@ def _run_model(job: Job, tiles: np.ndarray) -> np.ndarray:
         except runner.out_of_memory_errors:
             runner.release_memory()
             if step == 1:
-                raise ModelError(
-                    "out of device memory with a single tile per batch; use a smaller --tile "
-                    "or --precision bf16/fp16"
-                ) from None
+                raise _out_of_memory() from None
             step = max(1, step // 2)
             if job.model_batch is None:
                 warnings.warn(
