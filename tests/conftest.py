@@ -33,11 +33,12 @@ def write_tiff(path: Path, image: np.ndarray, *, tile: int = 64, compression: st
 class _Head(torch.nn.Module):
     """(N, 3, h, w) -> (N, 2, h, w): a fixed 3x3 convolution (local, cheap, deterministic)."""
 
-    def __init__(self, layers: int = 1, nan: bool = False) -> None:
+    def __init__(self, layers: int = 1, nan: bool = False, width: int = 2) -> None:
         super().__init__()
         torch.manual_seed(0)
+        sizes = [3] + [width] * (layers - 1) + [2]
         self.convs = torch.nn.ModuleList(
-            [torch.nn.Conv2d(3 if i == 0 else 2, 2, 3, padding=1) for i in range(layers)]
+            [torch.nn.Conv2d(a, b, 3, padding=1) for a, b in zip(sizes[:-1], sizes[1:])]
         )
         self.nan = nan
 
@@ -49,9 +50,11 @@ class _Head(torch.nn.Module):
         return x
 
 
-def save_model(path: Path, *, layers: int = 1, nan: bool = False, multiple: int = 1) -> Path:
+def save_model(
+    path: Path, *, layers: int = 1, nan: bool = False, multiple: int = 1, width: int = 2
+) -> Path:
     """A TorchScript model file with tiler metadata (3 input channels, 2 outputs)."""
-    module = torch.jit.script(_Head(layers, nan).eval())
+    module = torch.jit.script(_Head(layers, nan, width).eval())
     meta = {"name": path.name, "in_channels": 3, "out_channels": 2, "multiple": multiple}
     torch.jit.save(module, str(path), _extra_files={"tiler.json": json.dumps(meta)})
     return path

@@ -122,7 +122,9 @@ def _input_record(image: Any, source: Source) -> dict[str, Any]:
         path = Path(image).resolve()
         record["path"] = str(path)
         if path.is_file():
-            record["bytes"] = path.stat().st_size
+            stat = path.stat()
+            record["bytes"] = stat.st_size
+            record["mtime_ns"] = stat.st_mtime_ns
     return record
 
 
@@ -184,15 +186,18 @@ def run(
         "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
         "settings": job.settings.record(),
     }
+    record["model"]["fingerprint"] = getattr(runner, "fingerprint", lambda: "")()
     record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
-                                         getattr(runner, "fingerprint", lambda: "")())
+                                         record["model"]["fingerprint"])
     if resume and out_path.exists():
         sink = ZarrSink.open(out_path)
         recorded = sink.attributes.get("tiler", {})
         if recorded.get("fingerprint") != record["fingerprint"]:
+            from ._resume import differences
+
             raise OutputError(
-                f"{out_path}: cannot resume: the input, model or settings differ from the recorded "
-                "run; use --overwrite to start again"
+                f"{out_path}: cannot resume: {differences(recorded, record)}; "
+                "use --overwrite to start again"
             )
     else:
         attributes = {"tiler": {**record, "complete": False}, "ome": _ome(shape, source)}

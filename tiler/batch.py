@@ -182,9 +182,9 @@ def run_batch(
             error(f"error: {exc}")
         except KeyboardInterrupt:
             item.status, item.error = "interrupted", "interrupted by the user"
-            item.seconds = time.perf_counter() - t0
+            item.seconds = round(time.perf_counter() - t0, 3)
             write_report(report, items)
-            raise
+            raise KeyboardInterrupt(f"interrupted; {item.output} can be continued with --resume") from None
         except Exception as exc:
             if debug:
                 raise
