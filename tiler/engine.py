@@ -99,6 +99,8 @@ class Job:
             probe = runner(np.zeros((1, c, settings.tile, settings.tile), source.dtype))
         except runner.out_of_memory_errors:
             raise _out_of_memory() from None
+        except ModelError as exc:  # e.g. channels that do not fit: name the input
+            raise type(exc)(f"{source.name}: {exc}") from None
         if spec.out_channels and probe.shape[1] != spec.out_channels:
             raise ModelError(
                 f"the model's metadata says {spec.out_channels} output channels, "
@@ -153,8 +155,8 @@ def _check_finite(job: Job, outputs: np.ndarray, index: np.ndarray) -> None:
         i, j = (int(v) for v in index[int(np.argmax(bad))])
         y, x = job.plan.rows.origin(i), job.plan.cols.origin(j)
         raise ModelOutputError(
-            f"the model returned NaN or infinite values for the tile at row {y}, column {x} "
-            f"(lattice position {i}, {j}); check the model and the input's normalisation"
+            f"{job.source.name}: the model returned NaN or infinite values for the tile at row {y}, "
+            f"column {x} (lattice position {i}, {j}); check the model and the input's normalisation"
         )
 
 
