@@ -73,9 +73,9 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(case, tmp_pat
     for attempt in range(3):
         before = _done(out)
         have = 0 if before is None else int(before.sum())
-        if have >= total - 1:
+        if have >= total - 3:
             break
-        target = rng.randint(have + 1, total - 1)
+        target = rng.randint(have + 1, min(have + 5, total - 3))  # leave stripes to kill in
         proc = _cli(case, out, *(["--resume"] if attempt else []))
         reached = _wait_for(proc, out, target)
         if proc.poll() is None:
@@ -115,7 +115,8 @@ def test_ctrl_c_stops_cleanly_and_resumes(case, tmp_path):
     np.testing.assert_allclose(_output(out)[0], _output(case["reference"])[0], rtol=0, atol=1e-6)
 
 
-def test_resume_refuses_other_settings_input_or_model(case, tmp_path, capsys):
+def test_resume_refuses_other_settings_input_or_model(case, tmp_path, capsys, model_file):
+    case = {**case, "model": model_file}  # the fast model: nothing here needs a slow run
     out = tmp_path / "partial.zarr"
     result = tiler.run(case["image"], case["model"], out=out, **SETTINGS)
     meta = dict(zarr.open_group(str(out)).attrs)["tiler"]
@@ -137,7 +138,8 @@ def test_resume_refuses_other_settings_input_or_model(case, tmp_path, capsys):
     assert result.tiles > 0
 
 
-def test_incomplete_output_without_flags_says_how_to_continue(case, tmp_path, capsys):
+def test_incomplete_output_without_flags_says_how_to_continue(case, tmp_path, capsys, model_file):
+    case = {**case, "model": model_file}
     out = tmp_path / "o.zarr"
     tiler.run(case["image"], case["model"], out=out, **SETTINGS)
     group = zarr.open_group(str(out))
