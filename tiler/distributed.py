@@ -263,7 +263,7 @@ def predict_dask(
     image: Any,
     model: Any = None,
     *,
-    block: int = 4096,
+    block: int = 8192,
     device: str | None = "auto",
     precision: str = "fp32",
     **settings: Any,
