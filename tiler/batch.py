@@ -158,8 +158,9 @@ def run_batch(
 
     ``options`` go to :func:`tiler.run` (overwrite, resume, progress, tile, ...). A ``TilerError``
     fails its item with its one-line message; an unexpected exception fails it as an internal
-    error (raised with ``debug``). Ctrl-C marks the item interrupted, writes the report and
-    re-raises ``KeyboardInterrupt``. The report (JSON) is rewritten after every item.
+    error. With ``debug`` both are raised (tracebacks for ``tiler --debug``). Ctrl-C marks the
+    item interrupted, writes the report and re-raises ``KeyboardInterrupt`` naming the output to
+    resume. The report (JSON) is rewritten after every item.
     """
     from .api import run
     from .models.load import load_runner
@@ -178,6 +179,8 @@ def run_batch(
             result = run(item.input, model, out=item.output, device=device, precision=precision,
                          client=client, **options)
         except TilerError as exc:
+            if debug:
+                raise
             item.status, item.error = "failed", str(exc)
             error(f"error: {exc}")
         except KeyboardInterrupt:
