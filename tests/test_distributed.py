@@ -194,3 +194,13 @@ def test_runner_fingerprints():
         b.bias[0] += 1e-3
     assert TorchRunner(b, spec, device="cpu").fingerprint() != r1.fingerprint()
     assert FunctionRunner(mix).fingerprint() != FunctionRunner(np.negative).fingerprint()
+
+
+def test_worker_source_cache_is_bounded(tmp_path):
+    refs = [distributed.SourceRef.of(write_tiff(tmp_path / f"{i}.tif", make_image((64, 64, 3))))
+            for i in range(6)]
+    first = refs[5].open()
+    assert refs[5].open() is first  # opened once per process
+    for ref in refs:
+        ref.open()
+    assert len(distributed._SOURCES) <= distributed.CACHE_SIZE["sources"]

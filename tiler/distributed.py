@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,10 +42,26 @@ __all__ = [
 ]
 
 _LOCK = threading.Lock()
-_RUNNERS: dict[str, Any] = {}
-_SOURCES: dict[str, Source] = {}
+_RUNNERS: OrderedDict[str, Any] = OrderedDict()
+_SOURCES: OrderedDict[str, Source] = OrderedDict()
+#: Entries each per-process cache keeps (an archive streams through many inputs: keep few files
+#: open; a dropped source closes its file once no task uses it).
+CACHE_SIZE = {"runners": 2, "sources": 4}
 _WINDOWS: dict[tuple[Any, ...], np.ndarray] = {}
 _MODEL_BATCH: dict[str, int] = {}
+
+
+def _cached(cache: OrderedDict[str, Any], key: str, size: int, make: Callable[[], Any]) -> Any:
+    with _LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = make()
+    with _LOCK:
+        cache[key] = value
+        while len(cache) > size:
+            cache.popitem(last=False)
+    return value
 
 
 def _path_key(path: Path) -> str:
@@ -74,12 +91,8 @@ class ModelRef:
         """The runner, loaded at most once per process."""
         from .models.load import load_runner
 
-        with _LOCK:
-            runner = _RUNNERS.get(self.key)
-            if runner is None:
-                runner = load_runner(self.model, device=self.device, precision=self.precision)
-                _RUNNERS[self.key] = runner
-            return runner
+        return _cached(_RUNNERS, self.key, CACHE_SIZE["runners"],
+                       lambda: load_runner(self.model, device=self.device, precision=self.precision))
 
 
 @dataclass(frozen=True)
@@ -96,13 +109,10 @@ class SourceRef:
         return cls(image, f"array:{uuid.uuid4().hex}")
 
     def open(self) -> Source:
-        with _LOCK:
-            source = _SOURCES.get(self.key)
-            if source is None:
-                source = open_source(self.image)
-                if isinstance(self.image, str):
-                    _SOURCES[self.key] = source
-            return source
+        """The source, opened at most once per process (for files; arrays are cheap to wrap)."""
+        if not isinstance(self.image, str):
+            return open_source(self.image)
+        return _cached(_SOURCES, self.key, CACHE_SIZE["sources"], lambda: open_source(self.image))
 
 
 class WindowSource:
