@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         if args.debug:
             raise
-        print(f"error: {exc or 'interrupted; rerun with --resume to continue'}", file=sys.stderr)
+        print(f"error: {str(exc) or 'interrupted; rerun with --resume to continue'}", file=sys.stderr)
         return 130
 
 
