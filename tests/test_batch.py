@@ -109,3 +109,13 @@ def test_archive_on_an_existing_scheduler_equals_single_process(archive, tmp_pat
         a = zarr.open_group(str(one / f"slide{i}.zarr"))["0"][:]
         b = zarr.open_group(str(two / f"slide{i}.zarr"))["0"][:]
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_unwritable_report_fails_before_any_work(archive, tmp_path, capsys, model_file):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code = main(["run", str(archive / "slide0.tif"), "--model", str(model_file), "--report",
+                 str(blocker / "r.json"), *SMALL])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.startswith("error: ") and "cannot write the report" in err
+    assert not (archive / "slide0.zarr").exists()

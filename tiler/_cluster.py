@@ -52,7 +52,7 @@ def connect(*, workers: int | None = None, scheduler: str | None = None) -> Any:
 
     if scheduler:
         try:
-            return Client(scheduler, timeout=30)
+            return Client(scheduler, timeout=10)
         except (OSError, TimeoutError) as exc:
             raise SettingsError(f"cannot reach the dask scheduler at {scheduler} ({exc})") from None
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("distributed")] + ["distributed"]:

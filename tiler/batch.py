@@ -166,6 +166,7 @@ def run_batch(
     from .models.load import load_runner
 
     error = error or (lambda line: print(line, file=sys.stderr))
+    write_report(report, items)  # an unwritable report path fails now, before any work
     if client is None and any(i.status == "pending" for i in items):
         model = load_runner(model, device=device, precision=precision)  # once for the archive
     for item in items:
