@@ -204,3 +204,12 @@ def test_worker_source_cache_is_bounded(tmp_path):
     for ref in refs:
         ref.open()
     assert len(distributed._SOURCES) <= distributed.CACHE_SIZE["sources"]
+
+
+def test_run_with_dask_array_input_on_a_cluster(tmp_path, client):
+    image = make_image((300, 200, 3))
+    runner = FunctionRunner(mix, normalise=False)
+    single = tiler.run(image, runner, out=tmp_path / "one.zarr", **SETTINGS)
+    lazy = da.from_array(image, chunks=(64, 64, 3))
+    multi = tiler.run(lazy, runner, out=tmp_path / "two.zarr", client=client, **SETTINGS)
+    np.testing.assert_allclose(read(single.path), read(multi.path), rtol=0, atol=1e-6)

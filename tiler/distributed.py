@@ -185,10 +185,18 @@ def _remember_batch(job: Job, key: str) -> None:
         _MODEL_BATCH[key] = job.model_batch
 
 
-def _write_block(template: JobTemplate, source: SourceRef, model: Any, block: Block, out: str) -> BlockStats:
+def _open(source: SourceRef | tuple[Any, ...]) -> Source:
+    """A :class:`SourceRef`, or ``(window pixels, origin, image shape, name)`` for one block."""
+    if isinstance(source, SourceRef):
+        return source.open()
+    data, origin, shape, name = source
+    return WindowSource(np.asarray(data), origin, shape, name)
+
+
+def _write_block(template: JobTemplate, source: Any, model: Any, block: Block, out: str) -> BlockStats:
     """Task: compute what is left of ``block`` and write it into the zarr output at ``out``."""
     runner, key = _runner(model)
-    job = template.job(source.open(), runner, key)
+    job = template.job(_open(source), runner, key)
     sink = ZarrSink.open(out)
     todo = job.remaining(block, sink.done())  # a retried task skips the stripes already written
     if todo is None:
@@ -229,21 +237,30 @@ def run_blocks(
 ) -> BlockStats:
     """Run ``blocks`` of ``job`` as tasks on ``client`` writing into the zarr output ``out``.
 
-    ``image`` and ``model`` are what the user gave (a path is opened by each worker; an array or
-    an in-memory model is shipped). Progress is reported per finished block in tiles. The first
-    failing block cancels the rest and its error is raised here; stripes already written stay
-    recorded, so the output can be resumed.
+    ``image`` and ``model`` are what the user gave: a path is opened by each worker; a NumPy or
+    zarr array and an in-memory model are shipped once per worker; a dask array is sliced per block
+    (the block's pixels plus the halo its tiles read). Progress is reported per finished block, in
+    tiles. The first failing block cancels the rest and its error is raised here; stripes already
+    written stay recorded, so the output can be resumed.
     """
     from distributed import as_completed
 
+    def source_of(block: Block) -> Any:
+        if not hasattr(image, "dask"):
+            return shared
+        y0, y1, x0, x1 = source_window(job.plan, block) or (0, 1, 0, 1)
+        # the block's window (with its halo) is computed on the cluster, never the whole image
+        return (client.compute(image[y0:y1, x0:x1]), (y0, x0), job.source.shape, job.source.name)
+
+    shared: Any = None
     if isinstance(image, (str, os.PathLike)):
-        source: Any = SourceRef.of(image)
-    else:
-        source = client.scatter(SourceRef.of(image), broadcast=True, hash=False)
+        shared = SourceRef.of(image)
+    elif not hasattr(image, "dask"):  # NumPy or zarr: sent to each worker once
+        shared = client.scatter(SourceRef.of(image), broadcast=True, hash=False)
     model_ref = _share(client, ModelRef.of(model, device, precision))
     template = JobTemplate.of(job)
     futures = {
-        client.submit(_write_block, template, source, model_ref, b, str(Path(out).resolve()),
+        client.submit(_write_block, template, source_of(b), model_ref, b, str(Path(out).resolve()),
                       key=f"tiler-block-{b.row}-{b.col}-{uuid.uuid4().hex[:8]}", pure=False): b
         for b in blocks
     }
