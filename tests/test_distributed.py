@@ -213,3 +213,18 @@ def test_run_with_dask_array_input_on_a_cluster(tmp_path, client):
     lazy = da.from_array(image, chunks=(64, 64, 3))
     multi = tiler.run(lazy, runner, out=tmp_path / "two.zarr", client=client, **SETTINGS)
     np.testing.assert_allclose(read(single.path), read(multi.path), rtol=0, atol=1e-6)
+
+
+def test_resume_on_a_cluster_recomputes_only_the_rest(tmp_path, client, tiff):
+    """An output begun in one process is finished by 2 workers (another block height)."""
+    runner = FunctionRunner(mix, normalise=False)
+    full = read(tiler.run(tiff, runner, out=tmp_path / "full.zarr", **SETTINGS).path)
+    out = tmp_path / "part.zarr"
+    tiler.run(tiff, runner, out=out, **SETTINGS)
+    group = zarr.open_group(str(out))
+    group.attrs["tiler"] = {**dict(group.attrs)["tiler"], "complete": False}
+    group["progress"][2:, 1] = 0  # stripes of block column 1 from chunk row 2 on: lost
+    group["0"][:, 128:, 128:256] = 0
+    result = tiler.run(tiff, runner, out=out, resume=True, client=client, **SETTINGS)
+    np.testing.assert_allclose(read(out), full, rtol=0, atol=1e-6)
+    assert 0 < result.tiles < tiler.run(tiff, runner, out=tmp_path / "again.zarr", **SETTINGS).tiles
