@@ -10,7 +10,8 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import closing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,9 @@ def _input_record(image: Any, source: Source) -> dict[str, Any]:
         path = Path(image).resolve()
         record["path"] = str(path)
         if path.is_file():
-            record["bytes"] = path.stat().st_size
+            stat = path.stat()
+            record["bytes"] = stat.st_size
+            record["mtime_ns"] = stat.st_mtime_ns
     return record
 
 
@@ -157,6 +160,7 @@ def run(
     pyramid: bool = True,
     pyramid_levels: int | None = None,
     preview: bool = False,
+    client: Any = None,
     **settings: Any,
 ) -> RunResult:
     """Stream the blended output of ``model`` over ``image`` into a zarr v3 group.
@@ -172,6 +176,8 @@ def run(
     pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.pyramid`);
         ``pyramid_levels`` = total level count (default: down to about 1024 pixels).
     preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid.
+    client : a ``dask.distributed.Client``: run the blocks as tasks on its workers (see
+        :mod:`tiler.distributed`); the input and ``out`` must be at the same path on every worker.
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
         batch_size, output, dtype, chunk, ...).
 
@@ -181,79 +187,80 @@ def run(
     (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
     with ``complete: true`` written last.
     """
-    source = open_source(image)
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
-    try:
-        return _run(source, image, model, out, overwrite, resume, model_options, progress, settings,
-                    pyramid=pyramid, pyramid_levels=pyramid_levels, preview=preview)
-    finally:
-        source.close()
+    with closing(open_source(image)) as source:
+        t0 = time.perf_counter()
+        out_path = Path(out) if out is not None else default_output_path(image)
+        if overwrite and resume:
+            raise OutputError("--overwrite and --resume contradict each other; pick one")
+        if out_path.exists() and not (overwrite or resume):
+            _refuse_existing(out_path)
+        runner = load_runner(model, **model_options)
+        job = Job.create(source, runner, _settings(**settings))
+        if client is not None:
+            from .distributed import partition_for
 
+            job = replace(job, partition=partition_for(job, client))
+        h, w, _ = source.shape
+        shape = job.output.shape(h, w)
+        record = {
+            "version": __version__,
+            "input": _input_record(image, source),
+            "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
+            "settings": job.settings.record(),
+        }
+        record["model"]["fingerprint"] = getattr(runner, "fingerprint", lambda: "")()
+        record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
+                                             record["model"]["fingerprint"])
+        if resume and out_path.exists():
+            sink = ZarrSink.open(out_path)
+            recorded = sink.attributes.get("tiler", {})
+            if recorded.get("fingerprint") != record["fingerprint"]:
+                from ._resume import differences
 
-def _run(
-    source: Source, image: Any, model: Any, out: Any, overwrite: bool, resume: bool,
-    model_options: dict[str, Any], progress: Any, settings: dict[str, Any], *,
-    pyramid: bool, pyramid_levels: int | None, preview: bool,
-) -> RunResult:
-    t0 = time.perf_counter()
-    out_path = Path(out) if out is not None else default_output_path(image)
-    if overwrite and resume:
-        raise OutputError("--overwrite and --resume contradict each other; pick one")
-    if out_path.exists() and not (overwrite or resume):
-        _refuse_existing(out_path)
-    runner = load_runner(model, **model_options)
-    job = Job.create(source, runner, _settings(**settings))
-    h, w, _ = source.shape
-    shape = job.output.shape(h, w)
-    record = {
-        "version": __version__,
-        "input": _input_record(image, source),
-        "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
-        "settings": job.settings.record(),
-    }
-    record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
-                                         getattr(runner, "fingerprint", lambda: "")())
-    if resume and out_path.exists():
-        sink = ZarrSink.open(out_path)
-        recorded = sink.attributes.get("tiler", {})
-        if recorded.get("fingerprint") != record["fingerprint"]:
-            raise OutputError(
-                f"{out_path}: cannot resume: the input, model or settings differ from the recorded "
-                "run; use --overwrite to start again"
+                raise OutputError(
+                    f"{out_path}: cannot resume: {differences(recorded, record)}; "
+                    "use --overwrite to start again"
+                )
+        else:
+            attributes = {"tiler": {**record, "complete": False}, "ome": _ome(shape, source)}
+            sink = ZarrSink.create(
+                out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
+                stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
             )
-    else:
-        attributes = {"tiler": {**record, "complete": False}, "ome": _ome(shape, source)}
-        sink = ZarrSink.create(
-            out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
-            stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
+        done = sink.done()
+        todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
+        work = [r for _, r in todo if r is not None]
+        total = sum(job.tiles_in(b) for b in work)
+        report = _progress(progress, total, h * w)
+        stats = BlockStats()
+        try:
+            if client is None:
+                for block in work:
+                    stats += run_block(job, block, sink, on_tiles=report)
+            else:
+                from .distributed import run_blocks
+
+                stats = run_blocks(client, job, work, out_path, image=image, model=model,
+                                   model_options=model_options, on_tiles=report)
+        finally:
+            report.close()
+        if pyramid:
+            from .pyramid import build_pyramid
+
+            build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
+                          levels=pyramid_levels)
+        sink.set_complete()
+        preview_path = None
+        if preview:
+            from .preview import write_preview
+
+            preview_path = write_preview(out_path)
+        return RunResult(
+            path=out_path, shape=shape, dtype=str(job.output.store_dtype), tiles=stats.tiles,
+            skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
+            resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
         )
-    done = sink.done()
-    todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
-    work = [r for _, r in todo if r is not None]
-    total = sum(job.tiles_in(b) for b in work)
-    report = _progress(progress, total, h * w)
-    stats = BlockStats()
-    try:
-        for block in work:
-            stats += run_block(job, block, sink, on_tiles=report)
-    finally:
-        report.close()
-    if pyramid:
-        from .pyramid import build_pyramid
-
-        build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
-                      levels=pyramid_levels)
-    sink.set_complete()
-    preview_path = None
-    if preview:
-        from .preview import write_preview
-
-        preview_path = write_preview(out_path)
-    return RunResult(
-        path=out_path, shape=shape, dtype=str(job.output.store_dtype), tiles=stats.tiles,
-        skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
-        resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
-    )
 
 
 def _refuse_existing(path: Path) -> None:

@@ -62,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun with --resume to continue", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        print(f"error: {str(exc) or 'interrupted; rerun with --resume to continue'}", file=sys.stderr)
         return 130
 
 
