@@ -62,3 +62,20 @@ def test_a_corrupt_tile_is_a_one_line_input_error(tmp_path: Path) -> None:
     np.testing.assert_array_equal(source.read(0, 32, 0, 64).shape, (32, 64, 3))  # good tiles still read
     with pytest.raises(InputError, match=r"bad.tif: cannot decode the image data at rows 32:64"):
         source.read(32, 64, 0, 64)
+
+
+def test_the_decoding_pool_works_in_a_forked_child(tmp_path: Path) -> None:
+    import multiprocessing
+
+    image = smooth_image((64, 96, 3))
+    path = tmp_path / "f.tif"
+    tifffile.imwrite(path, image, tile=(32, 32), compression="zlib", photometric="rgb")
+    open_source(path).read(0, 64, 0, 96)  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_read_all, (str(path),)).get(timeout=60)
+    np.testing.assert_array_equal(got, image)
+
+
+def _read_all(path: str) -> np.ndarray:
+    return open_source(path).read(0, 64, 0, 96)

@@ -12,6 +12,7 @@ its CPU time (benchmarks/PROFILE.md).
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,8 +23,21 @@ import tifffile
 _JPEG = {6, 7, 33007, 34892}
 
 
-def _workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool)
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One decoding pool per process, shared by every open TIFF (threads: cores, at most 4).
+
+    A forked child gets a pool of its own (the parent's threads do not exist there).
+    """
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid():
+            workers = max(1, min(4, os.cpu_count() or 1))
+            _POOL = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="tiler-tiff"))
+        return _POOL[1]
 
 
 class TiffTileReader:
@@ -46,7 +60,6 @@ class TiffTileReader:
         self._per_row = int(page.chunked[1]) if page.is_tiled else 1
         self._offsets, self._counts = page.dataoffsets, page.databytecounts
         self.dtype = np.dtype(page.dtype)
-        self._pool = ThreadPoolExecutor(_workers(), thread_name_prefix="tiler-tiff")
 
     @classmethod
     def create(cls, tif: tifffile.TiffFile, level: Any) -> TiffTileReader | None:
@@ -91,9 +104,9 @@ class TiffTileReader:
             seg = np.asarray(seg).reshape(-1, seg.shape[-2], seg.shape[-1])  # (rows, width, samples)
             out[a - y0 : b - y0, cc - x0 : d - x0] = seg[a - sy : b - sy, cc - sx : d - sx]
 
-        for f in [self._pool.submit(place, s) for s in segments]:
+        for f in [_pool().submit(place, s) for s in segments]:
             f.result()  # re-raises a decoding error here
         return out
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Nothing to release: the decoding pool is shared by the process."""
