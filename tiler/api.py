@@ -10,7 +10,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,8 @@ from .engine import BlockStats, Job, Settings, run_block
 from .errors import OutputError
 from .models.load import load_runner
 from .sink import MemorySink, ZarrSink
-from .sources import Source, open_source
+from .masks import build_skip, skip_predicate
+from .sources import Source, open_at
 
 
 def _settings(**kwargs: Any) -> Settings:
@@ -40,6 +41,11 @@ def predict(
     batch_size: int = 8,
     device: str | None = "auto",
     precision: str = "fp32",
+    level: int | None = None,
+    mpp: float | None = None,
+    tissue: str | None = None,
+    roi: Any = None,
+    fill: float = 0.0,
 ) -> np.ndarray:
     """Blended model outputs for a whole image, in memory.
 
@@ -50,6 +56,10 @@ def predict(
     tile, overlap, margin : pixels (see :class:`~tiler.engine.Settings` for the defaults).
     window : "gaussian", "constant", "linear" or "cosine".
     batch_size, device, precision : how the model runs.
+    level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
+        :func:`~tiler.sources.open_at`); H, W are then that image's size.
+    tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
+        touching no foreground are not computed; pixels no computed tile covers get ``fill``.
 
     Returns
     -------
@@ -64,13 +74,17 @@ def predict(
     >>> out.shape, float(out.min()), float(out.max())
     ((3, 100, 70), 1.0, 1.0)
     """
-    source = open_source(image)
+    source = open_at(image, level=level, mpp=mpp)
     runner = load_runner(model, device=device, precision=precision)
     settings = Settings(
         tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
         sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
+        fill=fill,
     )
     job = Job.create(source, runner, settings)
+    skip, _ = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
+    if skip is not None:
+        job = replace(job, skip=skip_predicate(skip))
     h, w, _ = source.shape
     out = np.empty(job.output.shape(h, w), job.output.store_dtype)
     sink = MemorySink(out, job.partition.stripes)
@@ -116,8 +130,16 @@ def default_output_path(image: Any) -> Path:
     return path.with_name(name + ".zarr")
 
 
-def _input_record(image: Any, source: Source) -> dict[str, Any]:
+def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) -> dict[str, Any]:
     record: dict[str, Any] = {"shape": list(source.shape), "dtype": str(source.dtype)}
+    info = source.info
+    record.update(level=info.level, downsample=list(info.downsample),
+                  mpp=list(info.mpp) if info.mpp else None)
+    if masks:
+        record["mask"] = {m.kind: {"foreground": round(m.fraction, 4), "shape": list(m.array.shape)}
+                          for m in masks}
+        if isinstance(roi, (str, os.PathLike)):
+            record["mask"]["roi"]["path"] = str(Path(roi).resolve())
     if isinstance(image, (str, os.PathLike)):
         path = Path(image).resolve()
         record["path"] = str(path)
@@ -140,6 +162,10 @@ def run(
     device: str | None = "auto",
     precision: str = "fp32",
     progress: bool | Callable[[int, int], None] = False,
+    level: int | None = None,
+    mpp: float | None = None,
+    tissue: str | None = None,
+    roi: Any = None,
     **settings: Any,
 ) -> RunResult:
     """Stream the blended output of ``model`` over ``image`` into a zarr v3 group.
@@ -151,8 +177,12 @@ def run(
     out : output group path; default: the input's name with ``.zarr``.
     overwrite : replace an existing output. resume : continue an incomplete one.
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
+    level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
+        image's size and records its pixel size (OME scale) and georeference.
+    tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
+        foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
-        batch_size, output, dtype, chunk, ...).
+        batch_size, output, dtype, fill, chunk, ...).
 
     Returns
     -------
@@ -161,7 +191,7 @@ def run(
     with ``complete: true`` written last.
     """
     t0 = time.perf_counter()
-    source = open_source(image)
+    source = open_at(image, level=level, mpp=mpp)
     out_path = Path(out) if out is not None else default_output_path(image)
     if overwrite and resume:
         raise OutputError("--overwrite and --resume contradict each other; pick one")
@@ -169,14 +199,19 @@ def run(
         _refuse_existing(out_path)
     runner = load_runner(model, device=device, precision=precision)
     job = Job.create(source, runner, _settings(**settings))
+    skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
+    if skip is not None:
+        job = replace(job, skip=skip_predicate(skip))
     h, w, _ = source.shape
     shape = job.output.shape(h, w)
     record = {
         "version": __version__,
-        "input": _input_record(image, source),
+        "input": _input_record(image, source, masks, roi),
         "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
         "settings": job.settings.record(),
     }
+    if source.info.georeference is not None:
+        record["georeference"] = source.info.georeference.to_attrs()
     record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
                                          getattr(runner, "fingerprint", lambda: "")())
     if resume and out_path.exists():

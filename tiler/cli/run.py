@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_model_options, add_output_options, add_tiling_options
+from .options import add_model_options, add_output_options, add_slide_options, add_tiling_options
 
 EXAMPLES = """\
 examples:
   $ tiler run scan.tif
   $ tiler run scan.tif --output labels -o labels.zarr --overwrite
   $ tiler run scene.tif --model unet.pt --tile 1024 --overlap 128 --window cosine
+  $ tiler run slide.svs --mpp 1.0 --tissue auto --output labels
 """
 
 
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_tiling_options(p)
     add_output_options(p)
+    add_slide_options(p)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     p.set_defaults(func=main)
@@ -39,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
         device=args.device, precision=args.precision, progress=progress,
         tile=args.tile, overlap=args.overlap, margin=args.margin, window=args.window,
         batch_size=args.batch_size, output=args.output, dtype=args.dtype, chunk=args.chunk,
+        level=args.level, mpp=args.mpp, tissue=args.tissue, roi=args.roi, fill=args.fill,
     )
     print(result.summary())
     return 0
