@@ -75,14 +75,23 @@ def predict(
     ((3, 100, 70), 1.0, 1.0)
     """
     source = open_at(image, level=level, mpp=mpp)
+    try:
+        return _predict(source, model, device, precision, Settings(
+            tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
+            sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
+            fill=fill,
+        ), lambda plan: build_skip(plan, image, source, tissue=tissue, roi=roi)[0])
+    finally:
+        source.close()
+
+
+def _predict(
+    source: Source, model: Any, device: str | None, precision: str, settings: Settings,
+    skip_for: Callable[[Any], np.ndarray | None] | None = None,
+) -> np.ndarray:
     runner = load_runner(model, device=device, precision=precision)
-    settings = Settings(
-        tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
-        sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
-        fill=fill,
-    )
     job = Job.create(source, runner, settings)
-    skip, _ = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
+    skip = skip_for(job.plan) if skip_for else None
     if skip is not None:
         job = replace(job, skip=skip_predicate(skip))
     h, w, _ = source.shape
@@ -190,8 +199,20 @@ def run(
     (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
     with ``complete: true`` written last.
     """
-    t0 = time.perf_counter()
     source = open_at(image, level=level, mpp=mpp)
+    try:
+        return _run(source, image, model, out, overwrite, resume, device, precision, progress, settings,
+                    tissue=tissue, roi=roi)
+    finally:
+        source.close()
+
+
+def _run(
+    source: Source, image: Any, model: Any, out: Any, overwrite: bool, resume: bool,
+    device: str | None, precision: str, progress: Any, settings: dict[str, Any],
+    *, tissue: Any = None, roi: Any = None,
+) -> RunResult:
+    t0 = time.perf_counter()
     out_path = Path(out) if out is not None else default_output_path(image)
     if overwrite and resume:
         raise OutputError("--overwrite and --resume contradict each other; pick one")
@@ -281,12 +302,18 @@ def _ome(shape: tuple[int, ...], source: Source) -> dict[str, Any]:
 
 
 class _Progress:
-    def __init__(self, callback: Callable[[int, int], None] | None, bar: Any, total: int) -> None:
+    """Tile counts to a callback or a tqdm bar (tiles, megapixels/s, ETA)."""
+
+    def __init__(self, callback: Callable[[int, int], None] | None, bar: Any, total: int, pixels: int) -> None:
         self.callback, self.bar, self.total, self.done = callback, bar, total, 0
+        self.pixels, self.t0 = pixels, time.perf_counter()
 
     def __call__(self, n: int) -> None:
         self.done += n
         if self.bar is not None:
+            elapsed = max(time.perf_counter() - self.t0, 1e-9)
+            rate = self.pixels * self.done / max(self.total, 1) / elapsed / 1e6
+            self.bar.set_postfix_str(f"{rate:.1f} MP/s", refresh=False)
             self.bar.update(n)
         if self.callback is not None:
             self.callback(self.done, self.total)
@@ -298,10 +325,10 @@ class _Progress:
 
 def _progress(progress: bool | Callable[[int, int], None], total: int, pixels: int) -> _Progress:
     if callable(progress):
-        return _Progress(progress, None, total)
+        return _Progress(progress, None, total, pixels)
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="tile", dynamic_ncols=True, smoothing=0.1, leave=False)
-        return _Progress(None, bar, total)
-    return _Progress(None, None, total)
+        return _Progress(None, bar, total, pixels)
+    return _Progress(None, None, total, pixels)

@@ -20,10 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..plan import TilePlan
     from ..sources import open_source
 
     src = open_source(args.input)
+    try:
+        return _describe(src, args)
+    finally:
+        src.close()
+
+
+def _describe(src, args: argparse.Namespace) -> int:
+    from ..plan import TilePlan
+
     h, w, c = src.shape
     info = src.info
     lines = [

@@ -22,6 +22,10 @@ examples:
 """
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tiler", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -40,10 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    warnings.simplefilter("default")
-    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"  # type: ignore[assignment]
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.formatwarning = _one_line_warning  # restored on exit by catch_warnings
+            return int(args.func(args) or 0)
     except TilerError as exc:
         if args.debug:
             raise

@@ -65,3 +65,6 @@ class ArraySource:
             region = region.compute()
         region = np.asarray(region)
         return region[..., None] if region.ndim == 2 else region
+
+    def close(self) -> None:
+        pass

@@ -67,3 +67,7 @@ class Source(Protocol):
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels ``[y0, y1) x [x0, x1)`` (inside the image) as an (h, w, channels) array."""
         ...
+
+    def close(self) -> None:
+        """Release open files (a no-op for arrays)."""
+        ...

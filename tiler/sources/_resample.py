@@ -118,3 +118,6 @@ class ResampledSource:
             info = np.iinfo(self.dtype)
             out = np.clip(np.rint(out), info.min, info.max)
         return np.ascontiguousarray(out.astype(self.dtype, copy=False))
+
+    def close(self) -> None:
+        self.source.close()

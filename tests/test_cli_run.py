@@ -1,0 +1,101 @@
+"""``tiler run`` and ``tiler info`` end to end on a generated JPEG-tiled TIFF, then open the output."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import tiler
+from tiler.cli.main import main
+
+
+def test_run_writes_a_complete_zarr_group(rgb_tiff, small_unet_checkpoint: Path, tmp_path: Path, capsys) -> None:
+    path, pixels = rgb_tiff
+    out = tmp_path / "out.zarr"
+    rc = main(["run", str(path), "--model", str(small_unet_checkpoint), "--tile", "128", "--overlap", "32",
+               "--output", "probs", "--chunk", "256", "-o", str(out), "--device", "cpu"])
+    assert rc == 0
+    summary = capsys.readouterr().out
+    assert f"wrote {out}" in summary and "3 x 600 x 900 uint8" in summary
+    group = zarr.open_group(out, mode="r")
+    arr = group["0"]
+    assert arr.shape == (3, 600, 900) and arr.dtype == np.uint8 and arr.chunks == (3, 256, 256)
+    meta = group.attrs["tiler"]
+    assert meta["complete"] is True
+    assert meta["settings"]["tile"] == 128 and meta["settings"]["overlap"] == 32
+    assert meta["input"]["path"] == str(path.resolve())
+    assert meta["version"] == tiler.__version__
+    assert group.attrs["ome"]["multiscales"][0]["datasets"][0]["path"] == "0"
+    # The stored probabilities are those of the in-memory prediction on the decoded pixels.
+    logits = tiler.predict(pixels, small_unet_checkpoint, tile=128, overlap=32, device="cpu")
+    e = np.exp(logits - logits.max(0))
+    expected = np.rint(e / e.sum(0) * 255)
+    assert np.abs(arr[:].astype(int) - expected).max() <= 1
+    # The probabilities of each pixel sum to one (within uint8 rounding).
+    assert np.abs(arr[:].astype(int).sum(0) - 255).max() <= 2
+
+
+def test_labels_are_uint8_height_by_width(rgb_tiff, small_unet_checkpoint: Path, tmp_path: Path) -> None:
+    path, _ = rgb_tiff
+    out = tmp_path / "labels.zarr"
+    assert main(["run", str(path), "-m", str(small_unet_checkpoint), "--tile", "128", "--overlap", "32",
+                 "--output", "labels", "-o", str(out), "--device", "cpu"]) == 0
+    arr = zarr.open_group(out, mode="r")["0"]
+    assert arr.shape == (600, 900) and arr.dtype == np.uint8 and arr[:].max() <= 2
+
+
+def test_existing_output_is_never_overwritten_without_flag(rgb_tiff, small_unet_checkpoint, tmp_path, capsys) -> None:
+    path, _ = rgb_tiff
+    out = tmp_path / "o.zarr"
+    args = ["run", str(path), "-m", str(small_unet_checkpoint), "--tile", "128", "--overlap", "32", "-o",
+            str(out), "--device", "cpu"]
+    assert main(args) == 0
+    before = zarr.open_group(out, mode="r")["0"][:]
+    capsys.readouterr()
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--overwrite" in err and err.count("\n") == 1
+    assert main([*args, "--overwrite"]) == 0
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["0"][:], before)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "{missing}"], "no such file"),
+        (["run", "{text}"], "not an image"),
+        (["run", "{tif}", "--tile", "128", "--overlap", "128"], "overlap 128 must be"),
+        (["run", "{tif}", "--tile", "100"], "not a multiple of 16"),
+        (["info", "{empty}"], "file is empty"),
+    ],
+)
+def test_bad_input_is_one_line_error(rgb_tiff, small_unet_checkpoint, tmp_path, capsys, args, message) -> None:
+    path, _ = rgb_tiff
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty.tif").write_bytes(b"")
+    names = {"missing": tmp_path / "nope.tif", "text": tmp_path / "notes.txt", "tif": path,
+             "empty": tmp_path / "empty.tif"}
+    argv = [a.format(**names) for a in args]
+    if argv[0] == "run":
+        argv += ["-m", str(small_unet_checkpoint), "-o", str(tmp_path / "x.zarr"), "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_info_describes_the_file(rgb_tiff, capsys) -> None:
+    path, _ = rgb_tiff
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "600 x 900 x 3" in out and "tiles of 128 x 128" in out and "jpeg" in out
+
+
+def test_console_script_help_has_examples() -> None:
+    res = subprocess.run([sys.executable, "-m", "tiler.cli.main", "run", "--help"], capture_output=True, text=True)
+    assert res.returncode == 0 and "$ tiler run scan.tif" in res.stdout

@@ -1,0 +1,70 @@
+"""Tile loading: reflect padding done virtually, and each stored chunk row decoded once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tiler.load import TileLoader
+from tiler.plan import TilePlan
+from tiler.sources import ArraySource
+
+from .conftest import smooth_image
+
+
+class CountingSource(ArraySource):
+    """An ArraySource with stored chunks that records every read."""
+
+    def __init__(self, array: np.ndarray, chunks: tuple[int, int]) -> None:
+        super().__init__(array)
+        self.chunks = chunks
+        self.reads: list[tuple[int, int, int, int]] = []
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        self.reads.append((y0, y1, x0, x1))
+        return super().read(y0, y1, x0, x1)
+
+
+@pytest.mark.parametrize(("shape", "tile", "overlap", "margin"), [((70, 90, 3), 32, 8, 4), ((10, 7, 1), 32, 0, 0)])
+def test_tiles_equal_slices_of_the_reflect_padded_image(shape, tile, overlap, margin) -> None:
+    image = smooth_image(shape)
+    plan = TilePlan.create(shape[:2], tile=tile, overlap=overlap, margin=margin)
+    pad = 3 * tile
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect") if min(shape[:2]) > 1 else None
+    loader = TileLoader(ArraySource(image), plan, range(plan.rows.count), range(plan.cols.count), batch_size=4)
+    seen = 0
+    for batch in loader:
+        assert batch.tiles.shape[1:] == (shape[2], tile, tile)
+        for t, (i, j) in zip(batch.tiles, batch.index):
+            y0, x0, y1, x1 = plan.tile_box(int(i), int(j))
+            if padded is not None and y0 + pad >= 0 and x0 + pad >= 0:
+                expected = padded[y0 + pad : y1 + pad, x0 + pad : x1 + pad].transpose(2, 0, 1)
+                np.testing.assert_array_equal(t, expected)
+            seen += 1
+    assert seen == plan.n_tiles
+
+
+def test_each_stored_chunk_row_is_read_once() -> None:
+    image = smooth_image((1000, 300, 3))
+    source = CountingSource(image, chunks=(64, 300))
+    plan = TilePlan.create((1000, 300), tile=128, overlap=48)
+    loader = TileLoader(source, plan, range(plan.rows.count), range(plan.cols.count), batch_size=3)
+    n = sum(len(b.index) for b in loader)
+    assert n == plan.n_tiles
+    rows = np.zeros(1000, int)
+    for y0, y1, _, _ in source.reads:
+        assert y0 % 64 == 0  # reads are aligned with the stored chunks
+        rows[y0:y1] += 1
+    assert (rows == 1).all()
+
+
+def test_skipped_tiles_are_not_loaded_but_rows_are_reported_done() -> None:
+    image = smooth_image((200, 200, 3))
+    plan = TilePlan.create((200, 200), tile=64, overlap=16)
+    loader = TileLoader(ArraySource(image), plan, range(plan.rows.count), range(plan.cols.count),
+                        batch_size=5, skip=lambda i, j: i == 1 or j == 0)
+    batches = list(loader)
+    got = {tuple(ij) for b in batches for ij in b.index.tolist()}
+    assert all(i != 1 and j != 0 for i, j in got)
+    assert [r for b in batches for r in b.rows_done] == list(range(plan.rows.count))
+    assert loader.tiles_skipped == plan.n_tiles - len(got)
