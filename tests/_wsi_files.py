@@ -12,26 +12,27 @@ import tifffile
 
 
 def slide_image(shape: tuple[int, int], *, background: float = 0.6, seed: int = 0) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: pink/purple tissue blobs on near-white glass, ~``background`` glass.
+    """(H, W, 3) uint8 RGB: a few pink tissue sections on near-white glass with a little dust.
 
-    Tissue is a union of discs placed at random until about ``1 - background`` of the area is
-    covered; glass is (235..245) grey with a little noise, tissue saturated pink with texture.
+    Tissue is a smooth random field (a 3 x 3 grid of random values, cubic-upsampled) above its
+    ``background`` quantile, so exactly that fraction is glass, in one to three connected sections
+    with irregular borders. Glass is grey 232..245 with noise; tissue is saturated pink with
+    texture; a few 3-pixel dark specks of dust lie on the glass.
     """
+    from scipy import ndimage
+
     h, w = shape
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    tissue = np.zeros((h, w), bool)
-    target = 1.0 - background
-    while tissue.mean() < target:
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        r = rng.uniform(0.06, 0.16) * min(h, w)
-        tissue |= (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+    field = ndimage.zoom(rng.normal(size=(3, 3)), (h / 3, w / 3), order=3, mode="nearest")[:h, :w]
+    tissue = field > np.quantile(field, background)
     img = np.empty((h, w, 3), np.uint8)
-    glass = rng.integers(232, 246, size=(h, w, 1))
-    img[:] = glass
-    texture = rng.integers(0, 50, size=(h, w, 1))
-    pink = np.array([200, 110, 170])[None, None, :] - texture
-    img[tissue] = np.clip(pink, 0, 255).astype(np.uint8)[tissue]
+    img[:] = rng.integers(232, 246, size=(h, w, 1), dtype=np.uint8)
+    texture = rng.integers(0, 60, size=(h, w, 1))
+    pink = np.clip(np.array([205, 115, 175]) - texture, 0, 255).astype(np.uint8)
+    img[tissue] = pink[tissue]
+    for y, x in rng.integers(0, (h - 3, w - 3), size=(8, 2)):
+        if not tissue[y : y + 3, x : x + 3].any():
+            img[y : y + 3, x : x + 3] = 90
     return img
 
 

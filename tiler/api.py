@@ -19,9 +19,9 @@ import numpy as np
 from . import __version__
 from .engine import BlockStats, Job, Settings, run_block
 from .errors import OutputError
+from .masks import build_skip, skip_predicate
 from .models.load import load_runner
 from .sink import MemorySink, ZarrSink
-from .masks import build_skip, skip_predicate
 from .sources import Source, open_at
 
 

@@ -1,8 +1,8 @@
 """Foreground masks that let a run skip tiles: ``--tissue auto`` and ``--roi MASK``.
 
 A mask is a 2-D bool array at low resolution plus its ``scale = (sy, sx)``: image pixels (of the
-image being processed) per mask pixel, so mask pixel ``(m, n)`` covers image rows
-``[m * sy, (m + 1) * sy)`` and columns ``[n * sx, (n + 1) * sx)``. :func:`tile_skip` marks the
+image being processed) per mask pixel, so image pixel ``(y, x)`` lies in mask pixel
+``(floor(y / sy), floor(x / sx))``. :func:`tile_skip` marks the
 lattice tiles whose *weighted* part touches no foreground. A foreground pixel is then covered only
 by tiles that touch foreground, so all its tiles are computed and its output is exactly what a run
 without the mask gives; pixels no computed tile covers get the output's fill value.
@@ -80,8 +80,10 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     m0 = np.cumsum(hist * centres)
     mean0 = m0 / np.maximum(w0, 1)
     mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(edges[int(np.argmax(between[:-1])) + 1])
+    between = (w0 * w1 * (mean0 - mean1) ** 2)[:-1]
+    best = np.flatnonzero(between >= between.max() * (1 - 1e-9))
+    # Thresholds across an empty gap separate the classes equally well: take the gap's middle.
+    return float((edges[best[0] + 1] + edges[best[-1] + 1]) / 2)
 
 
 def tissue_score(thumb: np.ndarray) -> np.ndarray:
@@ -183,7 +185,9 @@ def thumbnail(source: Source, factor: int) -> np.ndarray:
 def tile_skip(plan: TilePlan, mask: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     """(rows, cols) bool: True for lattice tiles whose weighted part touches no foreground.
 
-    ``mask`` is (h, w) bool; ``scale = (sy, sx)`` image pixels per mask pixel.
+    ``mask`` is (h, w) bool; ``scale = (sy, sx)`` image pixels per mask pixel: image pixel
+    ``(y, x)`` is foreground when ``mask[floor(y / sy), floor(x / sx)]`` is (indices clipped to the
+    mask). Computed with a summed-area table: O(mask + tiles).
     """
     mask = np.asarray(mask, bool)
     mh, mw = mask.shape
@@ -194,7 +198,7 @@ def tile_skip(plan: TilePlan, mask: np.ndarray, scale: tuple[float, float]) -> n
         lo = np.clip(axis.origins() + plan.margin, 0, size)
         hi = np.clip(axis.origins() + plan.tile - plan.margin, 0, size)
         a = np.clip(np.floor(lo / s).astype(np.int64), 0, n - 1)
-        b = np.clip(np.ceil(hi / s).astype(np.int64), a + 1, n)
+        b = np.clip(np.floor((hi - 1) / s).astype(np.int64) + 1, a + 1, n)
         return a, b
 
     r0, r1 = spans(plan.rows, plan.height, scale[0], mh)
