@@ -233,3 +233,9 @@ def test_cli_tissue_reports_skipped_tiles(slide, tmp_path: Path, capsys, small_u
                  "--device", "cpu"]) == 0
     summary = capsys.readouterr().out
     assert "192 x 256 uint8" in summary and "skipped" in summary
+
+
+def test_fill_must_fit_the_stored_dtype(tmp_path: Path) -> None:
+    img = slide_image((64, 64), seed=0)
+    with pytest.raises(SettingsError, match="--fill -1 does not fit the uint8 labels"):
+        tiler.run(img, ZERO_COST, out=tmp_path / "f.zarr", tile=32, overlap=8, output="labels", fill=-1)

@@ -50,7 +50,11 @@ def open_at(image: Any, *, level: int | None = None, mpp: float | None = None) -
     if mpp is None:
         source = open_source(image, level=level or 0)
         if level and source.info.level != level:
-            raise InputError(f"{source.name}: has a single resolution level (0); level {level} does not exist")
+            source.close()
+            raise InputError(
+                f"{source.name}: has a single resolution level (only pyramidal TIFF levels are "
+                f"read); level {level} does not exist"
+            )
         return source
     if not mpp > 0:
         raise SettingsError(f"--mpp must be a pixel size in µm > 0, got {mpp}")
