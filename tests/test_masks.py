@@ -239,3 +239,15 @@ def test_fill_must_fit_the_stored_dtype(tmp_path: Path) -> None:
     img = slide_image((64, 64), seed=0)
     with pytest.raises(SettingsError, match="--fill -1 does not fit the uint8 labels"):
         tiler.run(img, ZERO_COST, out=tmp_path / "f.zarr", tile=32, overlap=8, output="labels", fill=-1)
+
+
+def test_grey_images_take_the_side_away_from_the_border() -> None:
+    """Fluorescence (bright on dark) and brightfield grey (dark on bright) both find the object."""
+    yy, xx = np.mgrid[0:200, 0:200]
+    blob = (yy - 90) ** 2 + (xx - 110) ** 2 < 50**2
+    noise = np.random.default_rng(0).normal(0, 50, (200, 200))
+    for fg, bg in [(3000, 200), (60, 230)]:
+        img = np.clip(np.where(blob, fg, bg) + noise, 0, 65535).astype(np.uint16)[..., None]
+        mask = tissue_mask(thumbnail(ArraySource(img), 4), dilate=0)
+        truth = blob.reshape(50, 4, 50, 4).mean(axis=(1, 3)) > 0.5
+        assert (mask & truth).sum() / (mask | truth).sum() > 0.9
