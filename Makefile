@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 lint: install
-	$(BIN)/ruff check tiler tests benchmarks exporters
+	$(BIN)/ruff check .
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -1,7 +1,8 @@
-"""Shared fixtures: generated images and tiny models (nothing is downloaded)."""
+"""Shared fixtures: generated images and TIFFs, tiny models (nothing is downloaded)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,71 @@ def small_unet_checkpoint(tmp_path: Path) -> Path:
     path = tmp_path / "unet.pt"
     torch.save({"state_dict": net.state_dict(), "config": net.config()}, path)
     return path
+
+def make_image(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A smooth uint8 image (JPEG-friendly) with some texture."""
+    rng = np.random.default_rng(seed)
+    h, w = shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 128 + 60 * np.sin(x / 37.0) * np.cos(y / 23.0)
+    channels = shape[2] if len(shape) == 3 else 1
+    out = np.stack([base + 20 * c + rng.normal(0, 8, (h, w)) for c in range(channels)], axis=-1)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    return out if len(shape) == 3 else out[..., 0]
+
+
+def write_tiff(path: Path, image: np.ndarray, *, tile: int = 64, compression: str | None = "jpeg") -> Path:
+    """A tiled TIFF of ``image`` (JPEG by default)."""
+    photometric = "rgb" if image.ndim == 3 and image.shape[2] == 3 else "minisblack"
+    tifffile.imwrite(path, image, tile=(tile, tile), compression=compression, photometric=photometric)
+    return path
+
+
+class _Head(torch.nn.Module):
+    """(N, 3, h, w) -> (N, 2, h, w): a fixed 3x3 convolution (local, cheap, deterministic)."""
+
+    def __init__(self, layers: int = 1, nan: bool = False, width: int = 2) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        sizes = [3] + [width] * (layers - 1) + [2]
+        self.convs = torch.nn.ModuleList(
+            [torch.nn.Conv2d(a, b, 3, padding=1) for a, b in zip(sizes[:-1], sizes[1:])]
+        )
+        self.nan = nan
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = conv(x)
+        if self.nan:
+            x = x * float("nan")
+        return x
+
+
+def save_model(
+    path: Path, *, layers: int = 1, nan: bool = False, multiple: int = 1, width: int = 2
+) -> Path:
+    """A TorchScript model file with tiler metadata (3 input channels, 2 outputs)."""
+    module = torch.jit.script(_Head(layers, nan, width).eval())
+    meta = {"name": path.name, "in_channels": 3, "out_channels": 2, "multiple": multiple}
+    torch.jit.save(module, str(path), _extra_files={"tiler.json": json.dumps(meta)})
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(tmp_path_factory.mktemp("models") / "head.pt")
+
+
+@pytest.fixture(scope="session")
+def nan_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(tmp_path_factory.mktemp("models") / "nan.pt", nan=True)
+
+
+@pytest.fixture(scope="session")
+def multiple_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_model(tmp_path_factory.mktemp("models") / "mult16.pt", multiple=16)
+
+
+@pytest.fixture(scope="session")
+def small_rgb_tiff(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiff(tmp_path_factory.mktemp("images") / "rgb.tif", make_image((300, 260, 3)))

@@ -89,6 +89,9 @@ def test_attrs_round_trip_and_tags_for_export(scenes: Path, tmp_path: Path) -> N
     g = src.info.georeference
     src.close()
     assert GeoReference.from_attrs(g.to_attrs()) == g
+    assert g.named_geokeys() == {"GTModelTypeGeoKey": 1, "GTRasterTypeGeoKey": 1,
+                                 "GTCitationGeoKey": "WGS 84 / UTM zone 33N",
+                                 "ProjectedCSTypeGeoKey": 32633, "ProjLinearUnitsGeoKey": 9001}
     out = tmp_path / "export.tif"
     tifffile.imwrite(out, np.zeros((64, 80), np.uint8), extratags=geotiff_tags(g, 4), metadata=None)
     with tifffile.TiffFile(out) as tif:
@@ -104,11 +107,17 @@ def test_run_carries_the_georeference(scenes: Path, tmp_path: Path) -> None:
     meta = zarr.open_group(out, mode="r").attrs["tiler"]
     g = GeoReference.from_attrs(meta["georeference"])
     assert meta["georeference"]["affine"] == [20.0, 0.0, 500000.0, 0.0, -20.0, 4600000.0]
+    assert meta["georeference"]["ModelPixelScaleTag"] == [20.0, 20.0, 0.0]
+    assert meta["georeference"]["geokeys"]["ProjectedCSTypeGeoKey"] == 32633
     assert g.geokeys == GEOKEYS and meta["input"]["downsample"] == [2.0, 2.0]
+    # export-result's GeoTIFF writer takes the raw tags as they are
+    from tiler._geotiff import geotiff_tags as export_tags
+
+    assert export_tags(meta["georeference"]) == geotiff_tags(g)
     out2 = tmp_path / "m.zarr"
     tiler.run(scenes / "matrix.tif", IDENTITY, out=out2, tile=64, overlap=16)
     meta = zarr.open_group(out2, mode="r").attrs["tiler"]
-    assert meta["georeference"]["transformation"][:4] == [2.5, 0.0, 0.0, 1000.0]
+    assert meta["georeference"]["ModelTransformationTag"][:4] == [2.5, 0.0, 0.0, 1000.0]
     out3 = tmp_path / "p.zarr"
     tiler.run(scenes / "plain.tif", IDENTITY, out=out3, tile=64, overlap=16)
     assert "georeference" not in zarr.open_group(out3, mode="r").attrs["tiler"]

@@ -205,10 +205,11 @@ def test_cli_level_and_mpp(files, tmp_path: Path, capsys, small_unet_checkpoint)
     assert "3 x 96 x 128" in capsys.readouterr().out
     scale = zarr.open_group(out, mode="r").attrs["ome"]["multiscales"][0]["datasets"][0]
     assert scale["coordinateTransformations"][0]["scale"] == [1.0, 2.0, 2.0]
-    assert main(["run", str(d / "slide.ome.tif"), "--level", "7", "-o", str(tmp_path / "x.zarr")]) == 1
+    model = ["-m", str(small_unet_checkpoint), "--device", "cpu"]
+    assert main(["run", str(d / "slide.ome.tif"), "--level", "7", "-o", str(tmp_path / "x.zarr"), *model]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "level 7 does not exist" in err and err.count("\n") == 1
-    assert main(["run", str(d / "plain.tif"), "--mpp", "1", "-o", str(tmp_path / "x.zarr")]) == 1
+    assert main(["run", str(d / "plain.tif"), "--mpp", "1", "-o", str(tmp_path / "x.zarr"), *model]) == 1
     err = capsys.readouterr().err
     assert "states no pixel size" in err and err.count("\n") == 1
     assert not (tmp_path / "x.zarr").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .api import RunResult, predict, run
+from .distributed import predict_dask
 from .errors import InputError, ModelError, OutputError, SettingsError, TilerError
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "TilerError",
     "__version__",
     "predict",
+    "predict_dask",
     "run",
 ]

@@ -10,6 +10,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ def predict(
     batch_size: int = 8,
     device: str | None = "auto",
     precision: str = "fp32",
+    provider: str = "auto",
+    trust_model: bool = False,
     level: int | None = None,
     mpp: float | None = None,
     tissue: str | None = None,
@@ -56,6 +59,8 @@ def predict(
     tile, overlap, margin : pixels (see :class:`~tiler.engine.Settings` for the defaults).
     window : "gaussian", "constant", "linear" or "cosine".
     batch_size, device, precision : how the model runs.
+    provider : ONNX Runtime execution provider for ``.onnx`` models: auto, tensorrt, cuda or cpu.
+    trust_model : allow checkpoints that need full unpickling (they can run code).
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
         :func:`~tiler.sources.open_at`); H, W are then that image's size.
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
@@ -75,8 +80,9 @@ def predict(
     ((3, 100, 70), 1.0, 1.0)
     """
     source = open_at(image, level=level, mpp=mpp)
+    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
     try:
-        return _predict(source, model, device, precision, Settings(
+        return _predict(source, model, model_options, Settings(
             tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
             sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
             fill=fill,
@@ -86,10 +92,10 @@ def predict(
 
 
 def _predict(
-    source: Source, model: Any, device: str | None, precision: str, settings: Settings,
+    source: Source, model: Any, model_options: dict[str, Any], settings: Settings,
     skip_for: Callable[[Any], np.ndarray | None] | None = None,
 ) -> np.ndarray:
-    runner = load_runner(model, device=device, precision=precision)
+    runner = load_runner(model, **model_options)
     job = Job.create(source, runner, settings)
     skip = skip_for(job.plan) if skip_for else None
     if skip is not None:
@@ -115,6 +121,7 @@ class RunResult:
     megapixels: float
     resumed_blocks: int = 0
     stats: BlockStats = field(default_factory=BlockStats)
+    preview: Path | None = None
 
     def summary(self) -> str:
         rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
@@ -123,7 +130,7 @@ class RunResult:
         return (
             f"wrote {self.path}: {shape} {self.dtype}; {self.tiles} tiles{skipped} in "
             f"{self.seconds:.1f} s ({rate:.1f} MP/s)"
-        )
+        ) + (f"; preview {self.preview}" if self.preview else "")
 
 
 def default_output_path(image: Any) -> Path:
@@ -153,7 +160,9 @@ def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) 
         path = Path(image).resolve()
         record["path"] = str(path)
         if path.is_file():
-            record["bytes"] = path.stat().st_size
+            stat = path.stat()
+            record["bytes"] = stat.st_size
+            record["mtime_ns"] = stat.st_mtime_ns
     return record
 
 
@@ -170,7 +179,13 @@ def run(
     resume: bool = False,
     device: str | None = "auto",
     precision: str = "fp32",
+    provider: str = "auto",
+    trust_model: bool = False,
     progress: bool | Callable[[int, int], None] = False,
+    pyramid: bool = True,
+    pyramid_levels: int | None = None,
+    preview: bool = False,
+    client: Any = None,
     level: int | None = None,
     mpp: float | None = None,
     tissue: str | None = None,
@@ -185,7 +200,13 @@ def run(
     model : as for :func:`predict`.
     out : output group path; default: the input's name with ``.zarr``.
     overwrite : replace an existing output. resume : continue an incomplete one.
+    device, precision, provider, trust_model : as for :func:`predict`.
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
+    pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.pyramid`);
+        ``pyramid_levels`` = total level count (default: down to about 1024 pixels).
+    preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid.
+    client : a ``dask.distributed.Client``: run the blocks as tasks on its workers (see
+        :mod:`tiler.distributed`); the input and ``out`` must be at the same path on every worker.
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
         image's size and records its pixel size (OME scale) and georeference.
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
@@ -199,73 +220,85 @@ def run(
     (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
     with ``complete: true`` written last.
     """
-    source = open_at(image, level=level, mpp=mpp)
-    try:
-        return _run(source, image, model, out, overwrite, resume, device, precision, progress, settings,
-                    tissue=tissue, roi=roi)
-    finally:
-        source.close()
+    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
+    with closing(open_at(image, level=level, mpp=mpp)) as source:
+        t0 = time.perf_counter()
+        out_path = Path(out) if out is not None else default_output_path(image)
+        if overwrite and resume:
+            raise OutputError("--overwrite and --resume contradict each other; pick one")
+        if out_path.exists() and not (overwrite or resume):
+            _refuse_existing(out_path)
+        runner = load_runner(model, **model_options)
+        job = Job.create(source, runner, _settings(**settings))
+        skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
+        if skip is not None:
+            job = replace(job, skip=skip_predicate(skip))
+        if client is not None:
+            from .distributed import partition_for
 
+            job = replace(job, partition=partition_for(job, client))
+        h, w, _ = source.shape
+        shape = job.output.shape(h, w)
+        record = {
+            "version": __version__,
+            "input": _input_record(image, source, masks, roi),
+            "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
+            "settings": job.settings.record(),
+        }
+        record["model"]["fingerprint"] = getattr(runner, "fingerprint", lambda: "")()
+        if source.info.georeference is not None:
+            record["georeference"] = source.info.georeference.to_attrs()
+        record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
+                                             record["model"]["fingerprint"])
+        if resume and out_path.exists():
+            sink = ZarrSink.open(out_path)
+            recorded = sink.attributes.get("tiler", {})
+            if recorded.get("fingerprint") != record["fingerprint"]:
+                from ._resume import differences
 
-def _run(
-    source: Source, image: Any, model: Any, out: Any, overwrite: bool, resume: bool,
-    device: str | None, precision: str, progress: Any, settings: dict[str, Any],
-    *, tissue: Any = None, roi: Any = None,
-) -> RunResult:
-    t0 = time.perf_counter()
-    out_path = Path(out) if out is not None else default_output_path(image)
-    if overwrite and resume:
-        raise OutputError("--overwrite and --resume contradict each other; pick one")
-    if out_path.exists() and not (overwrite or resume):
-        _refuse_existing(out_path)
-    runner = load_runner(model, device=device, precision=precision)
-    job = Job.create(source, runner, _settings(**settings))
-    skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
-    if skip is not None:
-        job = replace(job, skip=skip_predicate(skip))
-    h, w, _ = source.shape
-    shape = job.output.shape(h, w)
-    record = {
-        "version": __version__,
-        "input": _input_record(image, source, masks, roi),
-        "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
-        "settings": job.settings.record(),
-    }
-    if source.info.georeference is not None:
-        record["georeference"] = source.info.georeference.to_attrs()
-    record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
-                                         getattr(runner, "fingerprint", lambda: "")())
-    if resume and out_path.exists():
-        sink = ZarrSink.open(out_path)
-        recorded = sink.attributes.get("tiler", {})
-        if recorded.get("fingerprint") != record["fingerprint"]:
-            raise OutputError(
-                f"{out_path}: cannot resume: the input, model or settings differ from the recorded "
-                "run; use --overwrite to start again"
+                raise OutputError(
+                    f"{out_path}: cannot resume: {differences(recorded, record)}; "
+                    "use --overwrite to start again"
+                )
+        else:
+            attributes = {"tiler": {**record, "complete": False}, "ome": _ome(shape, source)}
+            sink = ZarrSink.create(
+                out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
+                stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
             )
-    else:
-        attributes = {"tiler": {**record, "complete": False}, "ome": _ome(shape, source)}
-        sink = ZarrSink.create(
-            out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
-            stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
+        done = sink.done()
+        todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
+        work = [r for _, r in todo if r is not None]
+        total = sum(job.tiles_in(b) for b in work)
+        report = _progress(progress, total, h * w)
+        stats = BlockStats()
+        try:
+            if client is None:
+                for block in work:
+                    stats += run_block(job, block, sink, on_tiles=report)
+            else:
+                from .distributed import run_blocks
+
+                stats = run_blocks(client, job, work, out_path, image=image, model=model,
+                                   model_options=model_options, on_tiles=report, level=level, mpp=mpp)
+        finally:
+            report.close()
+        if pyramid:
+            from .pyramid import build_pyramid
+
+            build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
+                          levels=pyramid_levels)
+        sink.set_complete()
+        preview_path = None
+        if preview:
+            from .preview import write_preview
+
+            preview_path = write_preview(out_path)
+        return RunResult(
+            path=out_path, shape=shape, dtype=str(job.output.store_dtype), tiles=stats.tiles,
+            skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
+            resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
         )
-    done = sink.done()
-    todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
-    work = [r for _, r in todo if r is not None]
-    total = sum(job.tiles_in(b) for b in work)
-    report = _progress(progress, total, h * w)
-    stats = BlockStats()
-    try:
-        for block in work:
-            stats += run_block(job, block, sink, on_tiles=report)
-    finally:
-        report.close()
-    sink.set_complete()
-    return RunResult(
-        path=out_path, shape=shape, dtype=str(job.output.store_dtype), tiles=stats.tiles,
-        skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
-        resumed_blocks=len(todo) - len(work), stats=stats,
-    )
 
 
 def _refuse_existing(path: Path) -> None:

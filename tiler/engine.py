@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,8 @@ class Job:
     window: np.ndarray
     output: OutputSpec
     skip: Callable[[int, int], bool] | None = None
+    #: Tiles per model call after an out-of-memory error halved it (None: the batch size).
+    model_batch: int | None = None
 
     @classmethod
     def create(
@@ -92,7 +95,12 @@ class Job:
         window = windows.window_2d(
             settings.window, settings.tile, margin=settings.margin, sigma_scale=settings.sigma_scale
         )
-        probe = runner(np.zeros((1, c, settings.tile, settings.tile), source.dtype))
+        try:
+            probe = runner(np.zeros((1, c, settings.tile, settings.tile), source.dtype))
+        except runner.out_of_memory_errors:
+            raise _out_of_memory() from None
+        except ModelError as exc:  # e.g. channels that do not fit: name the input
+            raise type(exc)(f"{source.name}: {exc}") from None
         if spec.out_channels and probe.shape[1] != spec.out_channels:
             raise ModelError(
                 f"the model's metadata says {spec.out_channels} output channels, "
@@ -147,9 +155,44 @@ def _check_finite(job: Job, outputs: np.ndarray, index: np.ndarray) -> None:
         i, j = (int(v) for v in index[int(np.argmax(bad))])
         y, x = job.plan.rows.origin(i), job.plan.cols.origin(j)
         raise ModelOutputError(
-            f"the model returned NaN or infinite values for the tile at row {y}, column {x} "
-            f"(lattice position {i}, {j}); check the model and the input's normalisation"
+            f"{job.source.name}: the model returned NaN or infinite values for the tile at row {y}, "
+            f"column {x} (lattice position {i}, {j}); check the model and the input's normalisation"
         )
+
+
+def _out_of_memory() -> ModelError:
+    return ModelError(
+        "out of device memory with a single tile per batch; use a smaller --tile or --precision bf16/fp16"
+    )
+
+
+def _run_model(job: Job, tiles: np.ndarray) -> np.ndarray:
+    """``job.runner(tiles)``, in slices of ``job.model_batch`` tiles; halves that on out-of-memory.
+
+    (N, C, t, t) raw tiles -> (N, C_out, t, t) float32. Tiles are independent, so the slicing does
+    not change any value. The first halving warns once per job.
+    """
+    runner = job.runner
+    step = job.model_batch or len(tiles)
+    parts: list[np.ndarray] = []
+    start = 0
+    while start < len(tiles):
+        try:
+            parts.append(runner(tiles[start : start + step]))
+            start += step
+        except runner.out_of_memory_errors:
+            runner.release_memory()
+            if step == 1:
+                raise _out_of_memory() from None
+            step = max(1, step // 2)
+            if job.model_batch is None:
+                warnings.warn(
+                    f"out of device memory: running the model on {step} tiles at a time "
+                    f"(batch size was {len(tiles)})",
+                    stacklevel=2,
+                )
+            job.model_batch = step
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def run_block(
@@ -185,7 +228,7 @@ def run_block(
                 outputs = None
                 if len(batch.index):
                     m0 = time.perf_counter()
-                    outputs = job.runner(batch.tiles)
+                    outputs = _run_model(job, batch.tiles)
                     stats.model_seconds += time.perf_counter() - m0
                     _check_finite(job, outputs, batch.index)
                 stitch_worker.put((outputs, batch.index, batch.rows_done))
@@ -211,14 +254,37 @@ def lattice_tiles(job: Job) -> int:
     return job.plan.n_tiles
 
 
-def repeated_fraction(job: Job) -> float:
-    """(tiles computed over all blocks) / (tiles in the lattice) - 1: work repeated at block borders."""
-    total = sum(job.tiles_in(b) for b in job.partition.blocks())
+def repeated_fraction(job: Job, partition: Partition | None = None) -> float:
+    """(tiles computed over all blocks) / (tiles in the lattice) - 1: work repeated at block borders.
+
+    Blocks stream top to bottom through a rolling accumulator, so a block's height costs no memory;
+    only the number of block borders repeats work (about ``tile / block edge`` per border).
+    """
+    partition = partition or job.partition
+    total = 0
+    for block in partition.blocks():
+        rows, cols = job.plan.tiles_touching(block)
+        total += len(rows) * len(cols)
     return total / lattice_tiles(job) - 1.0
 
 
-def grid_for_workers(shape: tuple[int, int], chunk: int, workers: int) -> int:
-    """A block height giving about four blocks per worker, in whole chunks (at least one chunk)."""
-    rows = math.ceil(shape[0] / chunk)
-    per = max(1, math.ceil(rows / (4 * max(1, workers))))
-    return per * chunk
+def grid_for_workers(job: Job, workers: int, *, budget: float = 0.05, per_worker: int = 4) -> Partition:
+    """A partition giving every one of ``workers`` work, with repeated work within ``budget``.
+
+    Only the block height changes (block columns are a recorded setting, so resumes stay valid).
+    Tries ``per_worker`` blocks per worker (load balance, progress, resume granularity), then
+    fewer, down to one block per worker, which is kept even over budget (small images).
+    """
+    part = job.partition
+    chunk_rows = math.ceil(part.height / part.chunk)
+    cols = part.grid[1]
+    best = part
+    for k in range(max(1, per_worker), 0, -1):
+        block_rows = min(chunk_rows, max(1, math.ceil(k * max(1, workers) / cols)))
+        height = math.ceil(chunk_rows / block_rows) * part.chunk
+        best = Partition.create(
+            (part.height, part.width), chunk=part.chunk, block_height=height, block_width=part.block_width
+        )
+        if repeated_fraction(job, best) <= budget:
+            return best
+    return best

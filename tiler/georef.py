@@ -27,6 +27,11 @@ import numpy as np
 PIXEL_SCALE, TIEPOINT, TRANSFORMATION = 33550, 33922, 34264
 GEOKEY_DIRECTORY, GEO_DOUBLE_PARAMS, GEO_ASCII_PARAMS = 34735, 34736, 34737
 _RASTER_TYPE_KEY = 1025  # GTRasterTypeGeoKey: 1 = PixelIsArea (default), 2 = PixelIsPoint
+TAG_NAMES = {
+    PIXEL_SCALE: "ModelPixelScaleTag", TIEPOINT: "ModelTiepointTag", TRANSFORMATION: "ModelTransformationTag",
+    GEOKEY_DIRECTORY: "GeoKeyDirectoryTag", GEO_DOUBLE_PARAMS: "GeoDoubleParamsTag",
+    GEO_ASCII_PARAMS: "GeoAsciiParamsTag",
+}
 
 
 @dataclass(frozen=True)
@@ -127,29 +132,56 @@ class GeoReference:
             matrix = tuple(float(v) for v in (np.asarray(self.transformation).reshape(4, 4) @ s).ravel())
         return replace(self, pixel_scale=scale, tiepoints=ties, transformation=matrix)
 
+    def named_geokeys(self) -> dict[str, Any]:
+        """The geokeys decoded: ``{name: value}`` (ints, floats or lists of floats, strings)."""
+        from tifffile import TIFF
+
+        keys, found = self.geokeys, {}
+        for n in range(4, len(keys) - 3, 4):
+            key, where, count, offset = keys[n : n + 4]
+            if where == 0:
+                value: Any = offset
+            elif where == GEO_DOUBLE_PARAMS:
+                doubles = list(self.double_params[offset : offset + count])
+                value = doubles[0] if count == 1 and doubles else doubles
+            elif where == GEO_ASCII_PARAMS:
+                value = self.ascii_params[offset : offset + count].rstrip("|\x00")
+            else:
+                continue
+            try:
+                name = TIFF.GEO_KEYS(key).name
+            except ValueError:
+                name = str(key)
+            found[name] = value
+        return found
+
     def to_attrs(self) -> dict[str, Any]:
-        """A JSON-ready dict (for zarr attributes); :meth:`from_attrs` reads it back."""
-        attrs: dict[str, Any] = {"affine": list(self.affine), "pixel_is_point": self.pixel_is_point}
-        if self.pixel_scale is not None:
-            attrs["pixel_scale"] = list(self.pixel_scale)
-        if self.tiepoints:
-            attrs["tiepoints"] = [list(t) for t in self.tiepoints]
-        if self.transformation is not None:
-            attrs["transformation"] = list(self.transformation)
-        attrs["geokeys"] = list(self.geokeys)
-        attrs["double_params"] = list(self.double_params)
-        attrs["ascii_params"] = self.ascii_params
+        """A JSON-ready dict (zarr attribute ``tiler.georeference``); :meth:`from_attrs` reads it.
+
+        Keys: ``affine`` (6 numbers, ``x = a*col + b*row + c``, ``y = d*col + e*row + f``),
+        ``pixel_is_point``, ``geokeys`` (decoded, by name) and the raw GeoTIFF tags by their tag
+        names (``ModelPixelScaleTag``, ``ModelTiepointTag`` or ``ModelTransformationTag``,
+        ``GeoKeyDirectoryTag``, ``GeoDoubleParamsTag``, ``GeoAsciiParamsTag``), which
+        ``tiler export-result`` writes as they are.
+        """
+        attrs: dict[str, Any] = {"affine": list(self.affine), "pixel_is_point": self.pixel_is_point,
+                                 "geokeys": self.named_geokeys()}
+        for code, _, _, value, _ in geotiff_tags(self):
+            attrs[TAG_NAMES[code]] = value if isinstance(value, str) else list(value)
         return attrs
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, Any]) -> GeoReference:
+        """Read the raw tags of a :meth:`to_attrs` record."""
+        ties = np.asarray(attrs.get("ModelTiepointTag", ()), float).reshape(-1, 6)
+        scale, matrix = attrs.get("ModelPixelScaleTag"), attrs.get("ModelTransformationTag")
         return cls(
-            pixel_scale=tuple(attrs["pixel_scale"]) if attrs.get("pixel_scale") is not None else None,
-            tiepoints=tuple(tuple(t) for t in attrs.get("tiepoints", ())),
-            transformation=tuple(attrs["transformation"]) if attrs.get("transformation") else None,
-            geokeys=tuple(int(v) for v in attrs.get("geokeys", ())),
-            double_params=tuple(float(v) for v in attrs.get("double_params", ())),
-            ascii_params=str(attrs.get("ascii_params", "")),
+            pixel_scale=tuple(float(v) for v in scale) if scale else None,
+            tiepoints=tuple(tuple(float(v) for v in row) for row in ties),
+            transformation=tuple(float(v) for v in matrix) if matrix else None,
+            geokeys=tuple(int(v) for v in attrs.get("GeoKeyDirectoryTag", ())),
+            double_params=tuple(float(v) for v in attrs.get("GeoDoubleParamsTag", ())),
+            ascii_params=str(attrs.get("GeoAsciiParamsTag", "")),
         )
 
 

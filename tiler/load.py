@@ -95,7 +95,9 @@ class TileLoader:
         self.strip_x0 = plan.cols.origin(cols.start) if len(cols) else 0
         strip_x1 = plan.cols.origin(cols.stop - 1) + t if len(cols) else 0
         x_index = reflect_index(np.arange(self.strip_x0, strip_x1), w)
-        self._read_x0, read_x1 = int(x_index.min(initial=0)), int(x_index.max(initial=0)) + 1
+        # (no initial= for min: it would count 0 in, and every block would read from column 0)
+        self._read_x0 = int(x_index.min()) if len(x_index) else 0
+        read_x1 = int(x_index.max()) + 1 if len(x_index) else 0
         self._x_index = x_index - self._read_x0
         self._x_identity = bool(np.array_equal(self._x_index, np.arange(len(x_index))))
         self.cache = RowCache(source, self._read_x0, read_x1)

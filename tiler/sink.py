@@ -120,9 +120,14 @@ class ZarrSink:
         try:
             group = zarr.open_group(str(path), mode="r+")
             if "0" not in group or "progress" not in group:
-                raise OutputError(f"{path}: is not a tiler output (no array '0' or 'progress')")
+                raise OutputError(
+                    f"{path}: is not a tiler output (no array '0' or 'progress'); "
+                    "pass --overwrite to start again"
+                )
         except (FileNotFoundError, ValueError, KeyError) as exc:
-            raise OutputError(f"{path}: is not a readable zarr output ({exc})") from None
+            raise OutputError(
+                f"{path}: is not a readable zarr output ({exc}); pass --overwrite to start again"
+            ) from None
         return cls(path, group)
 
     @property

@@ -66,8 +66,6 @@ def _describe(src, args: argparse.Namespace) -> int:
     plan = TilePlan.create((h, w), tile=args.tile, overlap=args.overlap)
     lines.append(f"  tiling       {plan.rows.count} x {plan.cols.count} = {plan.n_tiles} tiles of "
                  f"{plan.tile} (overlap {plan.overlap})")
-    if hasattr(src, "close"):
-        src.close()
     print("\n".join(lines))
     return 0
 

@@ -9,8 +9,12 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import TilerError
+from . import eval as eval_cmd
+from . import export as export_cmd
+from . import export_result as export_result_cmd
 from . import info as info_cmd
 from . import run as run_cmd
+from . import stats as stats_cmd
 
 DESCRIPTION = """\
 Sliding-window inference for images too large to run a network on in one piece.
@@ -19,6 +23,10 @@ examples:
   $ tiler run scan.tif                          # built-in UNet, logits to scan.zarr
   $ tiler run scan.tif --output probs --tile 1024 --overlap 128 -o probs.zarr
   $ tiler info scan.tif
+  $ tiler export-result probs.zarr --format tiff     # pyramidal OME-TIFF
+  $ tiler eval labels.zarr truth.tif --json
+  $ tiler stats scan.tif
+  $ tiler export unet.pt --out unet.onnx        # verified ONNX export
 """
 
 
@@ -33,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tiler {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run_cmd, info_cmd):
+    for module in (run_cmd, info_cmd, export_cmd, export_result_cmd, eval_cmd, stats_cmd):
         module.register(sub)
     return parser
 
@@ -54,8 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("error: interrupted; rerun with --resume to continue", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        if args.debug:
+            raise
+        print(f"error: {str(exc) or 'interrupted; rerun with --resume to continue'}", file=sys.stderr)
         return 130
 
 

@@ -63,6 +63,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    "default: the built-in tissue UNet")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    g.add_argument("--provider", default="auto", choices=("auto", "tensorrt", "cuda", "cpu"),
+                   help="ONNX Runtime execution provider for .onnx models (auto: TensorRT, CUDA, then CPU)")
+    g.add_argument("--trust-model", action="store_true",
+                   help="allow checkpoints that need full unpickling (can run code: trusted files only)")
     g.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size, metavar="N",
                    help=f"tiles per model call (default {_DEFAULTS.batch_size})")
 

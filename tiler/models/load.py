@@ -1,23 +1,37 @@
 """Turn what the user names as a model into a :class:`~tiler.runners.Runner`.
 
-Accepted: a ``Runner``; an ``nn.Module``; ``None`` for the built-in default; a path to a checkpoint
-of the built-in UNet (a state dict, alone or under ``"state_dict"``/``"model"``, with optional
-``"config"`` and ``"tiler"`` metadata), or a TorchScript file. Checkpoints are read with
-``torch.load(weights_only=True)``: no pickled code runs.
+Accepted: a ``Runner``; an ``nn.Module``; ``None`` for the built-in default; a path to
+
+- an ONNX file (``.onnx``): run by ONNX Runtime (:class:`~tiler.runners.onnx.OnnxRunner`);
+- a TorchScript file (``torch.jit.save``), with its metadata in the extra file ``tiler.json``;
+- a checkpoint of a UNet in the built-in (seed) or the Pytorch-UNet layout (see
+  :mod:`tiler.models.checkpoints`): a state dict, alone or under ``"state_dict"``/``"model"``,
+  with optional ``"config"`` and ``"tiler"`` metadata.
+
+Checkpoints are read with ``torch.load(weights_only=True)``: no pickled code runs. One that needs
+full unpickling (a whole pickled ``nn.Module``, custom classes) is refused unless
+``trust_model=True``. TorchScript and ONNX files hold no pickled code and load without it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputNotFoundError, ModelError
+from .checkpoints import load_into_unet, unet_config, unwrap
 from .spec import ModelSpec
 
 #: The built-in default model (see tiler/models/weights/MODEL_CARD.md).
 DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "default.pt"
+#: Kept for callers of the earlier name.
+unet_config_from_state_dict = unet_config
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -27,64 +41,94 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("/constants.pkl") or "/code/" in n for n in zf.namelist())
 
 
-def unet_config_from_state_dict(state: dict[str, Any]) -> dict[str, Any]:
-    """Infer the built-in UNet's constructor arguments from its state-dict keys and shapes."""
-    try:
-        first = state["in_conv.double_conv.0.weight"]
-        last = state["out_conv.conv.weight"]
-    except KeyError as exc:
-        raise ModelError(f"not a checkpoint of the built-in UNet (no key {exc})") from None
-    return {
-        "in_channels": int(first.shape[1]),
-        "num_classes": int(last.shape[0]),
-        "base_channels": int(first.shape[0]),
-        "bilinear": "up1.up.weight" not in state,
-    }
+def is_onnx(path: str | os.PathLike[str]) -> bool:
+    """True for an ONNX file (by its ``.onnx`` suffix)."""
+    return Path(path).suffix.lower() == ".onnx"
 
 
-def _unwrap(checkpoint: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(state dict, config, tiler metadata) from a raw or wrapped checkpoint."""
-    if not isinstance(checkpoint, dict):
-        raise ModelError(f"checkpoint holds a {type(checkpoint).__name__}, not a state dict")
-    for key in ("state_dict", "model"):
-        if isinstance(checkpoint.get(key), dict):
-            return checkpoint[key], checkpoint.get("config", {}), checkpoint.get("tiler", {})
-    return checkpoint, {}, {}
+def read_checkpoint(path: Path, *, trust_model: bool = False) -> Any:
+    """``torch.load`` a checkpoint safely (``weights_only=True``) unless ``trust_model``.
 
-
-def load_checkpoint(path: Path) -> tuple[Any, ModelSpec]:
-    """Build the built-in UNet from a checkpoint file; return (module, spec)."""
+    Raises ModelError for unreadable files, and for checkpoints that need full unpickling (which
+    can run arbitrary code) when ``trust_model`` is False, naming what they wanted to load.
+    """
     import torch
 
-    from .unet import UNet
-
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ModelError(f"{path}: cannot read the checkpoint ({str(exc).splitlines()[0]})") from None
-    except Exception as exc:  # torch raises UnpicklingError (and others) for pickled code
-        raise ModelError(
-            f"{path}: the checkpoint needs full unpickling, which can run arbitrary code "
-            f"({type(exc).__name__}); re-save it as a plain state dict"
-        ) from None
-    state, config, meta = _unwrap(checkpoint)
-    config = {**unet_config_from_state_dict(state), **config}
-    module = UNet(**config)
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ModelError(
-            f"{path}: checkpoint does not fit the built-in UNet; missing keys: "
-            f"{', '.join(missing[:5]) or 'none'}; unexpected keys: {', '.join(unexpected[:5]) or 'none'}"
-        )
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" not in str(exc).lower():
+            raise ModelError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from None
+        if not trust_model:
+            wanted = re.search(r"GLOBAL ([\w.]+)", str(exc))
+            if wanted:
+                raise ModelError(
+                    f"{path}: refusing to load: the checkpoint needs full unpickling, which can run "
+                    f"arbitrary code (it imports {wanted.group(1)}); pass --trust-model "
+                    "(trust_model=True) only if you trust its source, or re-save it as a plain state dict"
+                ) from None
+            reason = str(exc).split("WeightsUnpickler error:")[-1].strip().splitlines()[0]
+            raise ModelError(
+                f"{path}: cannot read the checkpoint safely ({reason}): the file is corrupt, or needs "
+                "full unpickling, which can run arbitrary code; pass --trust-model only if you trust it"
+            ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError,
+            AttributeError, ModuleNotFoundError) as exc:
+        raise ModelError(f"{path}: cannot unpickle the checkpoint ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def load_checkpoint(path: Path, *, trust_model: bool = False) -> tuple[Any, ModelSpec]:
+    """Build the built-in UNet from a checkpoint file of either layout; return (module, spec).
+
+    With ``trust_model``, a checkpoint holding a whole pickled ``nn.Module`` (alone or under
+    ``"model"``) is used as it is.
+    """
+    import torch
+
+    checkpoint = read_checkpoint(path, trust_model=trust_model)
+    whole = checkpoint.get("model") if isinstance(checkpoint, dict) else checkpoint
+    if isinstance(whole, torch.nn.Module):
+        spec_of = spec_of_module(whole)
+        meta = checkpoint.get("tiler", {}) if isinstance(checkpoint, dict) else {}
+        return whole.eval(), ModelSpec.from_dict({**spec_of.to_dict(), "name": path.name, **meta})
+    state, config, meta = unwrap(checkpoint)
+    try:
+        module, _layout = load_into_unet(state, config)
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from None
     spec = ModelSpec(
         name=path.name,
-        in_channels=config["in_channels"],
-        out_channels=config["num_classes"],
-        multiple=UNet.multiple,
+        in_channels=module.in_channels,
+        out_channels=module.num_classes,
+        multiple=module.multiple,
     )
     if meta:
         spec = ModelSpec.from_dict({**spec.to_dict(), **meta})
     return module, spec
+
+
+def load_torchscript(path: Path) -> tuple[Any, ModelSpec]:
+    """Load a TorchScript file and the ModelSpec stored in its ``tiler.json`` extra file."""
+    import torch
+
+    extra = {"tiler.json": ""}
+    try:
+        with warnings.catch_warnings():  # TorchScript is deprecated in PyTorch 2.13 but still works
+            warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: cannot load the TorchScript model ({_first_line(exc)})") from None
+    meta = json.loads(extra["tiler.json"]) if extra["tiler.json"] else {"name": path.name}
+    return module, ModelSpec.from_dict(meta)
 
 
 def spec_of_module(module: Any) -> ModelSpec:
@@ -97,43 +141,53 @@ def spec_of_module(module: Any) -> ModelSpec:
     )
 
 
-def load_runner(
-    model: Any = None,
-    *,
-    device: str | None = "auto",
-    precision: str = "fp32",
-    spec: ModelSpec | None = None,
-) -> Any:
-    """A runner for ``model`` (see the module docstring). ``spec`` replaces the model's metadata."""
-    from ..runners.base import Runner
-
-    if isinstance(model, Runner):
-        return model
+def load_module(model: Any = None, *, trust_model: bool = False) -> tuple[Any, ModelSpec]:
+    """(``nn.Module``, spec) for an ``nn.Module``, None (built-in default) or a PyTorch file."""
     import torch
-
-    from ..runners.torch import TorchRunner
 
     if model is None:
         if not DEFAULT_WEIGHTS.exists():
             raise ModelError(f"the built-in default weights are missing ({DEFAULT_WEIGHTS})")
         model = DEFAULT_WEIGHTS
     if isinstance(model, torch.nn.Module):
-        return TorchRunner(model, spec or spec_of_module(model), device=device, precision=precision)
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if not path.exists():
-            raise InputNotFoundError(f"{path}: model file not found")
-        if _is_torchscript(path):
-            extra = {"tiler.json": ""}
-            try:
-                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-            except RuntimeError as exc:
-                raise ModelError(f"{path}: cannot load the TorchScript model ({exc})") from None
-            import json
+        return model, spec_of_module(model)
+    if not isinstance(model, (str, os.PathLike)):
+        raise ModelError(f"cannot use a {type(model).__name__} as a model; pass an nn.Module or a path")
+    path = Path(model)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: model file not found")
+    if is_onnx(path):
+        raise ModelError(f"{path}: an ONNX file is not a PyTorch model")
+    if _is_torchscript(path):
+        return load_torchscript(path)
+    return load_checkpoint(path, trust_model=trust_model)
 
-            meta = json.loads(extra["tiler.json"]) if extra["tiler.json"] else {"name": path.name}
-            module_spec = ModelSpec.from_dict(meta)
-        else:
-            module, module_spec = load_checkpoint(path)
-        return TorchRunner(module, spec or module_spec, device=device, precision=precision)
-    raise ModelError(f"cannot use a {type(model).__name__} as a model; pass an nn.Module or a path")
+
+def load_runner(
+    model: Any = None,
+    *,
+    device: str | None = "auto",
+    precision: str = "fp32",
+    spec: ModelSpec | None = None,
+    provider: str = "auto",
+    trust_model: bool = False,
+) -> Any:
+    """A runner for ``model`` (see the module docstring). ``spec`` replaces the model's metadata.
+
+    ``provider`` (auto, tensorrt, cuda, cpu) picks the ONNX Runtime execution provider for
+    ``.onnx`` files; ``trust_model`` allows checkpoints that need full unpickling.
+    """
+    from ..runners.base import Runner
+
+    if isinstance(model, Runner):
+        return model
+    if isinstance(model, (str, os.PathLike)) and is_onnx(model):
+        from ..runners.onnx import OnnxRunner
+
+        if not Path(model).exists():
+            raise InputNotFoundError(f"{model}: model file not found")
+        return OnnxRunner(model, spec=spec, provider=provider, device=device, precision=precision)
+    from ..runners.torch import TorchRunner
+
+    module, module_spec = load_module(model, trust_model=trust_model)
+    return TorchRunner(module, spec or module_spec, device=device, precision=precision)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -9,6 +10,10 @@ import numpy as np
 
 from ..errors import ModelError
 from ..models.spec import ModelSpec
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 class Runner(ABC):
@@ -25,10 +30,23 @@ class Runner(ABC):
     spec: ModelSpec
     #: True when the runner does its own normalisation on the device (see ``run_raw``).
     normalises_on_device: bool = False
+    #: Exceptions meaning "this batch did not fit in device memory": the engine halves the batch.
+    out_of_memory_errors: tuple[type[BaseException], ...] = ()
+
+    def release_memory(self) -> None:
+        """Free cached device memory after an out-of-memory error (a no-op by default)."""
+        return None
 
     def describe(self) -> str:
         """One line for summaries: runtime, device, precision."""
         return type(self).__name__
+
+    def fingerprint(self) -> str:
+        """A short string that changes when the model's outputs may change (recorded for resume).
+
+        The base version names the class and the spec; runners with weights hash them.
+        """
+        return _digest(type(self).__qualname__, self.spec.to_dict())
 
     def normalise(self, tiles: np.ndarray) -> np.ndarray:
         """(N, C, h, w) raw tiles -> float32 normalised tiles."""
@@ -76,6 +94,11 @@ class FunctionRunner(Runner):
         self.fn = fn
         name = getattr(fn, "__name__", "function")
         self.spec = spec or ModelSpec(name=name, scale=None if normalise else 1.0)
+
+    def fingerprint(self) -> str:
+        """The function's module and qualified name (its code is not hashed) and the spec."""
+        name = f"{getattr(self.fn, '__module__', '')}.{getattr(self.fn, '__qualname__', repr(self.fn))}"
+        return _digest("FunctionRunner", name, self.spec.to_dict())
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(self.fn(tiles), dtype=np.float32)

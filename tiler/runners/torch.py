@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import torch
 
@@ -42,6 +44,7 @@ class TorchRunner(Runner):
     """
 
     normalises_on_device = True
+    out_of_memory_errors = (torch.cuda.OutOfMemoryError,)
 
     def __init__(
         self,
@@ -62,6 +65,7 @@ class TorchRunner(Runner):
         if self.device.type == "cuda":
             self.module = self.module.to(memory_format=torch.channels_last)
         self._scale_cache: dict[np.dtype, float] = {}
+        self._fingerprint: str | None = None
         self._mean = self._std = None
         if spec.mean:
             self._mean = torch.tensor(spec.mean, device=self.device).view(1, -1, 1, 1)
@@ -69,6 +73,23 @@ class TorchRunner(Runner):
 
     def describe(self) -> str:
         return f"PyTorch {torch.__version__} on {self.device} ({self.precision})"
+
+    def release_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every parameter and buffer (names, shapes, dtypes, bytes), the precision and
+        the spec: equal for the same weights on any device, different after any weight change."""
+        if getattr(self, "_fingerprint", None) is None:
+            h = hashlib.sha256()
+            h.update(repr((type(self.module).__qualname__, self.precision, self.spec.to_dict())).encode())
+            for name, tensor in self.module.state_dict().items():
+                t = tensor.detach().to("cpu").contiguous()
+                h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
         scale = self.spec.input_scale(tiles.dtype)

@@ -6,6 +6,8 @@ strips that a region touches are decoded (by imagecodecs). Axes are normalised t
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,32 @@ def _channel_axes(name: str, axes: str, shape: tuple[int, ...]) -> tuple[tuple[i
         )
     squeeze = tuple(i for i in others if shape[i] == 1)
     return squeeze, (channel[0] if channel else None)
+
+
+class _HeaderWarnings(logging.Filter):
+    """Collect what tifffile logs about a malformed header instead of printing it to stderr."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.messages.append(record.getMessage())
+        return False
+
+
+def _check_chunk_count(name: str, page: tifffile.TiffPage, notes: list[str]) -> None:
+    """A header whose dimensions need more (or fewer) tiles/strips than it lists is corrupt."""
+    expected, found = math.prod(page.chunked), len(page.dataoffsets)
+    if found != expected:
+        kind = "tiles" if page.is_tiled else "strips"
+        h, w = page.imagelength, page.imagewidth
+        raise InputError(
+            f"{name}: corrupt header: it claims {h} x {w} pixels, which needs {expected} {kind}, "
+            f"but lists {found}"
+        )
+    if any("shape does not match" in n for n in notes):
+        raise InputError(f"{name}: corrupt header: {notes[0].split('> ', 1)[-1]}")
 
 
 def _check_not_truncated(name: str, page: tifffile.TiffPage, file_size: int) -> None:
@@ -134,6 +162,8 @@ class TiffSource:
     def __init__(self, path: str | os.PathLike[str], *, level: int = 0) -> None:
         self.path = Path(path)
         self.name = str(path)
+        notes = _HeaderWarnings()
+        logging.getLogger("tifffile").addFilter(notes)
         try:
             self._tif = tifffile.TiffFile(self.path)
             series = self._tif.series[0]
@@ -146,6 +176,7 @@ class TiffSource:
                 )
             lvl = levels[level]
             page = lvl.keyframe
+            _check_chunk_count(self.name, page, notes.messages)
             _check_not_truncated(self.name, page, os.path.getsize(self.path))
             axes, shape = lvl.axes, tuple(lvl.shape)
             self._store = self._tif.aszarr(series=0, level=level)
@@ -154,6 +185,8 @@ class TiffSource:
             raise
         except DECODE_ERRORS as exc:
             raise InputError(f"{self.name}: not a readable TIFF ({exc})") from None
+        finally:
+            logging.getLogger("tifffile").removeFilter(notes)
         squeeze, channel = _channel_axes(self.name, axes, shape)
         self._squeeze, self._channel = squeeze, channel
         self._yx = (axes.index("Y"), axes.index("X"))
@@ -208,3 +241,8 @@ class TiffSource:
 
     def close(self) -> None:
         self._tif.close()
+
+    def __del__(self) -> None:  # close the file handle when dropped (archives open many files)
+        tif = getattr(self, "_tif", None)
+        if tif is not None:
+            tif.close()

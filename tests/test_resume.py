@@ -1,0 +1,153 @@
+"""Resume: SIGKILL at random points and resume each time; Ctrl-C; refusals."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import tiler
+from tiler.cli.main import main
+
+from .conftest import make_image, save_model, write_tiff
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--tile", "64", "--overlap", "16", "--chunk", "32", "--batch-size", "2", "--device", "cpu"]
+SETTINGS = {"tile": 64, "overlap": 16, "chunk": 32, "batch_size": 2, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("resume")
+    model = save_model(d / "slow.pt", layers=3, width=16)
+    image = write_tiff(d / "img.tif", make_image((640, 192, 3), seed=3), compression=None)
+    ref = d / "reference.zarr"
+    tiler.run(image, model, out=ref, **SETTINGS)
+    return {"dir": d, "model": model, "image": image, "reference": ref}
+
+
+def _cli(case: dict[str, Path], out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "tiler.cli.main", "run", str(case["image"]), "--model", str(case["model"]),
+           "-o", str(out), *ARGS, *extra]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _done(out: Path) -> np.ndarray | None:
+    try:
+        return np.asarray(zarr.open_array(str(out / "progress"), mode="r")[:]).astype(bool)
+    except Exception:  # the group is still being created (or a chunk file is being replaced)
+        return None
+
+
+def _wait_for(proc: subprocess.Popen, out: Path, stripes: int, timeout: float = 60) -> int:
+    """Poll the progress record until ``stripes`` are done (or the run ends); return the count."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        done = _done(out)
+        if done is not None and done.sum() >= stripes:
+            return int(done.sum())
+        time.sleep(0.01)
+    return -1
+
+
+def _output(out: Path) -> tuple[np.ndarray, dict]:
+    group = zarr.open_group(str(out), mode="r")
+    return np.asarray(group["0"][:]), dict(group.attrs)["tiler"]
+
+
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted(case, tmp_path):
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    out = tmp_path / "killed.zarr"
+    total = 20  # 640 rows / 32-pixel chunks, one block column
+    killed = 0
+    for attempt in range(3):
+        before = _done(out)
+        have = 0 if before is None else int(before.sum())
+        if have >= total - 6:
+            break
+        # kill well before the end: the run goes on between reading the record and the signal
+        target = rng.randint(have + 1, min(have + 4, total - 6))
+        proc = _cli(case, out, *(["--resume"] if attempt else []))
+        reached = _wait_for(proc, out, target)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+        assert reached >= 0, f"seed {seed}: run ended before stripe {target}: {err}"
+        if proc.returncode != -signal.SIGKILL:
+            break  # finished before the signal landed (a very slow poll): resume below is a no-op
+        killed += 1
+        meta = _output(out)[1]
+        assert meta["complete"] is False
+        # without --resume the incomplete output is refused with the way to continue
+        assert main(["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), *ARGS]) == 1
+    assert killed >= 2, f"seed {seed}"
+    base = ["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), *ARGS]
+    assert main([*base, "--resume"]) == 0
+    data, meta = _output(out)
+    expected, _ = _output(case["reference"])
+    assert meta["complete"] is True
+    # float32 within 1e-6: batches are composed differently after a resume (and thread counts differ)
+    np.testing.assert_allclose(data, expected, rtol=0, atol=1e-6)
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(case, tmp_path):
+    out = tmp_path / "interrupted.zarr"
+    proc = _cli(case, out)
+    assert _wait_for(proc, out, 3) >= 3
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    lines = [ln for ln in err.splitlines() if not ln.startswith("warning:")]
+    assert lines == [f"error: interrupted; {out} can be continued with --resume"]
+    data, meta = _output(out)
+    assert meta["complete"] is False
+    done = _done(out)
+    assert done is not None and 3 <= done.sum() < done.size
+    assert main(["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), "--resume",
+                 *ARGS]) == 0
+    np.testing.assert_allclose(_output(out)[0], _output(case["reference"])[0], rtol=0, atol=1e-6)
+
+
+def test_resume_refuses_other_settings_input_or_model(case, tmp_path, capsys, model_file):
+    case = {**case, "model": model_file}  # the fast model: nothing here needs a slow run
+    out = tmp_path / "partial.zarr"
+    result = tiler.run(case["image"], case["model"], out=out, **SETTINGS)
+    meta = dict(zarr.open_group(str(out)).attrs)["tiler"]
+    zarr.open_group(str(out)).attrs["tiler"] = {**meta, "complete": False}
+    zarr.open_array(str(out / "progress"))[5:] = 0
+    base = ["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), "--resume", *ARGS]
+    assert main([*base[:-len(ARGS)], *ARGS[:2], "--overlap", "32", *ARGS[4:]]) == 1
+    assert "cannot resume: settings differ (overlap: 16 recorded, 32 now)" in capsys.readouterr().err
+    other = save_model(tmp_path / "other.pt", layers=2)
+    assert main([*base[:3], str(other), *base[4:]]) == 1
+    assert "cannot resume: the model differs" in capsys.readouterr().err
+    copy = tmp_path / "copy.tif"
+    write_tiff(copy, make_image((640, 192, 3), seed=4), compression=None)
+    assert main(["run", str(copy), *base[2:]]) == 1
+    err = capsys.readouterr().err
+    assert "cannot resume: input differs (" in err and "path: " in err
+    assert main(base) == 0  # same everything: resumes
+    assert dict(zarr.open_group(str(out)).attrs)["tiler"]["complete"] is True
+    assert result.tiles > 0
+
+
+def test_incomplete_output_without_flags_says_how_to_continue(case, tmp_path, capsys, model_file):
+    case = {**case, "model": model_file}
+    out = tmp_path / "o.zarr"
+    tiler.run(case["image"], case["model"], out=out, **SETTINGS)
+    group = zarr.open_group(str(out))
+    group.attrs["tiler"] = {**dict(group.attrs)["tiler"], "complete": False}
+    assert main(["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), *ARGS]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out}: an incomplete output exists; pass --resume to continue it or " \
+                  "--overwrite to start again"

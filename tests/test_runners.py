@@ -1,0 +1,267 @@
+"""One conformance suite for the Runner interface, run for PyTorch and for ONNX Runtime.
+
+Each implementation subclasses :class:`RunnerSuite` and says how to turn an ``nn.Module`` and a
+spec into its runner; every test then holds for both. ONNX-only behaviour (providers, fallback,
+fp16 graphs, metadata) follows.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tiler.errors import InputNotFoundError, ModelError, SettingsError
+from tiler.models.spec import ModelSpec
+from tiler.runners.base import Runner
+
+
+class Identity(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
+
+
+class ChannelSum(nn.Module):
+    """(N, C, h, w) -> (N, 2, h, w): the channel sum and the first channel minus one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.sum(1, keepdim=True), x[:, :1] - 1.0], dim=1)
+
+
+class Halve(nn.Module):
+    """A model that breaks the contract: its output is half the input's size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.avg_pool2d(x, 2)
+
+
+def plain_export(module: nn.Module, path, size: int = 32) -> None:
+    """torch.onnx.export with dynamic axes and no tiler metadata or verification."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(module, (torch.zeros(1, 3, size, size),), str(path), dynamo=False,
+                          input_names=["input"], dynamic_axes={"input": {0: "n", 2: "h", 3: "w"}})
+
+
+def rgb(n: int = 3, h: int = 32, w: int = 48, dtype: type = np.uint8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(0, np.iinfo(dtype).max, (n, 3, h, w), endpoint=True).astype(dtype)
+    return rng.random((n, 3, h, w)).astype(dtype)
+
+
+class RunnerSuite:
+    """The contract every Runner keeps. Subclasses implement :meth:`make`."""
+
+    def make(self, module: nn.Module, spec: ModelSpec, tmp_path) -> Runner:  # pragma: no cover
+        raise NotImplementedError
+
+    @pytest.fixture
+    def identity(self, tmp_path) -> Runner:
+        return self.make(Identity(), ModelSpec(name="identity", in_channels=3, out_channels=3), tmp_path)
+
+    def test_is_a_runner(self, identity):
+        assert isinstance(identity, Runner)
+        assert identity.describe()
+
+    @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+    def test_identity_gives_the_normalised_input(self, identity, dtype):
+        x = rgb(dtype=dtype)
+        y = identity(x)
+        scale = np.float32(1.0 / np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+        expected = x.astype(np.float32) * np.float32(scale)
+        assert y.dtype == np.float32 and y.shape == x.shape and y.flags.c_contiguous
+        np.testing.assert_allclose(y, expected, rtol=1e-6, atol=0)
+        if dtype == np.float32:
+            np.testing.assert_array_equal(y, x)
+
+    def test_mean_std(self, tmp_path):
+        spec = ModelSpec(name="id", in_channels=3, out_channels=3, mean=(0.5, 0.25, 0.0), std=(0.5, 2.0, 1.0))
+        runner = self.make(Identity(), spec, tmp_path)
+        x = rgb(dtype=np.uint8)
+        expected = (x / 255.0 - np.array([0.5, 0.25, 0.0])[None, :, None, None]) / np.array(
+            [0.5, 2.0, 1.0])[None, :, None, None]
+        np.testing.assert_allclose(runner(x), expected, atol=1e-6)
+
+    @pytest.mark.parametrize(("n", "h", "w"), [(1, 16, 16), (5, 32, 48), (2, 64, 32)])
+    def test_shapes(self, tmp_path, n, h, w):
+        runner = self.make(ChannelSum(), ModelSpec(name="sum", in_channels=3, out_channels=2, scale=1.0),
+                           tmp_path)
+        x = rgb(n, h, w, dtype=np.float32)
+        y = runner(x)
+        assert y.shape == (n, 2, h, w) and y.dtype == np.float32
+        np.testing.assert_allclose(y[:, 0], x.sum(1), rtol=1e-6)
+        np.testing.assert_allclose(y[:, 1], x[:, 0] - 1.0, rtol=1e-6)
+
+    def test_channel_mismatch_is_a_model_error(self, identity):
+        with pytest.raises(ModelError, match="1 channel.*expects 3"):
+            identity(np.zeros((1, 1, 16, 16), np.uint8))
+
+    def test_output_of_another_size_is_a_model_error(self, tmp_path):
+        runner = self.make(Halve(), ModelSpec(name="halve", in_channels=3, out_channels=3), tmp_path)
+        with pytest.raises(ModelError, match="input's size"):
+            runner(rgb(1, 32, 32))
+
+    def test_spec_travels(self, tmp_path):
+        spec = ModelSpec(name="sum", in_channels=3, out_channels=2, multiple=16, scale=0.5,
+                         activation="sigmoid", class_names=("tissue", "other"))
+        runner = self.make(ChannelSum(), spec, tmp_path)
+        got = runner.spec
+        assert (got.in_channels, got.out_channels, got.multiple, got.scale, got.activation,
+                got.class_names) == (3, 2, 16, 0.5, "sigmoid", ("tissue", "other"))
+
+
+class TestTorchRunner(RunnerSuite):
+    def make(self, module, spec, tmp_path):
+        from tiler.runners.torch import TorchRunner
+
+        return TorchRunner(module, spec, device="cpu")
+
+
+class TestOnnxRunner(RunnerSuite):
+    def make(self, module, spec, tmp_path):
+        from exporters.onnx import export_onnx
+        from tiler.runners.onnx import OnnxRunner
+
+        path = tmp_path / f"{spec.name}.onnx"
+        if isinstance(module, Halve):  # verification would compare equal-size outputs only
+            plain_export(module, path)
+            return OnnxRunner(path, provider="cpu", spec=spec)
+        export_onnx(module, spec, path, log=None)
+        return OnnxRunner(path, provider="cpu")
+
+
+# --- ONNX Runtime specifics -------------------------------------------------------------------
+
+onnx_runner = pytest.importorskip("tiler.runners.onnx")
+
+
+@pytest.fixture
+def sum_onnx(tmp_path):
+    from exporters.onnx import export_onnx
+
+    path = tmp_path / "sum.onnx"
+    export_onnx(ChannelSum(), ModelSpec(name="sum", in_channels=3, out_channels=2), path, log=None)
+    return path
+
+
+def test_choose_providers(monkeypatch):
+    cpu, cuda, trt = (onnx_runner.PROVIDERS[k] for k in ("cpu", "cuda", "tensorrt"))
+    assert onnx_runner.choose_providers("cpu") == [cpu]
+    assert onnx_runner.choose_providers("auto", "cpu") == [cpu]
+    assert onnx_runner.choose_providers("cuda") == [cuda, cpu]
+    assert onnx_runner.choose_providers("tensorrt") == [trt, cuda, cpu]
+    monkeypatch.setattr(onnx_runner.ort, "get_available_providers", lambda: [trt, cuda, cpu])
+    monkeypatch.setattr(onnx_runner, "gpu_present", lambda: False)
+    assert onnx_runner.choose_providers("auto") == [cpu]
+    monkeypatch.setattr(onnx_runner, "gpu_present", lambda: True)
+    assert onnx_runner.choose_providers("auto") == [trt, cuda, cpu]
+    monkeypatch.setattr(onnx_runner.ort, "get_available_providers", lambda: [cpu])
+    assert onnx_runner.choose_providers("auto") == [cpu]
+    with pytest.warns(RuntimeWarning, match="no GPU providers"):
+        assert onnx_runner.choose_providers("auto", "cuda:0") == [cpu]
+    with pytest.raises(SettingsError, match="unknown provider"):
+        onnx_runner.choose_providers("openvino")
+    with pytest.raises(SettingsError, match="contradicts"):
+        onnx_runner.choose_providers("cuda", "cpu")
+
+
+@pytest.mark.skipif(onnx_runner.gpu_present(), reason="tests the fallback on a machine without a GPU")
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_unusable_gpu_provider_falls_back_to_cpu_with_one_warning(sum_onnx, provider, capfd):
+    with pytest.warns(RuntimeWarning) as record:
+        runner = onnx_runner.OnnxRunner(sum_onnx, provider=provider)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert f"could not use {provider}" in message and "running sum.onnx on cpu" in message
+    assert runner.provider == "CPUExecutionProvider"
+    out, err = capfd.readouterr()
+    assert out == "" and "onnxruntime" not in err.lower() and "EP Error" not in err
+    assert runner(rgb(2, 16, 16)).shape == (2, 2, 16, 16)
+
+
+@pytest.mark.skipif(onnx_runner.gpu_present(), reason="tests the fallback on a machine without a GPU")
+def test_auto_with_listed_but_unloadable_gpu_providers(sum_onnx, monkeypatch, capfd):
+    """onnxruntime-gpu lists CUDA and TensorRT here although their libraries are missing."""
+    monkeypatch.setattr(onnx_runner, "gpu_present", lambda: True)
+    with pytest.warns(RuntimeWarning, match="could not use") as record:
+        runner = onnx_runner.OnnxRunner(sum_onnx)
+    assert len(record) == 1 and runner.provider == "CPUExecutionProvider"
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+
+
+def test_auto_without_gpu_is_quiet(sum_onnx, monkeypatch, recwarn, capfd):
+    monkeypatch.setattr(onnx_runner, "gpu_present", lambda: False)
+    runner = onnx_runner.OnnxRunner(sum_onnx)
+    assert runner.provider == "CPUExecutionProvider" and runner.warning is None
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert capfd.readouterr() == ("", "")
+
+
+def test_precision_checks(sum_onnx):
+    with pytest.raises(SettingsError, match="bf16"):
+        onnx_runner.OnnxRunner(sum_onnx, provider="cpu", precision="bf16")
+    with pytest.raises(SettingsError, match="export --fp16"):
+        onnx_runner.OnnxRunner(sum_onnx, provider="cpu", precision="fp16")
+
+
+def test_fp16_model_takes_and_gives_float32(tmp_path):
+    from exporters.onnx import export_onnx
+
+    path = tmp_path / "sum16.onnx"
+    export_onnx(ChannelSum(), ModelSpec(name="sum", in_channels=3, out_channels=2), path, fp16=True, log=None)
+    runner = onnx_runner.OnnxRunner(path, provider="cpu", precision="fp16")
+    assert runner.input_dtype == np.float16 and "fp16" in runner.describe()
+    x = rgb(2, 16, 16, dtype=np.float32)
+    y = runner(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y[:, 0], x.sum(1), atol=5e-3)
+
+
+def test_spec_from_graph_without_metadata(tmp_path):
+    path = tmp_path / "plain.onnx"
+    plain_export(ChannelSum(), path)
+    runner = onnx_runner.OnnxRunner(path, provider="cpu")
+    assert (runner.spec.name, runner.spec.in_channels, runner.spec.out_channels) == ("plain.onnx", 3, 2)
+    override = ModelSpec(name="mine", in_channels=3, scale=1.0)
+    assert onnx_runner.OnnxRunner(path, provider="cpu", spec=override).spec == override
+
+
+def test_tensorrt_options(sum_onnx, tmp_path):
+    runner = onnx_runner.OnnxRunner(sum_onnx, provider="cpu", precision="fp32", device="cuda:1")
+    opts = runner._provider_options(onnx_runner.PROVIDERS["tensorrt"], tmp_path / "engines", (8, 512, 256))
+    assert opts["device_id"] == 1 and opts["trt_fp16_enable"] is False
+    assert opts["trt_engine_cache_enable"] and opts["trt_engine_cache_path"] == str(tmp_path / "engines")
+    assert opts["trt_profile_min_shapes"] == "input:1x3x512x256"
+    assert opts["trt_profile_max_shapes"] == opts["trt_profile_opt_shapes"] == "input:8x3x512x256"
+    assert runner._provider_options(onnx_runner.PROVIDERS["cuda"], None, None) == {"device_id": 1}
+
+
+def test_not_an_onnx_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a protobuf at all")
+    with pytest.raises(ModelError, match="bad.onnx: ONNX Runtime cannot load"):
+        onnx_runner.OnnxRunner(bad, provider="cpu")
+
+
+def test_fingerprint_follows_the_file(sum_onnx, tmp_path):
+    a = onnx_runner.OnnxRunner(sum_onnx, provider="cpu").fingerprint()
+    assert a == onnx_runner.OnnxRunner(sum_onnx, provider="cpu").fingerprint()
+    from exporters.onnx import export_onnx
+
+    other = tmp_path / "id.onnx"
+    export_onnx(Identity(), ModelSpec(name="id", in_channels=3, out_channels=3), other, log=None)
+    assert onnx_runner.OnnxRunner(other, provider="cpu").fingerprint() != a
+
+
+def test_load_runner_dispatches_onnx(sum_onnx):
+    from tiler.models.load import load_runner
+
+    runner = load_runner(str(sum_onnx), device="cpu", provider="cpu")
+    assert isinstance(runner, onnx_runner.OnnxRunner)
+    with pytest.raises(InputNotFoundError, match="not found"):
+        load_runner(sum_onnx.with_name("missing.onnx"))

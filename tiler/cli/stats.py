@@ -1,0 +1,34 @@
+"""``tiler stats``: per-channel mean and standard deviation of an image, out of core."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+EXAMPLES = """\
+examples:
+  $ tiler stats scan.tif
+  $ tiler stats scan.tif --roi tissue_mask.png --json
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "stats", help="per-channel mean and std of an image (for normalisation)", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Per-channel mean and standard deviation of INPUT, read block by block, scaled "
+                    "like the model input (0-1 for integer images).",
+    )
+    p.add_argument("input", metavar="INPUT", help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image")
+    p.add_argument("--roi", metavar="MASK", help="count only pixels where this mask is nonzero "
+                   "(the image's size or smaller)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..stats import channel_stats
+
+    stats = channel_stats(args.input, roi=args.roi)
+    print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.table())
+    return 0
