@@ -222,3 +222,22 @@ def test_info_lists_levels_with_pixel_sizes(files, capsys) -> None:
     assert "level 1      96 x 128 (downsample 4, 1.996 µm)" in out
     assert main(["info", str(files["dir"] / "plain.tif")]) == 0
     assert "not stated" in capsys.readouterr().out
+
+
+def test_mpp_and_tissue_on_dask_workers_equal_one_process(files, tmp_path: Path) -> None:
+    """Workers open the same level and resampling and skip the same tiles as one process."""
+    from distributed import Client, LocalCluster
+
+    from .test_masks import BLUR
+
+    path = files["dir"] / "slide.ome.tif"
+    kw = {"tile": 32, "overlap": 8, "chunk": 32, "mpp": 0.8, "tissue": "auto", "pyramid": False}
+    one = tiler.run(path, BLUR, out=tmp_path / "one.zarr", **kw)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            many = tiler.run(path, BLUR, out=tmp_path / "many.zarr", client=client, **kw)
+    a = zarr.open_group(tmp_path / "one.zarr", mode="r")
+    b = zarr.open_group(tmp_path / "many.zarr", mode="r")
+    assert a["0"].shape == b["0"].shape == (3, 240, 320) and one.skipped > 0 and many.skipped > 0
+    np.testing.assert_array_equal(a["0"][:], b["0"][:])
+    assert a.attrs["tiler"]["fingerprint"] == b.attrs["tiler"]["fingerprint"]

@@ -251,3 +251,13 @@ def test_grey_images_take_the_side_away_from_the_border() -> None:
         mask = tissue_mask(thumbnail(ArraySource(img), 4), dilate=0)
         truth = blob.reshape(50, 4, 50, 4).mean(axis=(1, 3)) > 0.5
         assert (mask & truth).sum() / (mask | truth).sum() > 0.9
+
+
+def test_skip_table_pickles_and_matches_the_array() -> None:
+    import pickle
+
+    from tiler.masks import skip_predicate
+
+    skip = np.random.default_rng(0).random((13, 29)) < 0.5
+    p = pickle.loads(pickle.dumps(skip_predicate(skip)))
+    assert all(p(i, j) == skip[i, j] for i in range(13) for j in range(29))

@@ -207,10 +207,25 @@ def tile_skip(plan: TilePlan, mask: np.ndarray, scale: tuple[float, float]) -> n
     return count == 0
 
 
+class SkipTable:
+    """``skip(row, col) -> bool`` over a (rows, cols) bool array; small and picklable (dask tasks)."""
+
+    def __init__(self, skip: np.ndarray) -> None:
+        self.table = np.packbits(np.asarray(skip, bool), axis=1)
+        self.shape = np.asarray(skip).shape
+
+    def __call__(self, i: int, j: int) -> bool:
+        return bool((self.table[i, j >> 3] >> (7 - (j & 7))) & 1)
+
+
 def skip_predicate(skip: np.ndarray) -> Callable[[int, int], bool]:
-    """``skip(row, col) -> bool`` for :class:`~tiler.engine.Job` from a (rows, cols) bool array."""
-    table = np.asarray(skip, bool)
-    return lambda i, j: bool(table[i, j])
+    """``skip(row, col) -> bool`` for :class:`~tiler.engine.Job` from a (rows, cols) bool array.
+
+    >>> p = skip_predicate(np.array([[True, False] * 5]))
+    >>> p(0, 0), p(0, 1), p(0, 8), p(0, 9)
+    (True, False, True, False)
+    """
+    return SkipTable(skip)
 
 
 def auto_tissue(image: Any, source: Source) -> Mask:
