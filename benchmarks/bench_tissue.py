@@ -96,7 +96,7 @@ def main() -> None:
     torch.set_num_threads(2)
     for kind in args.model:
         model = runner(kind)
-        kw = {"tile": args.tile, "overlap": args.overlap, "device": "cpu", "output": "labels"}
+        kw = {"tile": args.tile, "overlap": args.overlap, "device": "cpu", "output": "labels", "pyramid": False}
         res = {}
         for mode in ("full", "tissue"):
             out = WORK / f"tissue_{kind}_{mode}.zarr"

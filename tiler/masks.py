@@ -2,8 +2,8 @@
 
 A mask is a 2-D bool array at low resolution plus its ``scale = (sy, sx)``: image pixels (of the
 image being processed) per mask pixel, so image pixel ``(y, x)`` lies in mask pixel
-``(floor(y / sy), floor(x / sx))``. :func:`tile_skip` marks the
-lattice tiles whose *weighted* part touches no foreground. A foreground pixel is then covered only
+``(floor(y / sy), floor(x / sx))``. :func:`tile_skip` marks the lattice tiles whose *weighted*
+part touches no foreground. A foreground pixel is then covered only
 by tiles that touch foreground, so all its tiles are computed and its output is exactly what a run
 without the mask gives; pixels no computed tile covers get the output's fill value.
 
@@ -191,8 +191,9 @@ def tile_skip(plan: TilePlan, mask: np.ndarray, scale: tuple[float, float]) -> n
     """
     mask = np.asarray(mask, bool)
     mh, mw = mask.shape
-    table = np.zeros((mh + 1, mw + 1), np.int64)
-    table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
+    table = np.zeros((mh + 1, mw + 1), np.int32 if mask.size < 2**31 else np.int64)
+    np.cumsum(mask, axis=0, dtype=table.dtype, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
 
     def spans(axis: Any, size: int, s: float, n: int) -> tuple[np.ndarray, np.ndarray]:
         lo = np.clip(axis.origins() + plan.margin, 0, size)
