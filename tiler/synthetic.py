@@ -133,7 +133,7 @@ class SyntheticSlide:
             _Layer(
                 variant=int(rng.integers(8)),
                 offset=(int(rng.integers(1024)), int(rng.integers(1024))),
-                jitter=rng.uniform(0.85, 1.15, 3).astype(np.float32),
+                jitter=rng.uniform(0.92, 1.08, 3).astype(np.float32),
                 weight=_smooth_noise(rng, grid(WEIGHT_STEP), 1.0),
                 strength=_smooth_noise(rng, grid(COARSE_STEP), 1.0),
             )
