@@ -46,7 +46,7 @@ def test_spec_round_trips_and_says_what_the_model_is(checkpoint: dict) -> None:
 def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A small generated slide no training crop came from: (pixels, rule labels, predicted labels),
     plus the generator's truth of where tissue is."""
-    shape = (1024, 1536)
+    shape = (768, 1024)
     path = make_slide(tmp_path_factory.mktemp("heldout") / "s.tif", shape, levels=1, seed=11)
     pred = tiler.predict(path, None, device="cpu").argmax(axis=0)
     rgb = tifffile.imread(path)
@@ -57,17 +57,17 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.nd
 def test_default_model_finds_glass_and_tissue(heldout) -> None:
     _, pred, truth = heldout
     assert 0.3 < truth.mean() < 0.6  # the slide has both
-    assert (pred[~truth] == 0).mean() >= 0.95  # true glass predicted background
-    assert (pred[truth] != 0).mean() >= 0.85  # true tissue predicted tissue or nuclei
+    assert (pred[~truth] == 0).mean() >= 0.98  # true glass predicted background
+    assert (pred[truth] != 0).mean() >= 0.95  # true tissue predicted tissue or nuclei
 
 
 def test_default_model_reproduces_the_rule(heldout) -> None:
     rule, pred, _ = heldout
-    assert (pred == rule).mean() >= 0.85
+    assert (pred == rule).mean() >= 0.93  # measured 0.982
     for c in (0, 1, 2):
         p, r = pred == c, rule == c
         dice = 2 * (p & r).sum() / (p.sum() + r.sum())
-        assert dice >= 0.6, f"{CLASS_NAMES[c]}: Dice {dice:.3f}"
+        assert dice >= 0.8, f"{CLASS_NAMES[c]}: Dice {dice:.3f}"
 
 
 def test_default_model_through_the_cli(tmp_path: Path) -> None:

@@ -93,17 +93,17 @@ def test_label_rule_on_known_colours() -> None:
 
 
 def test_demo_main_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["--out-dir", str(tmp_path), "--size", "1024", "--device", "cpu"])
+    rc = main(["--out-dir", str(tmp_path), "--size", "640", "--device", "cpu"])
     assert rc == 0
     out = capsys.readouterr().out
     assert f"made {tmp_path / 'slide.tif'}" in out and "wrote" in out
     group = zarr.open_group(tmp_path / "slide.zarr", mode="r")
     assert group.attrs["tiler"]["complete"] is True
-    assert group["0"].shape == (3, 1024, 1024) and group["0"].dtype == np.uint8
+    assert group["0"].shape == (3, 640, 640) and group["0"].dtype == np.uint8
     with tifffile.TiffFile(tmp_path / "slide.tif") as tif:
         assert len(tif.series[0].levels) == 3
     # A second run reuses the slide and replaces the output.
-    assert main(["--out-dir", str(tmp_path), "--size", "1024", "--device", "cpu"]) == 0
+    assert main(["--out-dir", str(tmp_path), "--size", "640", "--device", "cpu"]) == 0
     assert "using the existing" in capsys.readouterr().out
 
 
