@@ -98,7 +98,7 @@ def make_slide(
     }
     if compression == "jpeg":
         options["compressionargs"] = {"level": JPEG_QUALITY}
-    bigtiff = h * w * 3 * 4 // 3 > 2**31
+    bigtiff = h * w * 3 > 2**31  # BigTIFF when level 0 alone would pass 2 GiB uncompressed
 
     def level_options(level: int) -> dict[str, Any]:
         lh, lw = slide.level_shape(level)
