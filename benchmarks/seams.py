@@ -27,6 +27,7 @@ from tiler.models.load import load_runner
 def test_image(size: int) -> np.ndarray:
     try:
         import tifffile
+
         from tiler.demo import make_slide  # the demo's slide generator, when present
 
         path = Path(__file__).parent / "_work" / f"seams_{size}.tif"

@@ -23,7 +23,7 @@ from . import windows
 from .engine import Job, Settings
 from .outputs import OutputSpec
 from .plan import Block, Partition, TilePlan, reflect_index
-from .sources import Source, SourceInfo, open_source
+from .sources import Source, SourceInfo, open_at, open_source
 
 _LOCK = threading.Lock()
 _RUNNERS: OrderedDict[str, Any] = OrderedDict()
@@ -82,21 +82,30 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class SourceRef:
-    """How a worker reads the input: a file path opened there (once per process), or an array."""
+    """How a worker reads the input: a file path opened there (once per process), or an array.
+
+    ``level`` / ``mpp`` open the same pyramid level or resampling as the client (``open_at``).
+    """
 
     image: Any
     key: str
+    level: int | None = None
+    mpp: float | None = None
 
     @classmethod
-    def of(cls, image: Any) -> SourceRef:
+    def of(cls, image: Any, *, level: int | None = None, mpp: float | None = None) -> SourceRef:
         if isinstance(image, (str, os.PathLike)):
-            return cls(str(Path(image).resolve()), _path_key(Path(image)))
+            key = _path_key(Path(image)) + ("" if level is None and mpp is None else f":{level}:{mpp}")
+            return cls(str(Path(image).resolve()), key, level, mpp)
         return cls(image, f"array:{uuid.uuid4().hex}")
 
     def open(self) -> Source:
         """The source, opened at most once per process (for files; arrays are cheap to wrap)."""
         if not isinstance(self.image, str):
             return open_source(self.image)
+        if self.level is not None or self.mpp is not None:
+            return _cached(_SOURCES, self.key, CACHE_SIZE["sources"],
+                           lambda: open_at(self.image, level=self.level, mpp=self.mpp))
         return _cached(_SOURCES, self.key, CACHE_SIZE["sources"], lambda: open_source(self.image))
 
 

@@ -20,9 +20,10 @@ import numpy as np
 from . import __version__
 from .engine import BlockStats, Job, Settings, run_block
 from .errors import OutputError
+from .masks import build_skip, skip_predicate
 from .models.load import load_runner
 from .sink import MemorySink, ZarrSink
-from .sources import Source, open_source
+from .sources import Source, open_at
 
 
 def _settings(**kwargs: Any) -> Settings:
@@ -43,6 +44,11 @@ def predict(
     precision: str = "fp32",
     provider: str = "auto",
     trust_model: bool = False,
+    level: int | None = None,
+    mpp: float | None = None,
+    tissue: str | None = None,
+    roi: Any = None,
+    fill: float = 0.0,
 ) -> np.ndarray:
     """Blended model outputs for a whole image, in memory.
 
@@ -55,6 +61,10 @@ def predict(
     batch_size, device, precision : how the model runs.
     provider : ONNX Runtime execution provider for ``.onnx`` models: auto, tensorrt, cuda or cpu.
     trust_model : allow checkpoints that need full unpickling (they can run code).
+    level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
+        :func:`~tiler.sources.open_at`); H, W are then that image's size.
+    tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
+        touching no foreground are not computed; pixels no computed tile covers get ``fill``.
 
     Returns
     -------
@@ -69,20 +79,27 @@ def predict(
     >>> out.shape, float(out.min()), float(out.max())
     ((3, 100, 70), 1.0, 1.0)
     """
-    source = open_source(image)
+    source = open_at(image, level=level, mpp=mpp)
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
     try:
         return _predict(source, model, model_options, Settings(
-        tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
-        sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
-        ))
+            tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
+            sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
+            fill=fill,
+        ), lambda plan: build_skip(plan, image, source, tissue=tissue, roi=roi)[0])
     finally:
         source.close()
 
 
-def _predict(source: Source, model: Any, model_options: dict[str, Any], settings: Settings) -> np.ndarray:
+def _predict(
+    source: Source, model: Any, model_options: dict[str, Any], settings: Settings,
+    skip_for: Callable[[Any], np.ndarray | None] | None = None,
+) -> np.ndarray:
     runner = load_runner(model, **model_options)
     job = Job.create(source, runner, settings)
+    skip = skip_for(job.plan) if skip_for else None
+    if skip is not None:
+        job = replace(job, skip=skip_predicate(skip))
     h, w, _ = source.shape
     out = np.empty(job.output.shape(h, w), job.output.store_dtype)
     sink = MemorySink(out, job.partition.stripes)
@@ -129,8 +146,16 @@ def default_output_path(image: Any) -> Path:
     return path.with_name(name + ".zarr")
 
 
-def _input_record(image: Any, source: Source) -> dict[str, Any]:
+def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) -> dict[str, Any]:
     record: dict[str, Any] = {"shape": list(source.shape), "dtype": str(source.dtype)}
+    info = source.info
+    record.update(level=info.level, downsample=list(info.downsample),
+                  mpp=list(info.mpp) if info.mpp else None)
+    if masks:
+        record["mask"] = {m.kind: {"foreground": round(m.fraction, 4), "shape": list(m.array.shape)}
+                          for m in masks}
+        if isinstance(roi, (str, os.PathLike)):
+            record["mask"]["roi"]["path"] = str(Path(roi).resolve())
     if isinstance(image, (str, os.PathLike)):
         path = Path(image).resolve()
         record["path"] = str(path)
@@ -161,6 +186,10 @@ def run(
     pyramid_levels: int | None = None,
     preview: bool = False,
     client: Any = None,
+    level: int | None = None,
+    mpp: float | None = None,
+    tissue: str | None = None,
+    roi: Any = None,
     **settings: Any,
 ) -> RunResult:
     """Stream the blended output of ``model`` over ``image`` into a zarr v3 group.
@@ -178,8 +207,12 @@ def run(
     preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid.
     client : a ``dask.distributed.Client``: run the blocks as tasks on its workers (see
         :mod:`tiler.distributed`); the input and ``out`` must be at the same path on every worker.
+    level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
+        image's size and records its pixel size (OME scale) and georeference.
+    tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
+        foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
-        batch_size, output, dtype, chunk, ...).
+        batch_size, output, dtype, fill, chunk, ...).
 
     Returns
     -------
@@ -188,7 +221,7 @@ def run(
     with ``complete: true`` written last.
     """
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
-    with closing(open_source(image)) as source:
+    with closing(open_at(image, level=level, mpp=mpp)) as source:
         t0 = time.perf_counter()
         out_path = Path(out) if out is not None else default_output_path(image)
         if overwrite and resume:
@@ -197,6 +230,9 @@ def run(
             _refuse_existing(out_path)
         runner = load_runner(model, **model_options)
         job = Job.create(source, runner, _settings(**settings))
+        skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
+        if skip is not None:
+            job = replace(job, skip=skip_predicate(skip))
         if client is not None:
             from .distributed import partition_for
 
@@ -205,11 +241,13 @@ def run(
         shape = job.output.shape(h, w)
         record = {
             "version": __version__,
-            "input": _input_record(image, source),
+            "input": _input_record(image, source, masks, roi),
             "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
             "settings": job.settings.record(),
         }
         record["model"]["fingerprint"] = getattr(runner, "fingerprint", lambda: "")()
+        if source.info.georeference is not None:
+            record["georeference"] = source.info.georeference.to_attrs()
         record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
                                              record["model"]["fingerprint"])
         if resume and out_path.exists():
@@ -242,7 +280,7 @@ def run(
                 from .distributed import run_blocks
 
                 stats = run_blocks(client, job, work, out_path, image=image, model=model,
-                                   model_options=model_options, on_tiles=report)
+                                   model_options=model_options, on_tiles=report, level=level, mpp=mpp)
         finally:
             report.close()
         if pyramid:

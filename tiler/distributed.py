@@ -91,6 +91,8 @@ def run_blocks(
     model: Any,
     model_options: dict[str, Any],
     on_tiles: Callable[[int], None] | None = None,
+    level: int | None = None,
+    mpp: float | None = None,
 ) -> BlockStats:
     """Run ``blocks`` of ``job`` as tasks on ``client`` writing into the zarr output ``out``.
 
@@ -111,7 +113,7 @@ def run_blocks(
 
     shared: Any = None
     if isinstance(image, (str, os.PathLike)):
-        shared = SourceRef.of(image)
+        shared = SourceRef.of(image, level=level, mpp=mpp)  # workers open the same level / resampling
     elif not hasattr(image, "dask"):  # NumPy or zarr: sent to each worker once
         shared = client.scatter(SourceRef.of(image), broadcast=True, hash=False)
     model_ref = _share(client, ModelRef.of(model, model_options))

@@ -48,6 +48,8 @@ class OutputSpec:
             raise SettingsError(f"--dtype {self.dtype} does not work with --output {self.kind}")
         if self.kind == "labels" and self.channels > 255:
             raise SettingsError(f"{self.channels} classes do not fit uint8 labels")
+        if self.store_dtype == np.uint8 and not 0 <= self.fill <= 255:
+            raise SettingsError(f"--fill {self.fill:g} does not fit the uint8 {self.kind} output (0..255)")
 
     @property
     def store_dtype(self) -> np.dtype:

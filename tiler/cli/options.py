@@ -31,6 +31,32 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value:g}")
+    return value
+
+
+def add_slide_options(p: argparse.ArgumentParser) -> None:
+    """Resolution (--level, --mpp) and masks that skip work (--tissue, --roi, --fill)."""
+    g = p.add_argument_group("resolution and masks")
+    res = g.add_mutually_exclusive_group()
+    res.add_argument("--level", type=non_negative_int, metavar="N",
+                     help="pyramid level to read (0 = full resolution; see tiler info)")
+    res.add_argument("--mpp", type=positive_float, metavar="X",
+                     help="pixel size in µm to run at: the nearest finer level, resampled to X")
+    g.add_argument("--tissue", choices=("auto", "none"), default="none",
+                   help="auto: detect tissue on a low-resolution level and skip tiles without any")
+    g.add_argument("--roi", metavar="MASK", help="mask image (any resolution, nonzero = inside); "
+                   "tiles outside it are skipped")
+    g.add_argument("--fill", type=float, default=_DEFAULTS.fill, metavar="V",
+                   help="value stored where tiles were skipped (default 0: background class, p = 0)")
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", "-m", metavar="M", help="checkpoint (.pt), TorchScript or ONNX file; "

@@ -5,13 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_model_options, add_output_options, add_tiling_options, positive_int
+from .options import (
+    add_model_options,
+    add_output_options,
+    add_slide_options,
+    add_tiling_options,
+    positive_int,
+)
 
 EXAMPLES = """\
 examples:
   $ tiler run scan.tif
   $ tiler run scan.tif --output labels -o labels.zarr --overwrite
   $ tiler run scene.tif --model unet.pt --tile 1024 --overlap 128 --window cosine
+  $ tiler run slide.svs --mpp 1.0 --tissue auto --output labels  # 1 µm pixels, skip the glass
   $ tiler run slides/ --out-dir preds/ --report report.json      # every image in a directory
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster
@@ -31,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_tiling_options(p)
     add_output_options(p)
+    add_slide_options(p)
     g = p.add_argument_group("archives and clusters")
     g.add_argument("--manifest", metavar="FILE",
                    help="inputs, one path per line, or a CSV with an 'input' and optional 'output' column")
@@ -80,6 +88,7 @@ def main(args: argparse.Namespace) -> int:
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,
             pyramid_levels=args.pyramid_levels, preview=args.preview,
+            level=args.level, mpp=args.mpp, tissue=args.tissue, roi=args.roi, fill=args.fill,
         )
     finally:
         if client is not None:

@@ -10,6 +10,17 @@ from __future__ import annotations
 
 from ._array import ArraySource
 from ._base import Source, SourceInfo
+from ._levels import choose_level, level_mpps, open_at
 from ._open import open_source
+from ._resample import ResampledSource
 
-__all__ = ["ArraySource", "Source", "SourceInfo", "open_source"]
+__all__ = [
+    "ArraySource",
+    "ResampledSource",
+    "Source",
+    "SourceInfo",
+    "choose_level",
+    "level_mpps",
+    "open_at",
+    "open_source",
+]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from ..georef import GeoReference
 
 
 @dataclass(frozen=True)
@@ -18,8 +21,13 @@ class SourceInfo:
     compression : codec of the stored tiles or strips, if any.
     chunks : (height, width) of the stored tiles or strips, if any.
     levels : shapes ``(height, width)`` of the pyramid levels, full resolution first.
-    mpp : microns per pixel (y, x) at full resolution, if the file states it.
-    extra : anything else worth recording (georeference tags, photometric, ...).
+    mpp : microns per pixel (y, x) of the image as read (the level, or the resampled grid), if the
+        file states a pixel size.
+    extra : anything else worth recording (photometric, ...).
+    level : the pyramid level read (0 = full resolution).
+    downsample : (y, x) full-resolution pixels per pixel of the image as read.
+    base_mpp : microns per pixel (y, x) of level 0, if stated.
+    georeference : the GeoTIFF georeference of the image as read (:mod:`tiler.georef`), if any.
     """
 
     format: str
@@ -28,6 +36,22 @@ class SourceInfo:
     levels: tuple[tuple[int, int], ...] = ()
     mpp: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    level: int = 0
+    downsample: tuple[float, float] = (1.0, 1.0)
+    base_mpp: tuple[float, float] | None = None
+    georeference: GeoReference | None = None
+
+    def level_downsample(self, k: int) -> tuple[float, float]:
+        """(y, x) level-0 pixels per pixel of pyramid level ``k`` (from the level shapes)."""
+        (h0, w0), (h, w) = self.levels[0], self.levels[k]
+        return (h0 / h, w0 / w)
+
+    def level_mpp(self, k: int) -> tuple[float, float] | None:
+        """Microns per pixel (y, x) of pyramid level ``k``, if the file states a pixel size."""
+        if self.base_mpp is None:
+            return None
+        fy, fx = self.level_downsample(k)
+        return (self.base_mpp[0] * fy, self.base_mpp[1] * fx)
 
 
 @runtime_checkable

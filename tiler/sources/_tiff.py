@@ -17,6 +17,7 @@ import tifffile
 import zarr
 
 from ..errors import InputError
+from ..georef import GeoReference
 from ._array import check_image_shape
 from ._base import SourceInfo
 from ._tiff_tiles import TiffTileReader
@@ -86,34 +87,68 @@ def _check_not_truncated(name: str, page: tifffile.TiffPage, file_size: int) -> 
         )
 
 
-def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
-    """Microns per pixel from OME metadata, an SVS description or resolution tags."""
-    if tif.is_svs and "MPP" in (page.description or ""):
-        for part in page.description.split("|"):
-            key, _, value = part.partition("=")
-            if key.strip() == "MPP":
+#: Micrometres per unit of OME's PhysicalSize units (µ as micro sign or Greek mu).
+_OME_UNITS = {"µm": 1.0, "\u03bcm": 1.0, "um": 1.0, "nm": 1e-3, "Å": 1e-4, "mm": 1e3, "cm": 1e4, "m": 1e6}
+#: Micrometres per ResolutionUnit (2 inch, 3 centimetre; 4 mm and 5 µm are tifffile extensions).
+_RESOLUTION_UNITS = {2: 25400.0, 3: 10000.0, 4: 1000.0, 5: 1.0}
+#: Dots per inch that writers put in by default without knowing the pixel size.
+_DEFAULT_DPI = {72.0, 96.0}
+
+
+def _svs_mpp(description: str) -> tuple[float, float] | None:
+    for part in description.split("|"):
+        key, _, value = part.partition("=")
+        if key.strip() == "MPP":
+            try:
                 mpp = float(value)
-                return (mpp, mpp)
-    if tif.is_ome and tif.ome_metadata:
-        meta = tifffile.xml2dict(tif.ome_metadata)
-        try:
-            pixels = meta["OME"]["Image"]
-            pixels = (pixels[0] if isinstance(pixels, list) else pixels)["Pixels"]
-            sy, sx = float(pixels["PhysicalSizeY"]), float(pixels["PhysicalSizeX"])
-            unit = pixels.get("PhysicalSizeXUnit", "µm")
-            factor = {"µm": 1.0, "um": 1.0, "nm": 1e-3, "mm": 1e3}.get(unit)
-            if factor:
-                return (sy * factor, sx * factor)
-        except (KeyError, TypeError, ValueError):
-            pass
-    tags = page.tags
-    if "XResolution" in tags and "ResolutionUnit" in tags:
-        unit = tags["ResolutionUnit"].value
-        per_um = {2: 25400.0, 3: 10000.0}.get(int(unit))
-        xres, yres = tags["XResolution"].value, tags.get("YResolution", tags["XResolution"]).value
-        if per_um and xres[0] and yres[0]:
-            return (per_um * yres[1] / yres[0], per_um * xres[1] / xres[0])
+            except ValueError:
+                return None
+            return (mpp, mpp) if mpp > 0 else None
     return None
+
+
+def _ome_mpp(ome_xml: str) -> tuple[float, float] | None:
+    try:
+        image = tifffile.xml2dict(ome_xml)["OME"]["Image"]
+        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        sizes = []
+        for axis in ("Y", "X"):
+            size = pixels.get(f"PhysicalSize{axis}", pixels.get("PhysicalSizeX"))
+            unit = _OME_UNITS.get(str(pixels.get(f"PhysicalSize{axis}Unit", "µm")))
+            if size is None or unit is None or float(size) <= 0:
+                return None
+            sizes.append(float(size) * unit)
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+    return (sizes[0], sizes[1])
+
+
+def _resolution_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
+    tags = page.tags
+    if "XResolution" not in tags or "ResolutionUnit" not in tags:
+        return None  # no unit tag: the TIFF default (inch) is rarely meant as a pixel size
+    per_um = _RESOLUTION_UNITS.get(int(tags["ResolutionUnit"].value))
+    xres = tags["XResolution"].value
+    yres = tags["YResolution"].value if "YResolution" in tags else xres
+    if not per_um or not xres[0] or not yres[0] or not xres[1] or not yres[1]:
+        return None
+    if per_um == 25400.0 and xres[0] / xres[1] in _DEFAULT_DPI:
+        return None
+    return (per_um * yres[1] / yres[0], per_um * xres[1] / xres[0])
+
+
+def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    """Microns per pixel (y, x) of ``page`` (level 0) from, in order of trust: the SVS description's
+    ``MPP``, OME ``PhysicalSizeY/X`` (with their units), TIFF resolution tags (inch, cm)."""
+    if tif.is_svs:
+        mpp = _svs_mpp(page.description or "")
+        if mpp:
+            return mpp
+    if tif.is_ome and tif.ome_metadata:
+        mpp = _ome_mpp(tif.ome_metadata)
+        if mpp:
+            return mpp
+    return _resolution_mpp(page)
 
 
 def _fast_reader(
@@ -151,7 +186,11 @@ class TiffSource:
             series = self._tif.series[0]
             levels = series.levels
             if not 0 <= level < len(levels):
-                raise InputError(f"{self.name}: level {level} does not exist (0..{len(levels) - 1})")
+                self._tif.close()
+                raise InputError(
+                    f"{self.name}: level {level} does not exist; the file has {len(levels)} "
+                    f"pyramid level(s), 0..{len(levels) - 1} (see tiler info)"
+                )
             lvl = levels[level]
             page = lvl.keyframe
             _check_chunk_count(self.name, page, notes.messages)
@@ -180,13 +219,22 @@ class TiffSource:
         self._tiles = _fast_reader(self._tif, lvl, axes, shape, self.shape)
         compression = page.compression.name.lower() if page.compression != 1 else None
         fmt = "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff"
+        base = levels[0].keyframe
+        shapes = tuple((int(s.shape[s.axes.index("Y")]), int(s.shape[s.axes.index("X")])) for s in levels)
+        downsample = (shapes[0][0] / h, shapes[0][1] / w)
+        base_mpp = _mpp(self._tif, base)
+        georef = GeoReference.from_tiff_tags(base.tags)
         self.info = SourceInfo(
             format=fmt,
             compression=compression,
             chunks=self.chunks,
-            levels=tuple((int(s.shape[s.axes.index("Y")]), int(s.shape[s.axes.index("X")])) for s in levels),
-            mpp=_mpp(self._tif, levels[0].keyframe),
+            levels=shapes,
+            mpp=(base_mpp[0] * downsample[0], base_mpp[1] * downsample[1]) if base_mpp else None,
             extra={"photometric": page.photometric.name.lower(), "tiled": page.is_tiled},
+            level=level,
+            downsample=downsample,
+            base_mpp=base_mpp,
+            georeference=georef.downsampled(downsample) if georef else None,
         )
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
