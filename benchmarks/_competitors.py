@@ -34,8 +34,11 @@ def _load_unet():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ckpt = torch.load(C.WORK / "unet.pt", map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict", ckpt)
-    net = mod.UNet(**ckpt.get("config", {"in_channels": 3, "num_classes": 3, "base_channels": 16}))
+    state = ckpt.get("state_dict", ckpt.get("model", ckpt))
+    first, last = state["in_conv.double_conv.0.weight"], state["out_conv.conv.weight"]
+    inferred = {"in_channels": int(first.shape[1]), "num_classes": int(last.shape[0]),
+                "base_channels": int(first.shape[0]), "bilinear": "up1.up.weight" not in state}
+    net = mod.UNet(**{**inferred, **ckpt.get("config", {})})
     net.load_state_dict(state)
     return net.eval()
 
