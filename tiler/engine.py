@@ -20,7 +20,7 @@ import numpy as np
 from . import windows
 from ._threads import Prefetcher, Worker
 from .errors import ModelError, ModelOutputError
-from .load import TileLoader
+from .load import BufferPool, TileLoader
 from .outputs import OutputSpec
 from .plan import Block, Partition, TilePlan
 from .runners.base import Runner
@@ -204,8 +204,9 @@ def run_block(
     t0 = time.perf_counter()
     stats = BlockStats()
     rows, cols = job.plan.tiles_touching(block)
+    pool = BufferPool(job.settings.prefetch + 4)  # batches in the queues, the model and the stitcher
     loader = TileLoader(
-        job.source, job.plan, rows, cols, batch_size=job.settings.batch_size, skip=job.skip
+        job.source, job.plan, rows, cols, batch_size=job.settings.batch_size, skip=job.skip, pool=pool
     )
     stitcher = Stitcher(job.plan, block, job.window, job.output.channels, job.partition.chunk)
 
@@ -217,10 +218,12 @@ def run_block(
 
     writer: Worker[Any] = Worker(write, maxsize=2, name="tiler-write")
 
-    def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int]]) -> None:
-        outputs, index, rows_done = item
+    def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int], np.ndarray | None]) -> None:
+        outputs, index, rows_done, tiles = item
         if outputs is not None:
             stitcher.add(outputs, index)
+        if tiles is not None:  # the outputs were a view of the tiles: free only now
+            pool.give(tiles)
         if rows_done:
             for row in stitcher.finished(rows_done[-1]):
                 # converted before queueing: the write queue holds stored values (uint8 probs are
@@ -240,7 +243,11 @@ def run_block(
                     outputs = _run_model(job, batch.tiles)
                     stats.model_seconds += time.perf_counter() - m0
                     _check_finite(job, outputs, batch.index)
-                stitch_worker.put((outputs, batch.index, batch.rows_done))
+                tiles = batch.tiles
+                if outputs is None or not np.may_share_memory(outputs, tiles):
+                    pool.give(tiles)
+                    tiles = None
+                stitch_worker.put((outputs, batch.index, batch.rows_done, tiles))
                 if on_tiles:
                     skipped_now = loader.tiles_skipped - stats.skipped
                     stats.skipped = loader.tiles_skipped
