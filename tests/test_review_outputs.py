@@ -64,3 +64,11 @@ def test_labels_of_a_probability_model_end_to_end(tmp_path) -> None:
     import zarr
 
     assert not np.asarray(zarr.open_group(str(res.path))["0"][:]).any()
+
+
+def test_a_function_model_of_the_wrong_output_size_is_a_model_error() -> None:
+    from tiler.errors import ModelError
+
+    halves = FunctionRunner(lambda x: x[:, :, ::2, ::2], normalise=False)
+    with pytest.raises(ModelError, match=r"returned shape \(1, 1, 32, 32\) for input \(1, 1, 64, 64\)"):
+        tiler.predict(np.zeros((100, 100, 1), np.float32), halves, tile=64, overlap=16)
