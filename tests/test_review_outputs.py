@@ -72,3 +72,11 @@ def test_a_function_model_of_the_wrong_output_size_is_a_model_error() -> None:
     halves = FunctionRunner(lambda x: x[:, :, ::2, ::2], normalise=False)
     with pytest.raises(ModelError, match=r"returned shape \(1, 1, 32, 32\) for input \(1, 1, 64, 64\)"):
         tiler.predict(np.zeros((100, 100, 1), np.float32), halves, tile=64, overlap=16)
+
+
+@pytest.mark.parametrize("std", [(0.0,), (-1.0,), (float("nan"),)])
+def test_a_std_that_is_not_positive_is_refused_when_the_spec_is_read(std) -> None:
+    from tiler.errors import ModelError
+
+    with pytest.raises(ModelError, match="std that is not positive"):
+        ModelSpec.from_dict({"mean": [0.5], "std": list(std)})
