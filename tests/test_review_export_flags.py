@@ -26,3 +26,29 @@ def test_export_of_a_torchscript_without_metadata_takes_its_spec_from_flags(tmp_
     with torch.no_grad():
         want = module(torch.from_numpy((x / 255.0 - 0.5) / 0.25).float()).numpy()
     np.testing.assert_allclose(load_runner(str(onnx), device="cpu")(x), want, atol=1e-4)
+
+
+def test_a_fixed_size_onnx_model_names_the_tile_it_takes(tmp_path) -> None:
+    import pytest
+
+    import tiler
+    from tiler.errors import ModelError
+
+    ts, onnx = tmp_path / "net.ts", tmp_path / "net.onnx"
+    torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1))).save(str(ts))
+    assert cli(["export", str(ts), "--out", str(onnx), "--in-channels", "1", "--fixed-size", "32"]) == 0
+    image = np.zeros((40, 40, 1), np.uint8)
+    with pytest.raises(ModelError, match="takes 32 x 32 tiles only.*use --tile 32") as info:
+        tiler.predict(image, str(onnx), tile=64, overlap=16, device="cpu")
+    assert "\n" not in str(info.value)
+    assert tiler.predict(image, str(onnx), tile=32, overlap=8, device="cpu").shape == (2, 40, 40)
+
+
+def test_onnx_runtime_errors_keep_their_substance_on_one_line() -> None:
+    from tiler.runners.onnx import _one_line
+
+    exc = RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions\n"
+                       " index: 2 Got: 64 Expected: 32\n Please fix either the inputs or the model.")
+    assert _one_line(exc) == ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions "
+                              "index: 2 Got: 64 Expected: 32 Please fix either the inputs or the model.")
+    assert _one_line(RuntimeError("")) == "RuntimeError"
