@@ -45,3 +45,23 @@ def test_block_windows_of_a_dask_image_are_computed_a_few_at_a_time(tmp_path, cl
     assert seen_at_first_result[0] <= 4 < blocks
     out = np.asarray(zarr.open_group(str(res.path), mode="r")["0"][:])
     np.testing.assert_allclose(out[0], image[..., 0] * 2.0, rtol=1e-6)
+
+
+def test_close_client_closes_the_local_cluster_even_when_the_client_fails_to_close() -> None:
+    from tiler._cluster import close_client
+
+    closed: list[str] = []
+
+    class Cluster:
+        def close(self) -> None:
+            closed.append("cluster")
+
+    class FailingClient:
+        _tiler_cluster = Cluster()
+
+        def close(self) -> None:
+            raise OSError("scheduler gone")
+
+    with pytest.raises(OSError):
+        close_client(FailingClient())
+    assert closed == ["cluster"]
