@@ -31,13 +31,15 @@ def export(
     tolerance: float | None = None,
     trust_model: bool = False,
     spec: ModelSpec | None = None,
+    overrides: dict[str, Any] | None = None,
     log: Callable[[str], object] | None = print,
 ) -> Verification:
     """Export ``model`` (an ``nn.Module``, a checkpoint or TorchScript path, or None for the
     built-in default) to ``out`` in ``format`` ("onnx" or "torchscript"), verified.
 
     ``spec`` replaces the model's own metadata (needed for an ``nn.Module`` that has no
-    ``in_channels`` attribute); it is stored in the file. See :mod:`exporters.onnx` for ``opset``,
+    ``in_channels`` attribute); it is stored in the file. ``overrides`` replace single fields of it
+    (``tiler export --in-channels 3 --mean ...``). See :mod:`exporters.onnx` for ``opset``,
     ``fp16`` and ``size``, :mod:`exporters.verify` for ``tolerance``.
     """
     from tiler.errors import SettingsError
@@ -46,7 +48,7 @@ def export(
     if format not in FORMATS:
         raise SettingsError(f"unknown export format {format!r}; use onnx or torchscript")
     module, own_spec = load_module(model, trust_model=trust_model)
-    spec = spec or own_spec
+    spec = (spec or own_spec).with_overrides(**(overrides or {}))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     if format == "onnx":
         from .onnx import DEFAULT_OPSET, export_onnx

@@ -61,7 +61,8 @@ def export_onnx(
     import torch
 
     if not spec.in_channels:
-        raise SettingsError("the model's input channels are unknown; set in_channels in its spec")
+        raise SettingsError("the model's input channels are unknown (no tiler metadata in it); pass "
+                            "--in-channels N (Python: overrides={'in_channels': N})")
     out = Path(out)
     model = copy.deepcopy(module).cpu().eval()
     model = model.half() if fp16 else model.float()

@@ -99,3 +99,17 @@ def test_info_describes_the_file(rgb_tiff, capsys) -> None:
 def test_console_script_help_has_examples() -> None:
     res = subprocess.run([sys.executable, "-m", "tiler.cli.main", "run", "--help"], capture_output=True, text=True)
     assert res.returncode == 0 and "$ tiler run scan.tif" in res.stdout
+
+
+def test_metadata_flags_override_the_model(rgb_tiff, small_unet_checkpoint: Path, tmp_path: Path) -> None:
+    """``--mean/--std/--class-names`` replace the model's recorded normalisation and names."""
+    path, _ = rgb_tiff
+    common = ["-m", str(small_unet_checkpoint), "--tile", "128", "--overlap", "32", "--device", "cpu",
+              "--no-pyramid"]
+    assert main(["run", str(path), *common, "-o", str(tmp_path / "a.zarr")]) == 0
+    assert main(["run", str(path), *common, "-o", str(tmp_path / "b.zarr"), "--mean", "0.5,0.5,0.5",
+                 "--std", "0.25,0.25,0.25", "--class-names", "bg,tissue,nuclei"]) == 0
+    a, b = (zarr.open_group(tmp_path / n, mode="r") for n in ("a.zarr", "b.zarr"))
+    spec = b.attrs["tiler"]["model"]["spec"]
+    assert spec["mean"] == [0.5, 0.5, 0.5] and spec["class_names"] == ["bg", "tissue", "nuclei"]
+    assert np.abs(a["0"][:] - b["0"][:]).max() > 1e-3  # the normalisation really changed

@@ -109,9 +109,9 @@ def test_reads_one_chunk_row_at_a_time(tmp_path, monkeypatch) -> None:
     pred_reads, truth_reads = [], []
     real_to_labels, real_confusion = evaluate_mod.to_labels, evaluate_mod._confusion
 
-    def spy_labels(values, kind):
+    def spy_labels(values, kind, *rest):
         pred_reads.append(values.shape)
-        return real_to_labels(values, kind)
+        return real_to_labels(values, kind, *rest)
 
     def spy_confusion(result, src, *args):
         real_read = src.read

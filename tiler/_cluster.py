@@ -71,6 +71,8 @@ def connect(*, workers: int | None = None, scheduler: str | None = None) -> Any:
 def close_client(client: Any) -> None:
     """Close ``client`` and the local cluster :func:`connect` started for it, if any."""
     cluster = getattr(client, "_tiler_cluster", None)
-    client.close()
-    if cluster is not None:
-        cluster.close()  # closes the workers, then the scheduler
+    try:
+        client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()  # closes the workers, then the scheduler (also when client.close failed)

@@ -23,13 +23,15 @@ class RoiMask:
         self.source = open_source(mask)
         self.shape = shape
         mh, mw, mc = self.source.shape
+        problem = None
         if mh > shape[0] or mw > shape[1]:
-            raise InputError(
-                f"{self.source.name}: the mask ({mh} x {mw}) is larger than the image ({shape[0]} x "
-                f"{shape[1]}); give a mask of the image's size or smaller"
-            )
-        if mc != 1:
-            raise InputError(f"{self.source.name}: a mask needs one channel, this has {mc}")
+            problem = (f"the mask ({mh} x {mw}) is larger than the image ({shape[0]} x {shape[1]}); "
+                       "give a mask of the image's size or smaller")
+        elif mc != 1:
+            problem = f"a mask needs one channel, this has {mc}"
+        if problem:
+            self.close()
+            raise InputError(f"{self.source.name}: {problem}")
 
     def region(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """(y1 - y0, x1 - x0) bool: True inside the ROI."""

@@ -181,6 +181,7 @@ def run(
     precision: str = "fp32",
     provider: str = "auto",
     trust_model: bool = False,
+    overrides: dict[str, Any] | None = None,
     progress: bool | Callable[[int, int], None] = False,
     pyramid: bool = True,
     pyramid_levels: int | None = None,
@@ -201,6 +202,7 @@ def run(
     out : output group path; default: the input's name with ``.zarr``.
     overwrite : replace an existing output. resume : continue an incomplete one.
     device, precision, provider, trust_model : as for :func:`predict`.
+    overrides : model metadata fields to replace (``ModelSpec`` names: in_channels, mean, std, ...).
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
     pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.pyramid`);
         ``pyramid_levels`` = total level count (default: down to about 1024 pixels).
@@ -220,7 +222,8 @@ def run(
     (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
     with ``complete: true`` written last.
     """
-    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
+    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
+                     "overrides": overrides}
     with closing(open_at(image, level=level, mpp=mpp)) as source:
         t0 = time.perf_counter()
         out_path = Path(out) if out is not None else default_output_path(image)
@@ -288,6 +291,8 @@ def run(
 
             build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
                           levels=pyramid_levels)
+        if not sink.done().all():  # never claim complete unless every stripe is recorded
+            raise OutputError(f"{out_path}: some blocks were not written; rerun with --resume")
         sink.set_complete()
         preview_path = None
         if preview:
@@ -305,7 +310,9 @@ def _refuse_existing(path: Path) -> None:
     try:
         complete = ZarrSink.open(path).attributes.get("tiler", {}).get("complete", False)
     except OutputError:
-        raise OutputError(f"{path}: already exists; pass --overwrite to replace it") from None
+        raise OutputError(
+            f"{path}: already exists and is not a tiler output; choose another output path"
+        ) from None
     if complete:
         raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
     raise OutputError(

@@ -84,7 +84,9 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Item]:
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read the manifest ({exc})") from None
     base = path.parent
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    numbered = [(n, ln) for n, ln in enumerate(text.splitlines(), start=1)
+                if ln.strip() and not ln.lstrip().startswith("#")]
+    lines = [ln for _, ln in numbered]
     if not lines:
         raise InputError(f"{path}: manifest lists no inputs")
 
@@ -96,7 +98,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Item]:
         return [i for ln in lines for i in _expand(resolve(ln.strip()))]
     rows = list(csv.DictReader(lines, fieldnames=header))[1:]
     items = []
-    for n, row in enumerate(rows, start=2):
+    for (n, _), row in zip(numbered[1:], rows):  # line numbers of the file, comments counted
         entry = (row.get("input") or "").strip()
         if not entry:
             raise InputError(f"{path}: line {n} has no input")
@@ -138,7 +140,8 @@ def assign_outputs(items: list[Item], out_dir: str | os.PathLike[str] | None) ->
             item.status = "failed"
             item.error = str(OutputError(f"{item.output}: also the output of {owners[key]}; use a manifest "
                                          "with an output column, or separate runs"))
-        owners[key] = item.input
+        else:
+            owners[key] = item.input
 
 
 def run_batch(
@@ -149,6 +152,7 @@ def run_batch(
     precision: str = "fp32",
     provider: str = "auto",
     trust_model: bool = False,
+    overrides: dict[str, Any] | None = None,
     client: Any = None,
     report: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
@@ -169,7 +173,8 @@ def run_batch(
 
     error = error or (lambda line: print(line, file=sys.stderr))
     write_report(report, items)  # an unwritable report path fails now, before any work
-    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
+    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
+                     "overrides": overrides}
     if client is None and any(i.status == "pending" for i in items):
         model = load_runner(model, **model_options)  # once for the archive
     for item in items:

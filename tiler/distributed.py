@@ -51,6 +51,10 @@ __all__ = [
     "partition_for", "predict_dask", "run_blocks", "source_window", "workers_of",
 ]
 
+#: Blocks submitted per worker ahead of the results (load balance without holding every window).
+IN_FLIGHT_PER_WORKER = 2
+
+
 def _write_block(template: JobTemplate, source: Any, model: Any, block: Block, out: str) -> BlockStats:
     """Task: compute what is left of ``block`` and write it into the zarr output at ``out``."""
     runner, key = _runner(model)
@@ -118,17 +122,30 @@ def run_blocks(
         shared = client.scatter(SourceRef.of(image), broadcast=True, hash=False)
     model_ref = _share(client, ModelRef.of(model, model_options))
     template = JobTemplate.of(job)
-    futures = {
-        client.submit(_write_block, template, source_of(b), model_ref, b, str(Path(out).resolve()),
-                      key=f"tiler-block-{b.row}-{b.col}-{uuid.uuid4().hex[:8]}", pure=False): b
-        for b in blocks
-    }
+    out_path = str(Path(out).resolve())
+    # A few blocks per worker in flight, the next submitted as one finishes: a dask image's block
+    # windows are then computed a few at a time, never the whole image into cluster memory at once.
+    todo = iter(blocks)
+    futures: dict[Any, Block] = {}
+    queue = as_completed()
+
+    def submit_next() -> None:
+        b = next(todo, None)
+        if b is not None:
+            f = client.submit(_write_block, template, source_of(b), model_ref, b, out_path,
+                              key=f"tiler-block-{b.row}-{b.col}-{uuid.uuid4().hex[:8]}", pure=False)
+            futures[f] = b
+            queue.add(f)
+
+    for _ in range(IN_FLIGHT_PER_WORKER * workers_of(client)):
+        submit_next()
     stats = BlockStats()
     try:
-        for future in as_completed(futures):
+        for future in queue:
             stats += future.result()
             if on_tiles:
                 on_tiles(job.tiles_in(futures[future]))
+            submit_next()
     except BaseException:
         client.cancel(list(futures))
         raise

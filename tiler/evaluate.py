@@ -174,7 +174,7 @@ def _confusion(result: Result, src: Source, mask: RoiMask | None, ignore_index: 
         y1 = min(y0 + ch, h)
         for x0 in range(0, w, bw):
             x1 = min(x0 + bw, w)
-            pred = to_labels(np.asarray(level[..., y0:y1, x0:x1]), result.kind)
+            pred = to_labels(np.asarray(level[..., y0:y1, x0:x1]), result.kind, result.activation)
             t = src.read(y0, y1, x0, x1)[..., 0]
             keep = np.ones(t.shape, bool)
             if ignore_index is not None:

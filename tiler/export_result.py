@@ -145,8 +145,14 @@ def export_result(
 
         return write_preview(result, path, max_side=max_side)
     comp = None if compression == "none" else compression
+    # Written beside the target and renamed when whole: a failed export leaves no partial file and
+    # keeps an earlier one.
+    partial = path.with_name(f".{path.name}.partial")
     try:
-        _write_tiff(result, path, geotiff=format == "geotiff", tile=tile, compression=comp)  # type: ignore[arg-type]
+        _write_tiff(result, partial, geotiff=format == "geotiff", tile=tile, compression=comp)  # type: ignore[arg-type]
+        os.replace(partial, path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the export ({exc.strerror or exc})") from None
+    finally:
+        partial.unlink(missing_ok=True)
     return path

@@ -5,6 +5,8 @@
   default (what viewers read, a quarter of the bytes), float32 with ``dtype="float32"``.
 * ``labels``: argmax over channels (``p > 0.5`` for one channel), uint8 (H, W).
 
+For activation ``"none"`` the model's outputs are taken as probabilities as they are.
+
 Blending happens on logits; the activation is applied to the blended logits.
 """
 
@@ -96,12 +98,16 @@ class OutputSpec:
             out = logits
         elif self.kind == "labels":
             if logits.shape[0] == 1:
-                out = (logits[0] > 0).astype(np.uint8)
+                # a logit above 0 is a probability above 0.5; "none": the values are probabilities
+                threshold = 0.5 if self.activation == "none" else 0.0
+                out = (logits[0] > threshold).astype(np.uint8)
             else:
                 out = logits.argmax(axis=0).astype(np.uint8)
         else:
             out = self.probabilities(logits)
             if self.store_dtype == np.uint8:
+                # clip: an activation "none" model may stray a little outside [0, 1] (no wrap-around)
+                np.clip(out, 0.0, 1.0, out=out)
                 out *= 255.0
                 np.rint(out, out=out)
                 out = out.astype(np.uint8)

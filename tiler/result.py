@@ -139,13 +139,14 @@ def open_result(path: str | os.PathLike[str], *, require_complete: bool = True) 
     return Result(path=path, levels=levels, attributes=attributes)
 
 
-def to_labels(values: np.ndarray, kind: str) -> np.ndarray:
+def to_labels(values: np.ndarray, kind: str, activation: str = "softmax") -> np.ndarray:
     """Class labels from stored values.
 
     Parameters
     ----------
     values : (C, h, w) probabilities or logits, or (h, w) labels.
     kind : "probs", "logits" or "labels".
+    activation : the model's; "none" means stored logits are already probabilities.
 
     Returns
     -------
@@ -160,7 +161,7 @@ def to_labels(values: np.ndarray, kind: str) -> np.ndarray:
         return values
     if values.shape[0] == 1:
         v = values[0]
-        if kind == "logits":
+        if kind == "logits" and activation != "none":
             threshold: float = 0.0
         else:
             threshold = 127 if v.dtype == np.uint8 else 0.5

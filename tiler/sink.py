@@ -68,6 +68,11 @@ def _disk_error(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write the output ({reason})")
 
 
+def _is_zarr_group(path: Path) -> bool:
+    """True for a directory holding zarr group metadata (v3 ``zarr.json`` or v2 ``.zgroup``)."""
+    return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file())
+
+
 class ZarrSink:
     """A zarr v3 output group (see the module docstring). Use :meth:`create` or :meth:`open`."""
 
@@ -96,10 +101,12 @@ class ZarrSink:
         if path.exists():
             if not overwrite:
                 raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+            if not _is_zarr_group(path):  # never delete a folder or file of the user's
+                raise OutputError(
+                    f"{path}: exists and is not a zarr group; --overwrite replaces only earlier "
+                    "outputs: pick another output path"
+                )
+            shutil.rmtree(path)
         dims = ("c", "y", "x") if len(shape) == 3 else ("y", "x")
         chunks = (shape[0], chunk, chunk) if len(shape) == 3 else (chunk, chunk)
         try:

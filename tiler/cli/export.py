@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import OutputError, SettingsError
-from .options import positive_int
+from .options import add_spec_options, positive_int, spec_overrides
 
 EXAMPLES = """\
 examples:
@@ -14,6 +14,7 @@ examples:
   $ tiler export unet.pt --format onnx --out unet.onnx --opset 17
   $ tiler export unet.pt --out unet-fp16.onnx --fp16
   $ tiler export unet.pt --format torchscript --out unet.ts.pt
+  $ tiler export net.ts --out net.onnx --in-channels 3 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225
   $ tiler run scan.tif --model unet.onnx --provider auto
 """
 
@@ -44,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-model", action="store_true",
                    help="allow a checkpoint that needs full unpickling (can run code: trusted files only)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing FILE")
+    add_spec_options(p)
     p.set_defaults(func=main)
 
 
@@ -58,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
         raise OutputError(f"{out}: already exists; pass --overwrite to replace it")
     result = export(
         args.model, out, format=fmt, fp16=args.fp16, opset=args.opset, size=args.fixed_size,
-        tolerance=args.tolerance, trust_model=args.trust_model,
+        tolerance=args.tolerance, trust_model=args.trust_model, overrides=spec_overrides(args),
     )
     what = "ONNX" if fmt == "onnx" else "TorchScript"
     detail = f", opset {args.opset or 17}" if fmt == "onnx" else ""

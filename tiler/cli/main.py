@@ -52,10 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    formatwarning = warnings.formatwarning
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
-            warnings.formatwarning = _one_line_warning  # restored on exit by catch_warnings
+            warnings.formatwarning = _one_line_warning  # catch_warnings does not restore this one
             return int(args.func(args) or 0)
     except TilerError as exc:
         if args.debug:
@@ -67,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {str(exc) or 'interrupted; rerun with --resume to continue'}", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

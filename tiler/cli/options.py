@@ -11,21 +11,22 @@ from ..windows import list_windows
 _DEFAULTS = Settings()
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
     return value
@@ -55,6 +56,40 @@ def add_slide_options(p: argparse.ArgumentParser) -> None:
                    "tiles outside it are skipped")
     g.add_argument("--fill", type=float, default=_DEFAULTS.fill, metavar="V",
                    help="value stored where tiles were skipped (default 0: background class, p = 0)")
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    """``"0.5,0.5,0.5"`` -> (0.5, 0.5, 0.5)."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """``"background,tissue"`` -> ("background", "tissue")."""
+    return tuple(v.strip() for v in text.split(","))
+
+
+def add_spec_options(p: argparse.ArgumentParser) -> None:
+    """Flags that override the model's recorded metadata (:class:`~tiler.models.spec.ModelSpec`)."""
+    g = p.add_argument_group("model metadata (overrides what the model records)")
+    g.add_argument("--in-channels", type=positive_int, metavar="N", help="image channels the model takes")
+    g.add_argument("--multiple", type=positive_int, metavar="N",
+                   help="spatial size multiple the model needs (16 for a UNet with 4 poolings)")
+    g.add_argument("--scale", type=float, metavar="X", help="multiply pixels by X before mean/std "
+                   "(default: 1/255 for uint8, 1/65535 for uint16, 1 for floats)")
+    g.add_argument("--mean", type=float_list, metavar="M,M,...", help="per-channel mean after scaling")
+    g.add_argument("--std", type=float_list, metavar="S,S,...", help="per-channel std after scaling")
+    g.add_argument("--activation", choices=("softmax", "sigmoid", "none"),
+                   help="how logits become probabilities (none: the model outputs probabilities)")
+    g.add_argument("--class-names", type=name_list, metavar="A,B,...", help="names of the output channels")
+
+
+def spec_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The :func:`add_spec_options` flags given, as ``ModelSpec`` fields."""
+    fields = ("in_channels", "multiple", "scale", "mean", "std", "activation", "class_names")
+    return {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

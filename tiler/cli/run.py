@@ -9,8 +9,10 @@ from .options import (
     add_model_options,
     add_output_options,
     add_slide_options,
+    add_spec_options,
     add_tiling_options,
     positive_int,
+    spec_overrides,
 )
 
 EXAMPLES = """\
@@ -36,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT", nargs="*",
                    help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image, a directory of them, or a glob")
     add_model_options(p)
+    add_spec_options(p)
     add_tiling_options(p)
     add_output_options(p)
     add_slide_options(p)
@@ -83,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         batch.run_batch(
             items, model=args.model, device=args.device, precision=args.precision, provider=args.provider,
+            overrides=spec_overrides(args),
             trust_model=args.trust_model, client=client, report=args.report, debug=args.debug,
             overwrite=args.overwrite, resume=args.resume, progress=progress, tile=args.tile,
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,

@@ -174,11 +174,14 @@ def load_runner(
     spec: ModelSpec | None = None,
     provider: str = "auto",
     trust_model: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> Any:
     """A runner for ``model`` (see the module docstring). ``spec`` replaces the model's metadata.
 
     ``provider`` (auto, tensorrt, cuda, cpu) picks the ONNX Runtime execution provider for
-    ``.onnx`` files; ``trust_model`` allows checkpoints that need full unpickling.
+    ``.onnx`` files; ``trust_model`` allows checkpoints that need full unpickling; ``overrides``
+    replaces single metadata fields (``ModelSpec`` names: in_channels, mean, std, ...), as the
+    command line's ``--mean`` etc. do.
     """
     from ..runners.base import Runner
 
@@ -189,8 +192,12 @@ def load_runner(
 
         if not Path(model).exists():
             raise InputNotFoundError(f"{model}: model file not found")
-        return OnnxRunner(model, spec=spec, provider=provider, device=device, precision=precision)
+        runner = OnnxRunner(model, spec=spec, provider=provider, device=device, precision=precision)
+        if overrides:
+            runner.spec = runner.spec.with_overrides(**overrides)
+        return runner
     from ..runners.torch import TorchRunner
 
     module, module_spec = load_module(model, trust_model=trust_model)
-    return TorchRunner(module, spec or module_spec, device=device, precision=precision)
+    spec = (spec or module_spec).with_overrides(**(overrides or {}))
+    return TorchRunner(module, spec, device=device, precision=precision)

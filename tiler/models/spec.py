@@ -48,6 +48,8 @@ class ModelSpec:
             raise ModelError(f"unknown activation {self.activation!r} in model metadata")
         if len(self.mean) != len(self.std):
             raise ModelError(f"model metadata has {len(self.mean)} means but {len(self.std)} stds")
+        if any(not s > 0 for s in self.std):  # 0 (or NaN) would turn every tile into inf/NaN
+            raise ModelError(f"model metadata has a std that is not positive: {list(self.std)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -81,7 +81,13 @@ class Runner(ABC):
         """(N, C, h, w) raw tiles (any dtype) -> (N, C_out, h, w) float32 logits."""
         self.check_input(tiles)
         x = tiles if self.normalises_on_device else self.normalise(tiles)
-        return self.run(x)
+        y = self.run(x)
+        if y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
+            raise ModelError(
+                f"the model {self.spec.name!r} returned shape {tuple(y.shape)} for input "
+                f"{tuple(x.shape)}; tiler needs (N, C_out, h, w) outputs of the input's size"
+            )
+        return y
 
     @abstractmethod
     def run(self, tiles: np.ndarray) -> np.ndarray:

@@ -137,6 +137,9 @@ class OnnxRunner(Runner):
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelError(f"{self.path}: tiler needs a model with one (N, C, h, w) input")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        #: (h, w) of a model exported with a fixed spatial size (``tiler export --fixed-size``), else None.
+        dims = inputs[0].shape[2:]
+        self.fixed_size = tuple(dims) if all(isinstance(d, int) and d > 0 for d in dims) else None
         self.input_dtype = _NUMPY_TYPES.get(inputs[0].type)
         if self.input_dtype is None:
             raise ModelError(f"{self.path}: the model's input is {inputs[0].type}; tiler needs float")
@@ -205,6 +208,10 @@ class OnnxRunner(Runner):
     def run(self, tiles: np.ndarray) -> np.ndarray:
         """(N, C, h, w) float32 normalised tiles -> (N, C_out, h, w) float32 logits."""
         x = np.ascontiguousarray(tiles, dtype=self.input_dtype)
+        if self.fixed_size is not None and x.shape[2:] != self.fixed_size:
+            h, w = self.fixed_size
+            raise ModelError(f"{self.path}: the model takes {h} x {w} tiles only (exported with a fixed "
+                             f"size), not {x.shape[2]} x {x.shape[3]}; use --tile {h}")
         binding = self.session.io_binding()
         # On CUDA this copies the batch to the device once; on the CPU it wraps the array.
         value = ort.OrtValue.ortvalue_from_numpy(x, self.device_type, self.device_id)
@@ -214,7 +221,7 @@ class OnnxRunner(Runner):
             self.session.run_with_iobinding(binding, self._run_options)
         except ORT_ERRORS as exc:
             raise ModelError(f"{self.path}: the model failed on a batch of shape {x.shape}: "
-                             f"{str(exc).strip().splitlines()[-1]}") from None
+                             f"{_one_line(exc)}") from None
         y = binding.copy_outputs_to_cpu()[0]
         if y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
             raise ModelError(
@@ -222,6 +229,11 @@ class OnnxRunner(Runner):
                 "tiler needs (N, C_out, h, w) outputs of the input's size"
             )
         return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _one_line(exc: BaseException) -> str:
+    """ONNX Runtime's message on one line (its last line alone is often only "Please fix ...")."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
 def _session_options(threads: int | None) -> ort.SessionOptions:

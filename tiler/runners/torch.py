@@ -133,7 +133,10 @@ class TorchRunner(Runner):
             except RuntimeError as exc:
                 if "out of memory" in str(exc):
                     raise
-                raise ModelError(f"the model failed on a batch of shape {tuple(x.shape)}: {exc}") from None
+                # TorchScript errors carry the script's traceback; its last line says what went wrong
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                reason = lines[-1] if lines else type(exc).__name__
+                raise ModelError(f"the model failed on a batch of shape {tuple(x.shape)}: {reason}") from None
             if y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
                 raise ModelError(
                     f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}; "

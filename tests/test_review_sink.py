@@ -1,0 +1,5 @@
+"""Review fixes: the zarr output sink."""
+
+from __future__ import annotations
+
+
