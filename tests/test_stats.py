@@ -55,3 +55,15 @@ def test_cli_json(tmp_path, capsys) -> None:
     assert report["mean"] == [img.mean() / 255] and report["pixels"] == 12
     assert cli(["stats", str(tmp_path / "g.tif")]) == 0
     assert "mean = [" in capsys.readouterr().out
+
+
+def test_tissue_auto_counts_only_tissue(tmp_path) -> None:
+    """On a slide that is 60 % glass, --tissue auto counts about the tissue and leaves glass out."""
+    from tiler.demo import make_slide
+
+    path = make_slide(tmp_path / "slide.tif", shape=(1024, 1536), levels=2, background=0.6, seed=3)
+    everything = channel_stats(path)
+    tissue = channel_stats(path, tissue=True)
+    fraction = tissue.count / everything.count
+    assert 0.2 < fraction < 0.6  # 40 % tissue (pale parts may fall below Otsu), not the glass
+    assert (tissue.mean < everything.mean - 0.05).all()  # glass is bright in every channel

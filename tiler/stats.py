@@ -90,7 +90,7 @@ def _blocks(source: Source, block: int) -> tuple[int, int]:
 
 
 def channel_stats(
-    image: str | os.PathLike[str] | Any, *, roi: Any = None, block: int = 2048
+    image: str | os.PathLike[str] | Any, *, roi: Any = None, tissue: bool = False, block: int = 2048
 ) -> ChannelStats:
     """Per-channel mean and std of ``image`` (path, array or Source), optionally inside a mask.
 
@@ -98,6 +98,8 @@ def channel_stats(
     ----------
     image : (H, W) or (H, W, C) image.
     roi : optional mask (nonzero = counted), the image's size or smaller.
+    tissue : count only detected tissue (as ``tiler run --tissue auto`` finds it); with ``roi``,
+        only pixels inside both.
     block : block edge in pixels; memory is about ``block**2 * C * 8`` bytes.
 
     >>> s = channel_stats(np.array([[0, 255], [255, 255]], np.uint8))
@@ -107,17 +109,22 @@ def channel_stats(
     with ExitStack() as stack:
         source = stack.enter_context(opened(image))
         h, w, _ = source.shape
-        mask = stack.enter_context(RoiMask(roi, (h, w))) if roi is not None else None
-        running = _accumulate(source, mask, block)
+        masks = [stack.enter_context(RoiMask(roi, (h, w)))] if roi is not None else []
+        if tissue:
+            from .masks import auto_tissue
+
+            found = auto_tissue(image, source).array.astype(np.uint8)
+            masks.append(stack.enter_context(RoiMask(found, (h, w))))
+        running = _accumulate(source, masks, block)
         name, dtype = source.name, source.dtype
     if running.n == 0:
-        raise InputError(f"{name}: no pixels to count (the ROI is empty)")
+        raise InputError(f"{name}: no pixels to count (the ROI or tissue mask is empty)")
     scale = ModelSpec().input_scale(dtype)
     std = np.sqrt(running.m2 / running.n)
     return ChannelStats(mean=running.mean * scale, std=std * scale, count=running.n, scale=scale)
 
 
-def _accumulate(source: Source, mask: RoiMask | None, block: int) -> _Running:
+def _accumulate(source: Source, masks: list[RoiMask], block: int) -> _Running:
     h, w, c = source.shape
     bh, bw = _blocks(source, block)
     running = _Running(c)
@@ -126,8 +133,11 @@ def _accumulate(source: Source, mask: RoiMask | None, block: int) -> _Running:
         for x0 in range(0, w, bw):
             x1 = min(x0 + bw, w)
             pixels = source.read(y0, y1, x0, x1)
-            if mask is not None:
-                running.add(pixels[mask.region(y0, y1, x0, x1)])
+            if masks:
+                inside = masks[0].region(y0, y1, x0, x1)
+                for mask in masks[1:]:
+                    inside &= mask.region(y0, y1, x0, x1)
+                running.add(pixels[inside])
             else:
                 running.add(pixels.reshape(-1, c))
     return running

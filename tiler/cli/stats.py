@@ -9,6 +9,7 @@ EXAMPLES = """\
 examples:
   $ tiler stats scan.tif
   $ tiler stats scan.tif --roi tissue_mask.png --json
+  $ tiler stats scan.svs --tissue auto          # tissue only, as tiler run --tissue auto finds it
 """
 
 
@@ -22,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT", help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image")
     p.add_argument("--roi", metavar="MASK", help="count only pixels where this mask is nonzero "
                    "(the image's size or smaller)")
+    p.add_argument("--tissue", choices=("auto", "none"), default="none",
+                   help="auto: count only tissue, detected as tiler run --tissue auto does")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=main)
 
@@ -29,6 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def main(args: argparse.Namespace) -> int:
     from ..stats import channel_stats
 
-    stats = channel_stats(args.input, roi=args.roi)
+    stats = channel_stats(args.input, roi=args.roi, tissue=args.tissue == "auto")
     print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.table())
     return 0
