@@ -127,3 +127,12 @@ def multiple_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def small_rgb_tiff(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiff(tmp_path_factory.mktemp("images") / "rgb.tif", make_image((300, 260, 3)))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models on a shared 2-core machine: one thread avoids spin-wait contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -19,14 +19,7 @@ from tiler.models.checkpoints import detect_layout, to_builtin, unet_config, unw
 from tiler.models.load import load_checkpoint, load_runner
 from tiler.models.unet import UNet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Small models on a shared 2-core machine: one thread avoids spin-wait contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- the Pytorch-UNet layout ----------------------------------------------------------------

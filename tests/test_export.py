@@ -21,13 +21,7 @@ from tiler.models.load import load_runner
 from tiler.models.spec import ModelSpec
 from tiler.models.unet import UNet
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def trained_like(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
