@@ -208,7 +208,12 @@ def run_block(
     loader = TileLoader(
         job.source, job.plan, rows, cols, batch_size=job.settings.batch_size, skip=job.skip, pool=pool
     )
-    stitcher = Stitcher(job.plan, block, job.window, job.output.channels, job.partition.chunk)
+    view = getattr(sink, "view", None)
+    target = None
+    if view is not None and job.output.kind == "logits" and job.skip is None:
+        def target(y0: int, y1: int) -> np.ndarray | None:
+            return view(y0, y1, block.x0, block.x1)
+    stitcher = Stitcher(job.plan, block, job.window, job.output.channels, job.partition.chunk, target)
 
     def write(item: tuple[int, tuple[int, int, int, int], np.ndarray]) -> None:
         index, (y0, y1, x0, x1), data = item

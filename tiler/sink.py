@@ -52,9 +52,19 @@ class MemorySink:
         self.origin = origin
         self._done = np.zeros(stripes, bool)
 
+    def view(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray | None:
+        """Where rows ``[y0, y1)``, columns ``[x0, x1)`` are stored, if float32 (C, h, w): blending
+        can accumulate there directly, and :meth:`write` of that same memory copies nothing."""
+        if self.array.ndim != 3 or self.array.dtype != np.float32:
+            return None
+        oy, ox = self.origin
+        return self.array[:, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+
     def write(self, y0: int, y1: int, x0: int, x1: int, data: np.ndarray) -> None:
         oy, ox = self.origin
-        self.array[..., y0 - oy : y1 - oy, x0 - ox : x1 - ox] = data
+        dst = self.array[..., y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        if not np.may_share_memory(dst, data):  # blended in place (see view): already there
+            dst[...] = data
 
     def mark_done(self, chunk_row: int, block_col: int) -> None:
         self._done[chunk_row, block_col] = True

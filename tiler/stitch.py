@@ -10,7 +10,7 @@ width, the tile and the chunk, never by the image height.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,12 +44,16 @@ class Stitcher:
     window : (tile, tile) float32 weights.
     channels : model output channels C.
     chunk : output chunk edge; rows are released in chunk rows of the global chunk grid.
+    target : optional ``target(y0, y1)`` giving the output's own float32 memory for rows
+        ``[y0, y1)`` of the block (an in-memory result): Σ w·y accumulates and is normalised there.
     """
 
     def __init__(
-        self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, chunk: int
+        self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, chunk: int,
+        target: Callable[[int, int], np.ndarray | None] | None = None,
     ) -> None:
         self.plan, self.block, self.window = plan, block, window
+        self.target = target  # (y0, y1) -> the output's own (C, h, W_block) float32 memory, if any
         self.channels, self.chunk = channels, chunk
         self._pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._added: dict[int, int] = {}  # chunk row -> tiles added to it
@@ -67,7 +71,12 @@ class Stitcher:
         if j not in self._pending:
             y0, y1 = self._rows_of(j)
             w = self.block.x1 - self.block.x0
-            self._pending[j] = (self._zeros((self.channels, y1 - y0, w)), self._zeros((y1 - y0, w)))
+            acc = self.target(y0, y1) if self.target else None
+            if acc is None:
+                acc = self._zeros((self.channels, y1 - y0, w))
+            else:
+                acc.fill(0)
+            self._pending[j] = (acc, self._zeros((y1 - y0, w)))
         return self._pending[j]
 
     def add(self, outputs: np.ndarray, index: np.ndarray) -> None:
