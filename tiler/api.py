@@ -286,13 +286,13 @@ def run(
                                    model_options=model_options, on_tiles=report, level=level, mpp=mpp)
         finally:
             report.close()
+        if not sink.done().all():  # never claim complete unless every stripe is recorded
+            raise OutputError(f"{out_path}: some blocks were not written; rerun with --resume")
         if pyramid:
             from .pyramid import build_pyramid
 
             build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
                           levels=pyramid_levels)
-        if not sink.done().all():  # never claim complete unless every stripe is recorded
-            raise OutputError(f"{out_path}: some blocks were not written; rerun with --resume")
         sink.set_complete()
         preview_path = None
         if preview:
