@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+import uuid
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field, replace
@@ -264,7 +265,8 @@ def run(
                     "use --overwrite to start again"
                 )
         else:
-            attributes = {"tiler": {**record, "complete": False}, "ome": _ome(shape, source)}
+            run_id = uuid.uuid4().hex  # names this output's run (stale dask tasks check it)
+            attributes = {"tiler": {**record, "complete": False, "run_id": run_id}, "ome": _ome(shape, source)}
             sink = ZarrSink.create(
                 out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
                 stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,

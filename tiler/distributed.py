@@ -55,11 +55,17 @@ __all__ = [
 IN_FLIGHT_PER_WORKER = 2
 
 
-def _write_block(template: JobTemplate, source: Any, model: Any, block: Block, out: str) -> BlockStats:
-    """Task: compute what is left of ``block`` and write it into the zarr output at ``out``."""
+def _write_block(
+    template: JobTemplate, source: Any, model: Any, block: Block, out: str, run_id: str | None = None
+) -> BlockStats:
+    """Task: compute what is left of ``block`` and write it into the zarr output at ``out``.
+
+    ``run_id`` is the output's run when the task was made: if the output is replaced meanwhile
+    (the run failed and was restarted with --overwrite), the task stops before its next write.
+    """
     runner, key = _runner(model)
     job = template.job(_open(source), runner, key)
-    sink = ZarrSink.open(out)
+    sink = ZarrSink.open(out, run_id=run_id)
     todo = job.remaining(block, sink.done())  # a retried task skips the stripes already written
     if todo is None:
         return BlockStats()
@@ -123,6 +129,7 @@ def run_blocks(
     model_ref = _share(client, ModelRef.of(model, model_options))
     template = JobTemplate.of(job)
     out_path = str(Path(out).resolve())
+    run_id = ZarrSink.open(out_path).attributes.get("tiler", {}).get("run_id")
     # A few blocks per worker in flight, the next submitted as one finishes: a dask image's block
     # windows are then computed a few at a time, never the whole image into cluster memory at once.
     todo = iter(blocks)
@@ -132,7 +139,7 @@ def run_blocks(
     def submit_next() -> None:
         b = next(todo, None)
         if b is not None:
-            f = client.submit(_write_block, template, source_of(b), model_ref, b, out_path,
+            f = client.submit(_write_block, template, source_of(b), model_ref, b, out_path, run_id,
                               key=f"tiler-block-{b.row}-{b.col}-{uuid.uuid4().hex[:8]}", pure=False)
             futures[f] = b
             queue.add(f)

@@ -86,9 +86,10 @@ def _is_zarr_group(path: Path) -> bool:
 class ZarrSink:
     """A zarr v3 output group (see the module docstring). Use :meth:`create` or :meth:`open`."""
 
-    def __init__(self, path: Path, group: zarr.Group) -> None:
+    def __init__(self, path: Path, group: zarr.Group, run_id: str | None = None) -> None:
         self.path = path
         self.group = group
+        self.run_id = run_id  # when set, writes stop once the output was replaced by another run
         # write_empty_chunks: skip zarr's "is this chunk all fill value?" scan of every chunk
         # (a full pass over the data, about a tenth of a zero-cost run); the output is dense.
         self.array: Any = group["0"].with_config({"write_empty_chunks": True})
@@ -133,8 +134,13 @@ class ZarrSink:
         return cls(path, group)
 
     @classmethod
-    def open(cls, path: str | Path) -> ZarrSink:
-        """Open an existing output group for resuming."""
+    def open(cls, path: str | Path, *, run_id: str | None = None) -> ZarrSink:
+        """Open an existing output group for resuming (or, for a worker, to write its blocks).
+
+        With ``run_id`` (the ``tiler.run_id`` attribute the output had when the task was made),
+        every write first checks that the output is still that run's: a task that outlives its run
+        (a cancelled dask task still executing) stops instead of writing into a replacement.
+        """
         path = Path(path)
         try:
             group = zarr.open_group(str(path), mode="r+")
@@ -147,19 +153,31 @@ class ZarrSink:
             raise OutputError(
                 f"{path}: is not a readable zarr output ({exc}); pass --overwrite to start again"
             ) from None
-        return cls(path, group)
+        return cls(path, group, run_id)
 
     @property
     def attributes(self) -> dict[str, Any]:
         return dict(self.group.attrs)
 
+    def _check_run(self) -> None:
+        if self.run_id is None:
+            return
+        try:
+            current = zarr.open_group(str(self.path), mode="r").attrs.get("tiler", {}).get("run_id")
+        except (FileNotFoundError, ValueError, KeyError):
+            current = None
+        if current != self.run_id:
+            raise OutputError(f"{self.path}: the output was replaced by another run; this task stops")
+
     def write(self, y0: int, y1: int, x0: int, x1: int, data: np.ndarray) -> None:
+        self._check_run()
         try:
             self.array[..., y0:y1, x0:x1] = data
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
 
     def mark_done(self, chunk_row: int, block_col: int) -> None:
+        self._check_run()
         try:
             self.progress[chunk_row, block_col] = 1
         except OSError as exc:
