@@ -270,11 +270,6 @@ def run_block(
     return stats
 
 
-def lattice_tiles(job: Job) -> int:
-    """Tiles in the lattice (each computed once in an ideal partition)."""
-    return job.plan.n_tiles
-
-
 def repeated_fraction(job: Job, partition: Partition | None = None) -> float:
     """(tiles computed over all blocks) / (tiles in the lattice) - 1: work repeated at block borders.
 
@@ -282,11 +277,8 @@ def repeated_fraction(job: Job, partition: Partition | None = None) -> float:
     only the number of block borders repeats work (about ``tile / block edge`` per border).
     """
     partition = partition or job.partition
-    total = 0
-    for block in partition.blocks():
-        rows, cols = job.plan.tiles_touching(block)
-        total += len(rows) * len(cols)
-    return total / lattice_tiles(job) - 1.0
+    total = sum(job.tiles_in(block) for block in partition.blocks())
+    return total / job.plan.n_tiles - 1.0
 
 
 def grid_for_workers(job: Job, workers: int, *, budget: float = 0.05, per_worker: int = 4) -> Partition:

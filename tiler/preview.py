@@ -107,12 +107,11 @@ def _probabilities(values: np.ndarray, result: Result) -> np.ndarray:
     if values.dtype == np.uint8:
         return values.astype(np.float32) / 255.0
     v = values.astype(np.float32)
-    if result.kind != "logits" or result.activation == "none":
+    if result.kind != "logits":
         return v
-    if result.activation == "sigmoid" or v.shape[0] == 1:
-        return 1.0 / (1.0 + np.exp(-v))
-    e = np.exp(v - v.max(axis=0, keepdims=True))
-    return e / e.sum(axis=0, keepdims=True)
+    from .outputs import OutputSpec
+
+    return OutputSpec(channels=v.shape[0], activation=result.activation).probabilities(v)
 
 
 def overlay(base: np.ndarray, values: np.ndarray, result: Result, alpha: float = 0.4) -> np.ndarray:
