@@ -68,3 +68,26 @@ def test_skipped_tiles_are_not_loaded_but_rows_are_reported_done() -> None:
     assert all(i != 1 and j != 0 for i, j in got)
     assert [r for b in batches for r in b.rows_done] == list(range(plan.rows.count))
     assert loader.tiles_skipped == plan.n_tiles - len(got)
+
+
+@pytest.mark.parametrize("mean", [None, (0.5, 0.4, 0.3)])
+def test_normalising_while_copying_equals_normalising_the_raw_batch(mean) -> None:
+    """The loader's fused copy + convert + scale (+ mean/std) gives the runner's own normalise bit
+    for bit, reflected borders and the tiny-image gather path included."""
+    from tiler.models.spec import ModelSpec
+    from tiler.runners.base import FunctionRunner
+
+    spec = ModelSpec(mean=mean or (), std=() if mean is None else (0.2, 0.25, 0.3))
+    runner = FunctionRunner(lambda x: x, spec)
+    for shape in [(90, 70, 3), (5, 6, 3)]:
+        image = (smooth_image(shape) * 255).astype(np.uint8)
+        plan = TilePlan.create(shape[:2], tile=32, overlap=8)
+        rows, cols = range(plan.rows.count), range(plan.cols.count)
+        norm = runner.normalisation(image.dtype)
+        assert norm is not None
+        raw = list(TileLoader(ArraySource(image), plan, rows, cols, batch_size=3))
+        fused = list(TileLoader(ArraySource(image), plan, rows, cols, batch_size=3, normalisation=norm))
+        assert len(raw) == len(fused)
+        for r, f in zip(raw, fused):
+            assert f.tiles.dtype == np.float32
+            np.testing.assert_array_equal(f.tiles, runner.normalise(r.tiles))

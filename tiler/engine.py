@@ -9,6 +9,8 @@ inference, blending and compression overlap and memory stays bounded.
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -52,6 +54,9 @@ class Settings:
     block_height: int | None = None
     block_width: int | None = 16384
     prefetch: int = 2
+    #: Threads blending and converting side by side (None: one per core, at most 4). Any number
+    #: gives the same values: each owns whole chunk columns and sums in lattice order.
+    stitch_threads: int | None = None
 
     def record(self) -> dict[str, Any]:
         """The settings that determine the output values (recorded and checked on resume)."""
@@ -168,8 +173,8 @@ def _out_of_memory() -> ModelError:
     )
 
 
-def _run_model(job: Job, tiles: np.ndarray) -> np.ndarray:
-    """``job.runner(tiles)``, in slices of ``job.model_batch`` tiles; halves that on out-of-memory.
+def _run_model(job: Job, tiles: np.ndarray, *, normalised: bool = False) -> np.ndarray:
+    """``job.runner(tiles, normalised=normalised)``, in slices of ``job.model_batch`` tiles; halves that on out-of-memory.
 
     (N, C, t, t) raw tiles -> (N, C_out, t, t) float32. Tiles are independent, so the slicing does
     not change any value. The first halving warns once per job.
@@ -180,7 +185,7 @@ def _run_model(job: Job, tiles: np.ndarray) -> np.ndarray:
     start = 0
     while start < len(tiles):
         try:
-            parts.append(runner(tiles[start : start + step]))
+            parts.append(runner(tiles[start : start + step], normalised=normalised))
             start += step
         except runner.out_of_memory_errors:
             runner.release_memory()
@@ -197,70 +202,125 @@ def _run_model(job: Job, tiles: np.ndarray) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def column_parts(block: Block, chunk: int, parts: int) -> list[Block]:
+    """``block`` cut into at most ``parts`` side-by-side blocks of whole chunk columns.
+
+    Each part gets its own stitcher (thread): accumulation and conversion run in parallel, and
+    every output chunk is still written whole, by one writer.
+    """
+    first, last = block.x0 // chunk, math.ceil(block.x1 / chunk)
+    n = max(1, min(parts, last - first))
+    cuts = [first + (last - first) * p // n for p in range(n + 1)]
+    return [
+        Block(block.row, block.col, block.y0, block.y1, max(block.x0, a * chunk), min(block.x1, b * chunk))
+        for a, b in zip(cuts, cuts[1:])
+    ]
+
+
+class _Countdown:
+    """Call ``action`` once ``done`` has been called ``n`` times (from any threads)."""
+
+    def __init__(self, n: int, action: Callable[[], None]) -> None:
+        self.n, self.action, self._lock = n, action, threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self.n -= 1
+            last = self.n == 0
+        if last:
+            self.action()
+
+
 def run_block(
     job: Job, block: Block, sink: Sink, *, on_tiles: Callable[[int], None] | None = None
 ) -> BlockStats:
-    """Compute ``block`` and write it into ``sink``, stripe by stripe, recording each as done."""
+    """Compute ``block`` and write it into ``sink``, stripe by stripe, recording each as done.
+
+    Threads: the loader (with its decoders) reads and normalises tiles ahead; the model runs in
+    the calling thread; ``Settings.stitch_threads`` stitchers, each owning a band of the block's
+    chunk columns, blend every batch and convert finished chunk rows side by side; one writer
+    writes them and records a stripe once all of its parts are written.
+    """
     t0 = time.perf_counter()
     stats = BlockStats()
     rows, cols = job.plan.tiles_touching(block)
-    pool = BufferPool(job.settings.prefetch + 4)  # batches in the queues, the model and the stitcher
+    parts = column_parts(block, job.partition.chunk, job.settings.stitch_threads or default_stitch_threads())
+    # batches in the loader's queue, in the model, and in every stitcher's queue
+    pool = BufferPool(job.settings.prefetch + 2 + 2 * len(parts))
+    normalisation = job.runner.normalisation(job.source.dtype)  # done by the loader, in its copy
     loader = TileLoader(
-        job.source, job.plan, rows, cols, batch_size=job.settings.batch_size, skip=job.skip, pool=pool
+        job.source, job.plan, rows, cols, batch_size=job.settings.batch_size, skip=job.skip, pool=pool,
+        normalisation=normalisation,
     )
     view = getattr(sink, "view", None)
-    target = None
-    if view is not None and job.output.kind == "logits" and job.skip is None:
-        def target(y0: int, y1: int) -> np.ndarray | None:
-            return view(y0, y1, block.x0, block.x1)
-    stitcher = Stitcher(job.plan, block, job.window, job.output.channels, job.partition.chunk, target)
+    in_place = view is not None and job.output.kind == "logits" and job.skip is None
+    stitchers = [
+        Stitcher(
+            job.plan, part, job.window, job.output.channels, job.partition.chunk,
+            (lambda y0, y1, p=part: view(y0, y1, p.x0, p.x1)) if in_place else None,
+            complete=job.skip is None,
+        )
+        for part in parts
+    ]
+    written: dict[int, int] = {}  # chunk row -> parts written (the writer thread's own)
 
-    def write(item: tuple[int, tuple[int, int, int, int], np.ndarray]) -> None:
-        index, (y0, y1, x0, x1), data = item
+    def write(item: tuple[int, tuple[int, int, int, int], np.ndarray, Stitcher]) -> None:
+        index, (y0, y1, x0, x1), data, stitcher = item
         sink.write(y0, y1, x0, x1, data)
-        sink.mark_done(index, block.col)
         stitcher.recycle(data)  # written: its buffer can hold a later chunk row (logits)
+        written[index] = written.get(index, 0) + 1
+        if written[index] == len(parts):
+            sink.mark_done(index, block.col)
+            del written[index]
 
-    writer: Worker[Any] = Worker(write, maxsize=2, name="tiler-write")
+    writer: Worker[Any] = Worker(write, maxsize=2 * len(parts), name="tiler-write")
 
-    def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int], np.ndarray | None]) -> None:
-        outputs, index, rows_done, tiles = item
-        if outputs is not None:
-            stitcher.add(outputs, index)
-        if tiles is not None:  # the outputs were a view of the tiles: free only now
-            pool.give(tiles)
-        if rows_done:
-            for row in stitcher.finished(rows_done[-1]):
-                # converted before queueing: the write queue holds stored values (uint8 probs are
-                # a quarter of the float32 logits), and the float32 buffer is freed here
-                data = job.output.convert(row.logits, row.covered)
-                if data is not row.logits:
-                    stitcher.recycle(row.logits)
-                writer.put((row.index, (row.y0, row.y1, row.x0, row.x1), data))
+    def stitch_with(stitcher: Stitcher) -> Callable[[Any], None]:
+        def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int], _Countdown | None]) -> None:
+            outputs, index, rows_done, release = item
+            if outputs is not None:
+                stitcher.add(outputs, index)
+            if release is not None:  # the outputs were a view of the tiles: free once all added
+                release.done()
+            if rows_done:
+                for row in stitcher.finished(rows_done[-1]):
+                    # converted here, in parallel across the parts; the write queue holds stored
+                    # values (uint8 probs are a quarter of the float32 logits)
+                    data = job.output.convert(row.logits, row.covered)
+                    if data is not row.logits:
+                        stitcher.recycle(row.logits)
+                    writer.put((row.index, (row.y0, row.y1, row.x0, row.x1), data, stitcher))
+        return stitch
 
-    stitch_worker: Worker[Any] = Worker(stitch, maxsize=2, name="tiler-stitch")
+    workers: list[Worker[Any]] = [
+        Worker(stitch_with(s), maxsize=2, name=f"tiler-stitch-{k}") for k, s in enumerate(stitchers)
+    ]
     try:
         with Prefetcher(loader, maxsize=job.settings.prefetch, name="tiler-load") as batches:
             for batch in batches:
                 outputs = None
                 if len(batch.index):
                     m0 = time.perf_counter()
-                    outputs = _run_model(job, batch.tiles)
+                    outputs = _run_model(job, batch.tiles, normalised=normalisation is not None)
                     stats.model_seconds += time.perf_counter() - m0
                     _check_finite(job, outputs, batch.index)
-                tiles = batch.tiles
-                if outputs is None or not np.may_share_memory(outputs, tiles):
-                    pool.give(tiles)
-                    tiles = None
-                stitch_worker.put((outputs, batch.index, batch.rows_done, tiles))
+                release = None
+                if outputs is None or not np.may_share_memory(outputs, batch.tiles):
+                    pool.give(batch.tiles)
+                else:
+                    release = _Countdown(len(workers), lambda tiles=batch.tiles: pool.give(tiles))
+                for worker in workers:
+                    worker.put((outputs, batch.index, batch.rows_done, release))
                 if on_tiles:
                     skipped_now = loader.tiles_skipped - stats.skipped
                     stats.skipped = loader.tiles_skipped
                     on_tiles(len(batch.index) + skipped_now)
-        stitch_worker.finish()
+        for worker in workers:
+            worker.finish()
         writer.finish()
     except BaseException:
-        stitch_worker.abandon()
+        for worker in workers:
+            worker.abandon()
         writer.abandon()
         raise
     stats.tiles = loader.tiles_loaded
@@ -268,6 +328,11 @@ def run_block(
     stats.source_rows = loader.cache.rows_read
     stats.seconds = time.perf_counter() - t0
     return stats
+
+
+def default_stitch_threads() -> int:
+    """Stitcher threads when the settings leave it open: one per core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def repeated_fraction(job: Job, partition: Partition | None = None) -> float:

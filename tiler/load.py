@@ -6,7 +6,9 @@ per block and dropped as soon as no later tile row needs it. Each tile is copied
 bands into a preallocated (N, C, tile, tile) batch buffer, one copy per pixel: the rows and columns
 it needs, reflected at the image borders, are split into a few runs of consecutive pixels (step +1
 inside the image, -1 in a reflected border), and each run pair is one strided NumPy copy that also
-moves the channel axis to the front. No strip of the tile row is ever assembled.
+moves the channel axis to the front. No strip of the tile row is ever assembled. Given the
+runner's :class:`~tiler.runners.base.Normalisation`, that same copy converts to float32 and scales,
+so the model's input is made in one pass from the decoded image.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .plan import TilePlan, reflect_index
+from .runners.base import Normalisation
 from .sources import Source
 
 #: Above this many runs along an axis (images smaller than a few pixels) a tile is gathered instead.
@@ -31,7 +34,8 @@ class Batch:
 
     Attributes
     ----------
-    tiles : (N, C, tile, tile) array in the source's dtype; N <= batch size.
+    tiles : (N, C, tile, tile) array in the source's dtype, or normalised float32 when the loader
+        was given a normalisation; N <= batch size.
     index : (N, 2) int array of lattice positions ``(row, col)`` of each tile.
     rows_done : tile rows whose every tile (skipped ones included) has now been handed out.
     """
@@ -143,6 +147,7 @@ class TileLoader:
     batch_size : tiles per batch (the last batch may be smaller).
     skip : optional predicate ``skip(row, col) -> bool`` for tiles not to compute.
     pool : where batch buffers come from (hand them back with ``pool.give`` once used).
+    normalisation : optional; tiles come out float32, normalised by it (see :class:`Batch`).
     """
 
     def __init__(
@@ -155,8 +160,11 @@ class TileLoader:
         batch_size: int = 8,
         skip: Callable[[int, int], bool] | None = None,
         pool: BufferPool | None = None,
+        normalisation: Normalisation | None = None,
     ) -> None:
         self.source, self.plan, self.rows, self.cols = source, plan, rows, cols
+        self.normalisation = normalisation
+        self.dtype = np.dtype(np.float32 if normalisation else source.dtype)
         self.pool = pool or BufferPool(0)
         self.batch_size = batch_size
         self.skip = skip
@@ -209,17 +217,28 @@ class TileLoader:
         if len(y_runs) > _MAX_RUNS or len(x_runs) > _MAX_RUNS:  # tiny images: gather
             lo, hi = int(y_index.min()), int(y_index.max()) + 1
             region = self.cache.get(lo, hi)
-            dst[...] = region[np.ix_(y_index - lo, self._x_index[j])].transpose(2, 0, 1)
+            self._put(dst, region[np.ix_(y_index - lo, self._x_index[j])].transpose(2, 0, 1))
             return
         for dy0, dy1, b, sy in y_runs:
             band = self.cache.band(b)
             for dx0, dx1, sx in x_runs:
-                dst[:, dy0:dy1, dx0:dx1] = band[sy, sx].transpose(2, 0, 1)
+                self._put(dst[:, dy0:dy1, dx0:dx1], band[sy, sx].transpose(2, 0, 1))
+
+    def _put(self, dst: np.ndarray, src: np.ndarray) -> None:
+        if self.normalisation is None:
+            dst[...] = src
+        else:
+            self.normalisation.copy_into(dst, src)
+
+    def _batch(self, buf: np.ndarray, index: np.ndarray, rows_done: list[int]) -> Batch:
+        if self.normalisation is not None:
+            self.normalisation.finish(buf)
+        return Batch(buf, index, rows_done)
 
     def __iter__(self) -> Iterator[Batch]:
         c, t, n = self.source.shape[2], self.plan.tile, self.batch_size
         k, rows_done = 0, []
-        buf, index = self.pool.take((n, c, t, t), self.source.dtype), np.empty((n, 2), np.int64)
+        buf, index = self.pool.take((n, c, t, t), self.dtype), np.empty((n, 2), np.int64)
         for i in self.rows:
             wanted = [j for j in self.cols if not (self.skip and self.skip(i, j))]
             self.tiles_skipped += len(self.cols) - len(wanted)
@@ -232,10 +251,10 @@ class TileLoader:
                 k += 1
                 if k == n:
                     self.tiles_loaded += k
-                    yield Batch(buf, index, rows_done)
+                    yield self._batch(buf, index, rows_done)
                     k, rows_done = 0, []
                     buf, index = self.pool.take(buf.shape, buf.dtype), np.empty_like(index)
             rows_done = [*rows_done, i]
         self.tiles_loaded += k
         if k or rows_done:
-            yield Batch(buf[:k], index[:k], rows_done)
+            yield self._batch(buf[:k], index[:k], rows_done)

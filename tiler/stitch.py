@@ -1,10 +1,16 @@
 """Blending tile outputs of one block into finished chunk rows.
 
-The :class:`Stitcher` keeps ``Σ w·y`` (C, h, W_block) and ``Σ w`` (h, W_block) in float32 for each
-chunk row of the block that some computed tile has touched but that is not finished yet. Tiles
-arrive in lattice (raster) order; once every tile row touching a chunk row has been added, the row
-is normalised and handed out, and its buffers are freed. Memory is therefore bounded by the block
-width, the tile and the chunk, never by the image height.
+The :class:`Stitcher` keeps ``Σ w·y`` (C, h, W_block) in float32 for each chunk row of the block
+that some computed tile has touched but that is not finished yet. Tiles arrive in lattice (raster)
+order; once every tile row touching a chunk row has been added, the row is normalised (divided by
+``Σ w``) and handed out, and its buffers are freed. Memory is therefore bounded by the block width,
+the tile and the chunk, never by the image height.
+
+``Σ w`` comes from :class:`WeightSums` when every lattice tile is computed: it depends only on a
+pixel's offsets inside the tiles covering it, which repeat with the stride, so it is summed once
+per block for a stride's worth of rows (plus the borders) instead of once per pixel. When a mask
+skips tiles, ``Σ w`` (h, W_block) is accumulated alongside ``Σ w·y``. Both ways sum the same
+weights in the same (lattice) order, so they give the same bits.
 """
 
 from __future__ import annotations
@@ -34,6 +40,48 @@ class ChunkRow:
     covered: np.ndarray | None
 
 
+class WeightSums:
+    """``Σ w`` of every pixel of ``block`` when every lattice tile touching it is added.
+
+    Along a column, ``Σ w`` at row y depends only on the covering tile rows' offsets
+    ``y - origin(i)``: the first offset and the number of covering tiles (the next ones are a
+    stride apart). One float32 table row per distinct (count, first offset) pair, summed in lattice
+    order exactly as :meth:`Stitcher.add` sums tiles; rows are ordered so that consecutive image rows
+    inside a tile row use consecutive table rows, and dividing a chunk row takes a few slices.
+    Table: (K, W_block) with K about ``stride + 2 * tile`` at most; index: one int per block row.
+    """
+
+    def __init__(self, plan: TilePlan, block: Block, window: np.ndarray) -> None:
+        rows, s, m, t = plan.rows, plan.stride, plan.margin, plan.tile
+        y = np.arange(block.y0, block.y1, dtype=np.int64)
+        first = np.maximum(0, (y - (t - 2 * m)) // s + 1)  # AxisLattice.touching, vectorised
+        last = np.minimum(rows.count - 1, y // s)
+        offset = y - (first * s - m)  # row of y inside the first covering tile
+        code = (last - first) * t + offset  # offset < t: (count, offset) sorts by count, then offset
+        codes, self.index = np.unique(code, return_inverse=True)
+        x0, x1 = block.x0, block.x1
+        self.table = np.zeros((len(codes), x1 - x0), np.float32)
+        cols = [plan.cols.origin(j) for j in plan.cols.touching(x0, x1)]
+        counts, offsets = codes // t + 1, codes % t
+        for n in np.unique(counts).tolist():
+            group = np.flatnonzero(counts == n)
+            dst = self.table[group[0] : group[-1] + 1]  # a count's codes are consecutive
+            for e in range(n):  # tile rows in lattice order, then tile columns
+                dy = offsets[group] - e * s
+                for tx in cols:
+                    xa, xb = max(tx + m, x0), min(tx + t - m, x1)
+                    dst[:, xa - x0 : xb - x0] += window[dy, xa - tx : xb - tx]
+        self.y0 = block.y0
+
+    def divide(self, acc: np.ndarray, y0: int) -> None:
+        """``acc /= Σ w`` in place: ``acc`` (C, h, W_block) holds block rows ``[y0, y0 + h)``."""
+        k = self.index[y0 - self.y0 : y0 - self.y0 + acc.shape[1]]
+        breaks = np.flatnonzero(np.diff(k) != 1) + 1  # runs of consecutive table rows
+        for a, b in zip([0, *breaks.tolist()], [*breaks.tolist(), len(k)]):
+            part = acc[:, a:b]
+            np.divide(part, self.table[k[a] : k[a] + b - a], out=part)
+
+
 class Stitcher:
     """Accumulate weighted tile outputs for ``block`` and release chunk rows as they finish.
 
@@ -46,16 +94,20 @@ class Stitcher:
     chunk : output chunk edge; rows are released in chunk rows of the global chunk grid.
     target : optional ``target(y0, y1)`` giving the output's own float32 memory for rows
         ``[y0, y1)`` of the block (an in-memory result): Σ w·y accumulates and is normalised there.
+    complete : every lattice tile touching the block will be added (no mask): ``Σ w`` comes from
+        :class:`WeightSums` instead of being accumulated.
     """
 
     def __init__(
         self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, chunk: int,
-        target: Callable[[int, int], np.ndarray | None] | None = None,
+        target: Callable[[int, int], np.ndarray | None] | None = None, *, complete: bool = False,
     ) -> None:
         self.plan, self.block, self.window = plan, block, window
+        self.sums = WeightSums(plan, block, window) if complete else None
         self.target = target  # (y0, y1) -> the output's own (C, h, W_block) float32 memory, if any
         self.channels, self.chunk = channels, chunk
-        self._pending: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._weighted = np.empty((channels, plan.tile, plan.tile), np.float32)
+        self._pending: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._added: dict[int, int] = {}  # chunk row -> tiles added to it
         # One spare buffer of each kind, reused for the next chunk row: fresh np.zeros memory is
         # zeroed by the kernel page by page on first touch, which cost more than the blending.
@@ -67,7 +119,7 @@ class Stitcher:
     def _rows_of(self, j: int) -> tuple[int, int]:
         return max(self.block.y0, j * self.chunk), min(self.block.y1, (j + 1) * self.chunk)
 
-    def _buffers(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+    def _buffers(self, j: int) -> tuple[np.ndarray, np.ndarray | None]:
         if j not in self._pending:
             y0, y1 = self._rows_of(j)
             w = self.block.x1 - self.block.x0
@@ -76,29 +128,34 @@ class Stitcher:
                 acc = self._zeros((self.channels, y1 - y0, w))
             else:
                 acc.fill(0)
-            self._pending[j] = (acc, self._zeros((y1 - y0, w)))
+            self._pending[j] = (acc, None if self.sums else self._zeros((y1 - y0, w)))
         return self._pending[j]
 
     def add(self, outputs: np.ndarray, index: np.ndarray) -> None:
-        """Add a batch: ``outputs`` (N, C, tile, tile) float32 (weighted in place), ``index`` (N, 2)."""
+        """Add a batch: ``outputs`` (N, C, tile, tile) float32 (not modified), ``index`` (N, 2).
+
+        Only the parts of the tiles inside this stitcher's block are read, so several stitchers
+        for side-by-side blocks can add the same batch at the same time.
+        """
         plan, b, m, t = self.plan, self.block, self.plan.margin, self.plan.tile
-        if not outputs.flags.writeable:
-            outputs = outputs.copy()
-        outputs *= self.window
         for out, (i, j) in zip(outputs, index.tolist()):
             ty, tx = plan.rows.origin(i), plan.cols.origin(j)
             ya, yb = max(ty + m, b.y0), min(ty + t - m, b.y1)
             xa, xb = max(tx + m, b.x0), min(tx + t - m, b.x1)
             if ya >= yb or xa >= xb:
                 continue
+            # w * y once per tile, into a small buffer that stays in cache for the additions
+            weighted = self._weighted[:, : yb - ya, : xb - xa]
+            np.multiply(out[:, ya - ty : yb - ty, xa - tx : xb - tx],
+                        self.window[ya - ty : yb - ty, xa - tx : xb - tx], out=weighted)
             for k in range(ya // self.chunk, (yb - 1) // self.chunk + 1):
                 acc, wsum = self._buffers(k)
                 r0, _ = self._rows_of(k)
                 y_lo, y_hi = max(ya, r0), min(yb, r0 + acc.shape[1])
                 dst = (slice(y_lo - r0, y_hi - r0), slice(xa - b.x0, xb - b.x0))
-                src = (slice(y_lo - ty, y_hi - ty), slice(xa - tx, xb - tx))
-                acc[(slice(None), *dst)] += out[(slice(None), *src)]
-                wsum[dst] += self.window[src]
+                acc[(slice(None), *dst)] += weighted[:, y_lo - ya : y_hi - ya]
+                if wsum is not None:
+                    wsum[dst] += self.window[y_lo - ty : y_hi - ty, xa - tx : xb - tx]
                 self._added[k] = self._added.get(k, 0) + 1
 
     def _zeros(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -129,6 +186,11 @@ class Stitcher:
     def _release(self, j: int, y0: int, y1: int) -> ChunkRow:
         acc, wsum = self._pending.pop(j, (None, None))
         w = self.block.x1 - self.block.x0
+        if self.sums is not None:  # complete: every pixel is covered (the lattice invariant)
+            if acc is None:  # (only for a block no tile's weighted part reaches; not on a lattice)
+                raise RuntimeError(f"no tile was added to chunk row {j} of a complete stitch")
+            self.sums.divide(acc, y0)
+            return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None)
         if acc is None:  # no computed tile touched this row (all skipped)
             acc = np.zeros((self.channels, y1 - y0, w), np.float32)
             wsum = np.zeros((y1 - y0, w), np.float32)

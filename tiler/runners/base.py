@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -14,6 +15,33 @@ from ..models.spec import ModelSpec
 
 def _digest(*parts: object) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Raw pixels -> float32 model input: ``(x * scale - mean) / std``, per channel.
+
+    Split in two so that the tile loader can fuse the first part into its copy of each tile
+    (one pass from the decoded image into the float32 batch; no raw batch, no second buffer):
+    :meth:`copy_into` converts and scales, :meth:`finish` applies mean and std to a whole batch.
+    """
+
+    scale: np.float32
+    mean: np.ndarray | None = None  #: (1, C, 1, 1) float32
+    std: np.ndarray | None = None  #: (1, C, 1, 1) float32
+
+    def copy_into(self, dst: np.ndarray, src: np.ndarray) -> None:
+        """``dst[...] = src * scale`` in float32, ``src`` of any dtype and strides."""
+        if self.scale == 1:
+            np.copyto(dst, src, casting="unsafe")
+        else:  # convert and scale in one pass
+            np.multiply(src, self.scale, out=dst, casting="unsafe")
+
+    def finish(self, tiles: np.ndarray) -> None:
+        """Subtract the mean and divide by the std, in place, on (N, C, h, w) float32 tiles."""
+        if self.mean is not None:
+            tiles -= self.mean
+            tiles /= self.std
 
 
 class Runner(ABC):
@@ -48,21 +76,28 @@ class Runner(ABC):
         """
         return _digest(type(self).__qualname__, self.spec.to_dict())
 
+    def normalisation(self, dtype: np.dtype) -> Normalisation | None:
+        """How raw tiles of ``dtype`` become :meth:`run`'s input; None: :meth:`run` takes them as
+        they are (runners that normalise on their device, float32 tiles with nothing to do)."""
+        if self.normalises_on_device:
+            return None
+        scale = np.float32(self.spec.input_scale(dtype))
+        if scale == 1 and np.dtype(dtype) == np.float32 and not self.spec.mean:
+            return None
+        if not self.spec.mean:
+            return Normalisation(scale)
+        mean = np.asarray(self.spec.mean, np.float32)[None, :, None, None]
+        std = np.asarray(self.spec.std, np.float32)[None, :, None, None]
+        return Normalisation(scale, mean, std)
+
     def normalise(self, tiles: np.ndarray) -> np.ndarray:
         """(N, C, h, w) raw tiles -> float32 normalised tiles (``tiles`` itself if nothing to do)."""
-        scale = np.float32(self.spec.input_scale(tiles.dtype))
-        if scale == 1 and tiles.dtype == np.float32 and not self.spec.mean:
-            return tiles  # already what the model takes: no copy
+        norm = self.normalisation(tiles.dtype)
+        if norm is None:
+            return tiles
         x = np.empty(tiles.shape, np.float32)
-        if scale == 1:
-            np.copyto(x, tiles, casting="unsafe")
-        else:  # convert and scale in one pass
-            np.multiply(tiles, scale, out=x, casting="unsafe")
-        if self.spec.mean:
-            mean = np.asarray(self.spec.mean, np.float32)[None, :, None, None]
-            std = np.asarray(self.spec.std, np.float32)[None, :, None, None]
-            x -= mean
-            x /= std
+        norm.copy_into(x, tiles)
+        norm.finish(x)
         return x
 
     def check_input(self, tiles: np.ndarray) -> None:
@@ -77,10 +112,14 @@ class Runner(ABC):
                 f"the model's mean/std have {len(self.spec.mean)} values for a {c}-channel image"
             )
 
-    def __call__(self, tiles: np.ndarray) -> np.ndarray:
-        """(N, C, h, w) raw tiles (any dtype) -> (N, C_out, h, w) float32 logits."""
+    def __call__(self, tiles: np.ndarray, *, normalised: bool = False) -> np.ndarray:
+        """(N, C, h, w) raw tiles (any dtype) -> (N, C_out, h, w) float32 logits.
+
+        ``normalised=True``: the tiles already went through :meth:`normalisation` (the tile loader
+        does that while copying them).
+        """
         self.check_input(tiles)
-        x = tiles if self.normalises_on_device else self.normalise(tiles)
+        x = tiles if normalised or self.normalises_on_device else self.normalise(tiles)
         y = self.run(x)
         if y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
             raise ModelError(

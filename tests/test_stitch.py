@@ -1,0 +1,51 @@
+"""Blending: Σw from the per-block table equals Σw accumulated tile by tile, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tiler import windows
+from tiler.plan import Block, TilePlan
+from tiler.stitch import Stitcher
+
+
+def _stitch(plan: TilePlan, block: Block, window: np.ndarray, chunk: int, complete: bool) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    stitcher = Stitcher(plan, block, window, 2, chunk, complete=complete)
+    rows, cols = plan.tiles_touching(block)
+    out = np.zeros((2, block.y1 - block.y0, block.x1 - block.x0), np.float32)
+    for i in rows:
+        index = np.array([(i, j) for j in cols])
+        stitcher.add(rng.normal(size=(len(index), 2, plan.tile, plan.tile)).astype(np.float32), index)
+        for row in stitcher.finished(i):
+            assert row.covered is None
+            out[:, row.y0 - block.y0 : row.y1 - block.y0] = row.logits
+    return out
+
+
+@pytest.mark.parametrize(
+    ("shape", "tile", "overlap", "margin", "window", "box", "chunk"),
+    [
+        ((300, 260), 64, 16, 0, "gaussian", (0, 300, 0, 260), 32),
+        ((300, 260), 64, 24, 4, "linear", (64, 256, 96, 224), 32),
+        ((200, 130), 48, 30, 6, "cosine", (0, 200, 0, 130), 50),
+        ((20, 30), 64, 16, 0, "gaussian", (0, 20, 0, 30), 16),  # smaller than one tile
+        ((257, 129), 32, 0, 0, "constant", (0, 257, 0, 129), 64),  # no overlap
+    ],
+)
+def test_weight_table_gives_the_bits_of_accumulated_weights(shape, tile, overlap, margin, window, box, chunk):
+    plan = TilePlan.create(shape, tile=tile, overlap=overlap, margin=margin)
+    w = windows.window_2d(window, tile, margin=margin)
+    block = Block(0, 0, *box)
+    np.testing.assert_array_equal(_stitch(plan, block, w, chunk, True), _stitch(plan, block, w, chunk, False))
+
+
+def test_weight_table_is_small() -> None:
+    """One table row per offset pattern (about a stride's worth plus borders), not per image row."""
+    plan = TilePlan.create((5000, 100), tile=64, overlap=16)
+    from tiler.stitch import WeightSums
+
+    sums = WeightSums(plan, Block(0, 0, 0, 5000, 0, 100), windows.window_2d("gaussian", 64))
+    assert len(sums.table) <= plan.stride + 2 * plan.tile
+    assert sums.index.shape == (5000,)
