@@ -174,7 +174,7 @@ def _out_of_memory() -> ModelError:
 
 
 def _run_model(job: Job, tiles: np.ndarray, *, normalised: bool = False) -> np.ndarray:
-    """``job.runner(tiles, normalised=normalised)``, in slices of ``job.model_batch`` tiles; halves that on out-of-memory.
+    """``job.runner(tiles, normalised=...)`` in slices of ``job.model_batch`` tiles; halves that on OOM.
 
     (N, C, t, t) raw tiles -> (N, C_out, t, t) float32. Tiles are independent, so the slicing does
     not change any value. The first halving warns once per job.
