@@ -94,6 +94,11 @@ class Worker(Generic[T]):
             except BaseException as exc:
                 self._error = exc
 
+    @property
+    def error(self) -> BaseException | None:
+        """The exception that stopped the worker, if any (after :meth:`abandon`: its own, if any)."""
+        return None if isinstance(self._error, _Abandoned) else self._error
+
     def _raise(self) -> None:
         if self._error is not None:
             raise self._error

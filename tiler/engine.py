@@ -28,7 +28,7 @@ from .plan import Block, Partition, TilePlan
 from .runners.base import Runner
 from .sink import Sink
 from .sources import Source
-from .stitch import Stitcher
+from .stitch import NonFiniteOutput, Stitcher
 
 
 @dataclass(frozen=True)
@@ -154,17 +154,32 @@ class BlockStats:
         return self
 
 
-def _check_finite(job: Job, outputs: np.ndarray, index: np.ndarray) -> None:
-    if np.isfinite(outputs.min()) and np.isfinite(outputs.max()):  # NaN propagates; no temporaries
-        return
-    bad = ~np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
-    if bad.any():
-        i, j = (int(v) for v in index[int(np.argmax(bad))])
-        y, x = job.plan.rows.origin(i), job.plan.cols.origin(j)
-        raise ModelOutputError(
-            f"{job.source.name}: the model returned NaN or infinite values for the tile at row {y}, "
-            f"column {x} (lattice position {i}, {j}); check the model and the input's normalisation"
-        )
+def _non_finite(job: Job, exc: NonFiniteOutput) -> ModelOutputError:
+    """The error for a NaN/inf blended pixel, naming the tile that produced it.
+
+    Only the blended rows are checked while running (one cheap pass); on a hit, the tiles covering
+    the pixel are loaded and run again, one by one, to find the culprit.
+    """
+    norm = job.runner.normalisation(job.source.dtype)
+    for i in job.plan.rows.touching(exc.y, exc.y + 1):
+        for j in job.plan.cols.touching(exc.x, exc.x + 1):
+            if job.skip is not None and job.skip(i, j):
+                continue
+            loader = TileLoader(job.source, job.plan, range(i, i + 1), range(j, j + 1), batch_size=1,
+                                normalisation=norm)
+            y, x = job.plan.rows.origin(i), job.plan.cols.origin(j)
+            for batch in (b for b in loader if len(b.index)):
+                out = _run_model(job, batch.tiles, normalised=norm is not None)
+                if not np.isfinite(out[0, :, exc.y - y, exc.x - x]).all():
+                    return ModelOutputError(
+                        f"{job.source.name}: the model returned NaN or infinite values for the tile "
+                        f"at row {y}, column {x} (lattice position {i}, {j}); check the model and "
+                        "the input's normalisation"
+                    )
+    return ModelOutputError(
+        f"{job.source.name}: the blended output is NaN or infinite at row {exc.y}, column {exc.x} "
+        "(the model's outputs there are too large for float32, or not reproducible)"
+    )
 
 
 def _out_of_memory() -> ModelError:
@@ -303,7 +318,6 @@ def run_block(
                     m0 = time.perf_counter()
                     outputs = _run_model(job, batch.tiles, normalised=normalisation is not None)
                     stats.model_seconds += time.perf_counter() - m0
-                    _check_finite(job, outputs, batch.index)
                 release = None
                 if outputs is None or not np.may_share_memory(outputs, batch.tiles):
                     pool.give(batch.tiles)
@@ -318,10 +332,14 @@ def run_block(
         for worker in workers:
             worker.finish()
         writer.finish()
-    except BaseException:
+    except BaseException as exc:
         for worker in workers:
             worker.abandon()
         writer.abandon()
+        if isinstance(exc, NonFiniteOutput):  # the first bad pixel any stitcher found
+            found = [w.error for w in workers if isinstance(w.error, NonFiniteOutput)]
+            first = min([exc, *found], key=lambda e: (e.y, e.x))
+            raise _non_finite(job, first) from None
         raise
     stats.tiles = loader.tiles_loaded
     stats.skipped = loader.tiles_skipped

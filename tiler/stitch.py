@@ -71,15 +71,47 @@ class WeightSums:
                 for tx in cols:
                     xa, xb = max(tx + m, x0), min(tx + t - m, x1)
                     dst[:, xa - x0 : xb - x0] += window[dy, xa - tx : xb - tx]
-        self.y0 = block.y0
+        self.y0, self.x0 = block.y0, block.x0
 
     def divide(self, acc: np.ndarray, y0: int) -> None:
-        """``acc /= Σ w`` in place: ``acc`` (C, h, W_block) holds block rows ``[y0, y0 + h)``."""
+        """``acc /= Σ w`` in place: ``acc`` (C, h, W_block) holds block rows ``[y0, y0 + h)``.
+
+        Works in cache-sized slabs of rows, each checked for NaN/inf while still in cache
+        (raises :class:`NonFiniteOutput`).
+        """
         k = self.index[y0 - self.y0 : y0 - self.y0 + acc.shape[1]]
         breaks = np.flatnonzero(np.diff(k) != 1) + 1  # runs of consecutive table rows
+        step = max(1, _SLAB // acc[:, 0].size)
         for a, b in zip([0, *breaks.tolist()], [*breaks.tolist(), len(k)]):
-            part = acc[:, a:b]
-            np.divide(part, self.table[k[a] : k[a] + b - a], out=part)
+            for c in range(a, b, step):
+                d = min(b, c + step)
+                part = acc[:, c:d]
+                np.divide(part, self.table[k[c] : k[c] + d - c], out=part)
+                check_finite(part, y0 + c, self.x0)
+
+
+#: Elements per slab of :meth:`WeightSums.divide`: 1 MiB of float32, at home in a core's cache.
+_SLAB = 1 << 18
+
+
+class NonFiniteOutput(ValueError):
+    """A blended value is NaN or infinite at image pixel (``y``, ``x``): a tile covering it had one."""
+
+    def __init__(self, y: int, x: int) -> None:
+        super().__init__(f"NaN or infinite blended output at row {y}, column {x}")
+        self.y, self.x = y, x
+
+
+def check_finite(values: np.ndarray, y0: int, x0: int) -> None:
+    """Raise :class:`NonFiniteOutput` naming the first NaN/inf pixel of ``values`` (C, h, w), whose
+    first pixel is image pixel (``y0``, ``x0``). One pass: a sum (NaN and inf propagate); only when
+    that is not finite (also if finite values overflowed it) are the pixels looked at."""
+    if np.isfinite(values.sum()):
+        return
+    bad = ~np.isfinite(values).all(axis=0)
+    if bad.any():
+        r, c = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        raise NonFiniteOutput(y0 + int(r), x0 + int(c))
 
 
 class Stitcher:
@@ -184,6 +216,7 @@ class Stitcher:
             self._next += 1
 
     def _release(self, j: int, y0: int, y1: int) -> ChunkRow:
+        """Normalise chunk row ``j``; raises :class:`NonFiniteOutput` if a value is NaN or inf."""
         acc, wsum = self._pending.pop(j, (None, None))
         w = self.block.x1 - self.block.x0
         if self.sums is not None:  # complete: every pixel is covered (the lattice invariant)
@@ -199,9 +232,11 @@ class Stitcher:
             # invariant), so no coverage scan and no masked division
             np.divide(acc, wsum, out=acc)
             self.recycle(wsum)
+            check_finite(acc, y0, self.block.x0)
             return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None)
         covered = wsum > 0
         all_covered = bool(covered.all())
         np.divide(acc, wsum, out=acc, where=covered)
         self.recycle(wsum)
+        check_finite(acc, y0, self.block.x0)  # uncovered pixels hold 0
         return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None if all_covered else covered)
