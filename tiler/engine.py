@@ -301,7 +301,11 @@ def run_block(
                 for row in stitcher.finished(rows_done[-1]):
                     # converted here, in parallel across the parts; the write queue holds stored
                     # values (uint8 probs are a quarter of the float32 logits)
-                    data = job.output.convert(row.logits, row.covered)
+                    out = None
+                    if job.output.kind != "logits":
+                        shape = job.output.shape(row.y1 - row.y0, row.x1 - row.x0)
+                        out = stitcher.take(shape, job.output.store_dtype)
+                    data = job.output.convert(row.logits, row.covered, out)
                     if data is not row.logits:
                         stitcher.recycle(row.logits)
                     writer.put((row.index, (row.y0, row.y1, row.x0, row.x1), data, stitcher))

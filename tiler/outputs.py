@@ -12,6 +12,8 @@ Blending happens on logits; the activation is applied to the blended logits.
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,54 +66,86 @@ class OutputSpec:
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """(C, h, w) float32 logits -> (C, h, w) float32 probabilities (a new array)."""
-        if self.activation == "none":
-            return logits.copy()
-        if self.activation == "sigmoid" or logits.shape[0] == 1:
-            p = np.negative(logits)
-            np.exp(p, out=p)
-            p += 1.0
-            return np.reciprocal(p, out=p)
-        p = logits - logits.max(axis=0, keepdims=True)
-        np.exp(p, out=p)
-        p /= p.sum(axis=0, keepdims=True)
+        p = np.empty(logits.shape, np.float32)
+        self._probabilities_into(logits, p, np.empty((1, *logits.shape[1:]), np.float32))
         return p
 
-    def convert(self, logits: np.ndarray, covered: np.ndarray | None = None) -> np.ndarray:
+    def _probabilities_into(self, logits: np.ndarray, p: np.ndarray, tmp: np.ndarray) -> None:
+        """Probabilities of (C, h, w) ``logits`` into ``p`` (same shape); ``tmp`` (1, h, w) scratch."""
+        if self.activation == "none":
+            np.copyto(p, logits)
+        elif self.activation == "sigmoid" or logits.shape[0] == 1:
+            np.negative(logits, out=p)
+            np.exp(p, out=p)
+            p += 1.0
+            np.reciprocal(p, out=p)
+        else:  # softmax, shifted by the maximum
+            np.max(logits, axis=0, keepdims=True, out=tmp)
+            np.subtract(logits, tmp, out=p)
+            np.exp(p, out=p)
+            np.sum(p, axis=0, keepdims=True, out=tmp)
+            p /= tmp
+
+    def convert(
+        self, logits: np.ndarray, covered: np.ndarray | None = None, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Blended (C, h, w) float32 logits -> stored values, shape :meth:`shape` of (h, w).
 
         ``covered`` is an optional (h, w) bool array; uncovered pixels get ``fill``. ``logits`` is
-        not modified. Large inputs are converted in slabs of rows, so the float32 temporaries of
-        the activation stay small (and in cache) whatever the chunk-row size.
+        not modified. ``out``: where to put the result (a new array if None; ignored for logits,
+        which are returned as they are when every pixel is covered). Converted in slabs of rows
+        with per-thread scratch buffers, so the activation's temporaries stay small, in cache and
+        allocated once, whatever the chunk-row size.
         """
-        h = logits.shape[1]
-        slab = max(1, _SLAB_PIXELS // max(1, logits.shape[2]))
-        if self.kind == "logits" or h <= slab:
-            return self._convert(logits, covered)
-        out = np.empty(self.shape(h, logits.shape[2]), self.store_dtype)
+        if self.kind == "logits":
+            if covered is None or covered.all():
+                return logits
+            out = logits.copy()
+            out[..., ~covered] = self.fill
+            return out
+        h, w = logits.shape[1:]
+        if out is None:
+            out = np.empty(self.shape(h, w), self.store_dtype)
+        slab = max(1, _SLAB_PIXELS // max(1, w))
         for a in range(0, h, slab):
             part = None if covered is None else covered[a : a + slab]
-            out[..., a : a + slab, :] = self._convert(logits[:, a : a + slab], part)
+            self._convert_slab(logits[:, a : a + slab], out[..., a : a + slab, :], part)
         return out
 
-    def _convert(self, logits: np.ndarray, covered: np.ndarray | None) -> np.ndarray:
-        if self.kind == "logits":
-            out = logits
-        elif self.kind == "labels":
+    def _convert_slab(self, logits: np.ndarray, out: np.ndarray, covered: np.ndarray | None) -> None:
+        if self.kind == "labels":
             if logits.shape[0] == 1:
                 # a logit above 0 is a probability above 0.5; "none": the values are probabilities
-                threshold = 0.5 if self.activation == "none" else 0.0
-                out = (logits[0] > threshold).astype(np.uint8)
+                out[...] = logits[0] > (0.5 if self.activation == "none" else 0.0)
             else:
-                out = logits.argmax(axis=0).astype(np.uint8)
+                out[...] = logits.argmax(axis=0)
         else:
-            out = self.probabilities(logits)
-            if self.store_dtype == np.uint8:
-                # clip: an activation "none" model may stray a little outside [0, 1] (no wrap-around)
-                np.clip(out, 0.0, 1.0, out=out)
-                out *= 255.0
-                np.rint(out, out=out)
-                out = out.astype(np.uint8)
+            shape = logits.shape
+            tmp = _scratch("tmp", (1, *shape[1:]))
+            if self.store_dtype != np.uint8:
+                self._probabilities_into(logits, out, tmp)
+            else:
+                p = _scratch("p", shape)
+                self._probabilities_into(logits, p, tmp)
+                if self.activation == "none":
+                    # a "none" model may stray a little outside [0, 1]: clip (no wrap-around);
+                    # softmax and sigmoid are in [0, 1] already
+                    np.clip(p, 0.0, 1.0, out=p)
+                p *= 255.0
+                np.rint(p, out=p)
+                np.copyto(out, p, casting="unsafe")
         if covered is not None and not covered.all():
-            out = out.copy() if out is logits else out
             out[..., ~covered] = self.fill
-        return out.astype(self.store_dtype, copy=False)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of ``shape`` that this thread reuses for ``name`` (contents undefined)."""
+    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
+    n = math.prod(shape)
+    buf = buffers.get(name)
+    if buf is None or buf.size < n:
+        buf = buffers[name] = np.empty(n, np.float32)
+    return buf[:n].reshape(shape)

@@ -143,7 +143,7 @@ class Stitcher:
         self._added: dict[int, int] = {}  # chunk row -> tiles added to it
         # One spare buffer of each kind, reused for the next chunk row: fresh np.zeros memory is
         # zeroed by the kernel page by page on first touch, which cost more than the blending.
-        self._spare: dict[tuple[int, ...], np.ndarray] = {}
+        self._spare: dict[tuple[tuple[int, ...], str], np.ndarray] = {}  # (shape, dtype) -> array
         self._cols = len(plan.cols.touching(block.x0, block.x1))
         self._next = block.y0 // chunk  # next chunk row to release
         self._last = math.ceil(block.y1 / chunk)  # one past the last chunk row
@@ -191,19 +191,24 @@ class Stitcher:
                 self._added[k] = self._added.get(k, 0) + 1
 
     def _zeros(self, shape: tuple[int, ...]) -> np.ndarray:
-        spare = self._spare.pop(shape, None)
+        spare = self._spare.pop((shape, "<f4"), None)
         if spare is None:
             return np.zeros(shape, np.float32)
         spare.fill(0)
         return spare
 
-    def recycle(self, array: np.ndarray) -> None:
-        """Hand back a released row's float32 buffer (e.g. ``ChunkRow.logits``) once nothing uses it.
+    def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """An array of ``shape`` and ``dtype`` (contents undefined): a recycled one when there is one."""
+        spare = self._spare.pop((shape, np.dtype(dtype).str), None)
+        return np.empty(shape, dtype) if spare is None else spare
 
-        The next chunk row of the same shape reuses it (zeroed). Anything else is ignored.
+    def recycle(self, array: np.ndarray) -> None:
+        """Hand back a released row's buffer (``ChunkRow.logits`` or its converted values) once
+        nothing uses it any more; the next row of the same shape and dtype reuses it. Fresh large
+        arrays cost a page fault (and the kernel zeroing a page) per page on first touch.
         """
-        if array.dtype == np.float32 and array.flags.c_contiguous and array.flags.owndata:
-            self._spare.setdefault(array.shape, array)
+        if array.flags.c_contiguous and array.flags.owndata:
+            self._spare.setdefault((array.shape, array.dtype.str), array)
 
     def finished(self, tile_rows_done: int) -> Iterator[ChunkRow]:
         """Release, in order, every chunk row whose touching tile rows are all ``<= tile_rows_done``."""
