@@ -265,3 +265,44 @@ def test_load_runner_dispatches_onnx(sum_onnx):
     assert isinstance(runner, onnx_runner.OnnxRunner)
     with pytest.raises(InputNotFoundError, match="not found"):
         load_runner(sum_onnx.with_name("missing.onnx"))
+
+
+def test_compile_pads_every_call_to_the_batch_size(monkeypatch, tmp_path) -> None:
+    """--compile: the module goes through torch.compile, and every call (the probe and the short
+    last batch included) has the batch size's shape, so it compiles once; values are unchanged."""
+    from tiler.cli.main import main
+    from tiler.result import open_result
+
+    from .conftest import save_model, write_tiff
+
+    shapes: list[tuple[int, ...]] = []
+
+    def fake_compile(module, **kwargs):
+        assert kwargs.get("dynamic") is False
+
+        def run(x):
+            shapes.append(tuple(x.shape))
+            return module(x)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    model = save_model(tmp_path / "m.pt")
+    image = write_tiff(tmp_path / "i.tif", (np.random.default_rng(0).random((150, 130, 3)) * 255).astype(np.uint8))
+    args = ["--model", str(model), "--tile", "64", "--overlap", "16", "--batch-size", "5", "--device", "cpu",
+            "--output", "logits", "--no-pyramid"]
+    assert main(["run", str(image), "-o", str(tmp_path / "c.zarr"), "--compile", *args]) == 0
+    assert shapes and set(shapes) == {(5, 3, 64, 64)}
+    assert main(["run", str(image), "-o", str(tmp_path / "e.zarr"), *args]) == 0
+    compiled = open_result(tmp_path / "c.zarr").levels[0][:]
+    eager = open_result(tmp_path / "e.zarr").levels[0][:]
+    np.testing.assert_allclose(compiled, eager, rtol=0, atol=1e-5)
+
+
+def test_compile_is_refused_for_onnx(tmp_path) -> None:
+    from tiler.errors import SettingsError
+    from tiler.models.load import load_runner
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"not really")
+    with pytest.raises(SettingsError, match="--compile is for PyTorch"):
+        load_runner(path, compile=8)

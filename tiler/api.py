@@ -45,6 +45,7 @@ def predict(
     precision: str = "fp32",
     provider: str = "auto",
     trust_model: bool = False,
+    compile: bool = False,
     level: int | None = None,
     mpp: float | None = None,
     tissue: str | None = None,
@@ -62,6 +63,8 @@ def predict(
     batch_size, device, precision : how the model runs.
     provider : ONNX Runtime execution provider for ``.onnx`` models: auto, tensorrt, cuda or cpu.
     trust_model : allow checkpoints that need full unpickling (they can run code).
+    compile : run a PyTorch model through ``torch.compile``, every batch padded to ``batch_size``
+        tiles (one shape: compiled once; pays off on GPUs and long runs).
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
         :func:`~tiler.sources.open_at`); H, W are then that image's size.
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
@@ -81,7 +84,8 @@ def predict(
     ((3, 100, 70), 1.0, 1.0)
     """
     source = open_at(image, level=level, mpp=mpp)
-    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model}
+    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
+                     "compile": batch_size if compile else False}
     try:
         return _predict(source, model, model_options, Settings(
             tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
@@ -182,6 +186,7 @@ def run(
     precision: str = "fp32",
     provider: str = "auto",
     trust_model: bool = False,
+    compile: bool = False,
     overrides: dict[str, Any] | None = None,
     progress: bool | Callable[[int, int], None] = False,
     pyramid: bool = True,
@@ -202,7 +207,7 @@ def run(
     model : as for :func:`predict`.
     out : output group path; default: the input's name with ``.zarr``.
     overwrite : replace an existing output. resume : continue an incomplete one.
-    device, precision, provider, trust_model : as for :func:`predict`.
+    device, precision, provider, trust_model, compile : as for :func:`predict`.
     overrides : model metadata fields to replace (``ModelSpec`` names: in_channels, mean, std, ...).
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
     pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.pyramid`);
@@ -224,7 +229,8 @@ def run(
     with ``complete: true`` written last.
     """
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
-                     "overrides": overrides}
+                     "overrides": overrides,
+                     "compile": settings.get("batch_size", Settings.batch_size) if compile else False}
     with closing(open_at(image, level=level, mpp=mpp)) as source:
         t0 = time.perf_counter()
         out_path = Path(out) if out is not None else default_output_path(image)

@@ -152,6 +152,7 @@ def run_batch(
     precision: str = "fp32",
     provider: str = "auto",
     trust_model: bool = False,
+    compile: bool = False,
     overrides: dict[str, Any] | None = None,
     client: Any = None,
     report: str | os.PathLike[str] | None = None,
@@ -169,6 +170,7 @@ def run_batch(
     resume. The report (JSON) is rewritten after every item.
     """
     from .api import run
+    from .engine import Settings
     from .models.load import load_runner
 
     error = error or (lambda line: print(line, file=sys.stderr))
@@ -176,7 +178,11 @@ def run_batch(
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
                      "overrides": overrides}
     if client is None and any(i.status == "pending" for i in items):
-        model = load_runner(model, **model_options)  # once for the archive
+        # once for the archive (compiled once, for the batch size every image runs with)
+        padded = options.get("batch_size", Settings.batch_size) if compile else False
+        model = load_runner(model, **model_options, compile=padded)
+    elif compile:
+        model_options["compile"] = True
     for item in items:
         if item.status == "failed" and item.error:
             error(f"error: {item.error}")

@@ -102,6 +102,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="ONNX Runtime execution provider for .onnx models (auto: TensorRT, CUDA, then CPU)")
     g.add_argument("--trust-model", action="store_true",
                    help="allow checkpoints that need full unpickling (can run code: trusted files only)")
+    g.add_argument("--compile", action="store_true",
+                   help="run a PyTorch model through torch.compile, every batch padded to --batch-size "
+                        "(compiled once; pays off on GPUs and long runs)")
     g.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size, metavar="N",
                    help=f"tiles per model call (default {_DEFAULTS.batch_size})")
 

@@ -87,7 +87,7 @@ def main(args: argparse.Namespace) -> int:
         batch.run_batch(
             items, model=args.model, device=args.device, precision=args.precision, provider=args.provider,
             overrides=spec_overrides(args),
-            trust_model=args.trust_model, client=client, report=args.report, debug=args.debug,
+            trust_model=args.trust_model, compile=args.compile, client=client, report=args.report, debug=args.debug,
             overwrite=args.overwrite, resume=args.resume, progress=progress, tile=args.tile,
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,

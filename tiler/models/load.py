@@ -24,7 +24,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputNotFoundError, ModelError
+from ..errors import InputNotFoundError, ModelError, SettingsError
 from .checkpoints import load_into_unet, unet_config, unwrap
 from .spec import ModelSpec
 
@@ -175,13 +175,16 @@ def load_runner(
     provider: str = "auto",
     trust_model: bool = False,
     overrides: dict[str, Any] | None = None,
+    compile: bool | int = False,
 ) -> Any:
     """A runner for ``model`` (see the module docstring). ``spec`` replaces the model's metadata.
 
     ``provider`` (auto, tensorrt, cuda, cpu) picks the ONNX Runtime execution provider for
     ``.onnx`` files; ``trust_model`` allows checkpoints that need full unpickling; ``overrides``
     replaces single metadata fields (``ModelSpec`` names: in_channels, mean, std, ...), as the
-    command line's ``--mean`` etc. do.
+    command line's ``--mean`` etc. do. ``compile`` wraps a PyTorch model in ``torch.compile``
+    with every batch padded to the same shape (an int: that many tiles, the engine's batch size;
+    True: the largest batch seen).
     """
     from ..runners.base import Runner
 
@@ -192,6 +195,8 @@ def load_runner(
 
         if not Path(model).exists():
             raise InputNotFoundError(f"{model}: model file not found")
+        if compile:
+            raise SettingsError(f"{model}: --compile is for PyTorch models (ONNX Runtime optimises on its own)")
         runner = OnnxRunner(model, spec=spec, provider=provider, device=device, precision=precision)
         if overrides:
             runner.spec = runner.spec.with_overrides(**overrides)
@@ -200,4 +205,5 @@ def load_runner(
 
     module, module_spec = load_module(model, trust_model=trust_model)
     spec = (spec or module_spec).with_overrides(**(overrides or {}))
-    return TorchRunner(module, spec, device=device, precision=precision)
+    return TorchRunner(module, spec, device=device, precision=precision, compile=bool(compile),
+                       pad_batches=compile if compile else None)

@@ -80,6 +80,7 @@ class TorchRunner(Runner):
         pad = bool(compile) if pad_batches is None else pad_batches
         self.pad_batches = bool(pad)
         self._batch = 0 if isinstance(pad, bool) else int(pad)  # the padded size (grows if needed)
+        self._weights = self.module  # fingerprinted: the same with or without compile
         if compile:
             self.module = torch.compile(self.module, dynamic=False)
 
@@ -95,8 +96,8 @@ class TorchRunner(Runner):
         the spec: equal for the same weights on any device, different after any weight change."""
         if getattr(self, "_fingerprint", None) is None:
             h = hashlib.sha256()
-            h.update(repr((type(self.module).__qualname__, self.precision, self.spec.to_dict())).encode())
-            for name, tensor in self.module.state_dict().items():
+            h.update(repr((type(self._weights).__qualname__, self.precision, self.spec.to_dict())).encode())
+            for name, tensor in self._weights.state_dict().items():
                 t = tensor.detach().to("cpu").contiguous()
                 h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
                 h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
