@@ -168,7 +168,10 @@ def test_full_disk(tmp_path, capsys, model_file, small_rgb_tiff, monkeypatch):
 
     monkeypatch.setattr(zarr.Array, "__setitem__", full_disk)
     out = tmp_path / "o.zarr"
-    code = main(["run", str(small_rgb_tiff), "--model", str(model_file), "-o", str(out), *SMALL])
+    # one tile per batch: the stitchers of the two column parts stay within a few tiles of each
+    # other, so chunk row 0 is whole long before the last one is written
+    code = main(["run", str(small_rgb_tiff), "--model", str(model_file), "-o", str(out), *SMALL,
+                 "--batch-size", "1"])
     _check(capsys, code, out, "cannot write the output (the disk is full)", out)
     done = np.asarray(zarr.open_array(str(out / "progress"), mode="r")[:])
     assert 1 <= done.sum() < done.size  # stripes written before the disk filled are kept for --resume
