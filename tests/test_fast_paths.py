@@ -115,7 +115,8 @@ def test_stitched_blocks_match_a_numpy_reference(plus_one, masked: bool, block: 
 
 
 @pytest.mark.parametrize(("kind", "dtype", "channels"), [
-    ("probs", None, 3), ("probs", "float32", 3), ("probs", None, 1), ("labels", None, 4), ("labels", None, 1),
+    ("probs", None, 3), ("probs", "float32", 3), ("probs", None, 2), ("probs", "float32", 2), ("probs", None, 1),
+    ("labels", None, 4), ("labels", None, 1),
 ])
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_slab_conversion_equals_whole_conversion(kind, dtype, channels, with_mask) -> None:

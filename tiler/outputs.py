@@ -79,12 +79,33 @@ class OutputSpec:
             np.exp(p, out=p)
             p += 1.0
             np.reciprocal(p, out=p)
+        elif logits.shape[0] == 2:
+            self._softmax2_into(logits, p, tmp)
         else:  # softmax, shifted by the maximum
             np.max(logits, axis=0, keepdims=True, out=tmp)
             np.subtract(logits, tmp, out=p)
             np.exp(p, out=p)
             np.sum(p, axis=0, keepdims=True, out=tmp)
             p /= tmp
+
+    @staticmethod
+    def _softmax2_into(logits: np.ndarray, p: np.ndarray, tmp: np.ndarray) -> None:
+        """Two-class softmax with one ``exp`` per pixel instead of two, the same bits as the general
+        formula: the larger logit's term is exp(0) = 1 exactly, the other's is e = exp(-|l0 - l1|)
+        (IEEE subtraction is antisymmetric), and their sum s = 1 + e in either order. The numerator
+        of each class is max(e, [it is the larger]) (e <= 1): no masked copies, which are slow."""
+        e, s = tmp[0], _scratch("sum", tmp.shape[1:])
+        with np.errstate(over="ignore"):  # |l0 - l1| > float32 max: exp(-inf) = 0, as it should
+            np.subtract(logits[0], logits[1], out=e)
+        np.greater_equal(e, 0.0, out=p[0], casting="unsafe")  # 1.0 where class 0 is the larger
+        np.less(e, 0.0, out=p[1], casting="unsafe")  # (ties: both terms are 1, either is right)
+        np.abs(e, out=e)
+        np.negative(e, out=e)
+        np.exp(e, out=e)
+        np.add(e, 1.0, out=s)
+        for c in (0, 1):
+            np.maximum(p[c], e, out=p[c])
+            np.divide(p[c], s, out=p[c])
 
     def convert(
         self, logits: np.ndarray, covered: np.ndarray | None = None, out: np.ndarray | None = None
@@ -141,11 +162,11 @@ class OutputSpec:
 _SCRATCH = threading.local()
 
 
-def _scratch(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """A float32 array of ``shape`` that this thread reuses for ``name`` (contents undefined)."""
+def _scratch(name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """An array of ``shape`` that this thread reuses for ``name`` (contents undefined)."""
     buffers = _SCRATCH.__dict__.setdefault("buffers", {})
     n = math.prod(shape)
     buf = buffers.get(name)
     if buf is None or buf.size < n:
-        buf = buffers[name] = np.empty(n, np.float32)
+        buf = buffers[name] = np.empty(n, dtype)
     return buf[:n].reshape(shape)
