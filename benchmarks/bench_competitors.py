@@ -73,7 +73,8 @@ COLUMNS = [
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
-    p.add_argument("--repeat", type=int, default=1, help="run each case N times, keep the fastest")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="N rounds, each running every case once (interleaved); keep each case's fastest")
     p.add_argument("--only", nargs="+", choices=["memory", "file", "unet"])
     args = p.parse_args()
     for venv in (VENV_COMP, VENV_PKG):
@@ -89,9 +90,13 @@ def main() -> None:
         if args.only and workload not in args.only:
             continue
         results = []
-        for label, python, script, case_args in cases:
-            runs = [C.run_case(python, script, case_args, env=env if python == sys.executable else None)
-                    for _ in range(max(1, args.repeat))]
+        # rounds interleave the implementations, so that drifting load on a shared machine hits
+        # them alike; each keeps its fastest run
+        runs_of: list[list[dict]] = [[] for _ in cases]
+        for _ in range(max(1, args.repeat)):
+            for runs, (_, python, script, case_args) in zip(runs_of, cases):
+                runs.append(C.run_case(python, script, case_args, env=env if python == sys.executable else None))
+        for runs, (label, *_) in zip(runs_of, cases):
             ok = [r for r in runs if "error" not in r]
             r = min(ok, key=lambda r: r["seconds"]) if ok else runs[0]
             if "error" in r:
