@@ -106,8 +106,8 @@ def _predict(
     if skip is not None:
         job = replace(job, skip=skip_predicate(skip))
     h, w, _ = source.shape
-    out = np.empty(job.output.shape(h, w), job.output.store_dtype)
-    sink = MemorySink(out, job.partition.stripes)
+    out = np.zeros(job.output.shape(h, w), job.output.store_dtype)  # lazily zeroed by the kernel
+    sink = MemorySink(out, job.partition.stripes, zeroed=True)
     for block in job.partition.blocks():
         run_block(job, block, sink)
     return out

@@ -273,7 +273,7 @@ def run_block(
         Stitcher(
             job.plan, part, job.window, job.output.channels, job.partition.chunk,
             (lambda y0, y1, p=part: view(y0, y1, p.x0, p.x1)) if in_place else None,
-            complete=job.skip is None,
+            complete=job.skip is None, target_zeroed=getattr(sink, "zeroed", False),
         )
         for part in parts
     ]

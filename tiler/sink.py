@@ -45,11 +45,17 @@ class MemorySink:
     """An in-memory output array, for :func:`tiler.predict` and dask blocks.
 
     ``origin`` is the image position of ``array[..., 0, 0]``, so a block can own a small array.
+    ``zeroed``: the array is all zeros (e.g. fresh from ``np.zeros``, whose pages the kernel zeroes
+    on first touch anyway), so blending into a :meth:`view` need not clear it first.
     """
 
-    def __init__(self, array: np.ndarray, stripes: tuple[int, int], origin: tuple[int, int] = (0, 0)):
+    def __init__(
+        self, array: np.ndarray, stripes: tuple[int, int], origin: tuple[int, int] = (0, 0), *,
+        zeroed: bool = False,
+    ):
         self.array = array
         self.origin = origin
+        self.zeroed = zeroed
         self._done = np.zeros(stripes, bool)
 
     def view(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray | None:

@@ -126,6 +126,7 @@ class Stitcher:
     chunk : output chunk edge; rows are released in chunk rows of the global chunk grid.
     target : optional ``target(y0, y1)`` giving the output's own float32 memory for rows
         ``[y0, y1)`` of the block (an in-memory result): Σ w·y accumulates and is normalised there.
+    target_zeroed : that memory holds zeros already (each row is asked for once): not cleared.
     complete : every lattice tile touching the block will be added (no mask): ``Σ w`` comes from
         :class:`WeightSums` instead of being accumulated.
     """
@@ -133,10 +134,12 @@ class Stitcher:
     def __init__(
         self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, chunk: int,
         target: Callable[[int, int], np.ndarray | None] | None = None, *, complete: bool = False,
+        target_zeroed: bool = False,
     ) -> None:
         self.plan, self.block, self.window = plan, block, window
         self.sums = WeightSums(plan, block, window) if complete else None
         self.target = target  # (y0, y1) -> the output's own (C, h, W_block) float32 memory, if any
+        self.target_zeroed = target_zeroed
         self.channels, self.chunk = channels, chunk
         self._weighted = np.empty((channels, plan.tile, plan.tile), np.float32)
         self._pending: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
@@ -160,7 +163,7 @@ class Stitcher:
             acc = self.target(y0, y1) if self.target else None
             if acc is None:
                 acc = self._zeros((self.channels, y1 - y0, w))
-            else:
+            elif not self.target_zeroed:
                 acc.fill(0)
             self._pending[j] = (acc, None if self.sums else self._zeros((y1 - y0, w)))
         return self._pending[j]
