@@ -67,10 +67,10 @@ class WeightSums:
             group = np.flatnonzero(counts == n)
             dst = self.table[group[0] : group[-1] + 1]  # a count's codes are consecutive
             for e in range(n):  # tile rows in lattice order, then tile columns
-                dy = offsets[group] - e * s
+                rows = window[offsets[group] - e * s]  # (G, tile): gathered once per tile row
                 for tx in cols:
                     xa, xb = max(tx + m, x0), min(tx + t - m, x1)
-                    dst[:, xa - x0 : xb - x0] += window[dy, xa - tx : xb - tx]
+                    dst[:, xa - x0 : xb - x0] += rows[:, xa - tx : xb - tx]
         self.y0, self.x0 = block.y0, block.x0
 
     def divide(self, acc: np.ndarray, y0: int) -> None:
@@ -137,7 +137,8 @@ class Stitcher:
         target_zeroed: bool = False,
     ) -> None:
         self.plan, self.block, self.window = plan, block, window
-        self.sums = WeightSums(plan, block, window) if complete else None
+        self.complete = complete
+        self._sums: WeightSums | None = None  # built on first use, in the stitcher's own thread
         self.target = target  # (y0, y1) -> the output's own (C, h, W_block) float32 memory, if any
         self.target_zeroed = target_zeroed
         self.channels, self.chunk = channels, chunk
@@ -153,6 +154,12 @@ class Stitcher:
         self._next = block.y0 // chunk  # next chunk row to release
         self._last = math.ceil(block.y1 / chunk)  # one past the last chunk row
 
+    def sums(self) -> WeightSums:
+        """The block's Σw table (complete stitches), built on first use."""
+        if self._sums is None:
+            self._sums = WeightSums(self.plan, self.block, self.window)
+        return self._sums
+
     def _rows_of(self, j: int) -> tuple[int, int]:
         return max(self.block.y0, j * self.chunk), min(self.block.y1, (j + 1) * self.chunk)
 
@@ -165,7 +172,7 @@ class Stitcher:
                 acc = self._zeros((self.channels, y1 - y0, w))
             elif not self.target_zeroed:
                 acc.fill(0)
-            self._pending[j] = (acc, None if self.sums else self._zeros((y1 - y0, w)))
+            self._pending[j] = (acc, None if self.complete else self._zeros((y1 - y0, w)))
         return self._pending[j]
 
     def add(self, outputs: np.ndarray, index: np.ndarray) -> None:
@@ -238,10 +245,10 @@ class Stitcher:
         """Normalise chunk row ``j``; raises :class:`NonFiniteOutput` if a value is NaN or inf."""
         acc, wsum = self._pending.pop(j, (None, None))
         w = self.block.x1 - self.block.x0
-        if self.sums is not None:  # complete: every pixel is covered (the lattice invariant)
+        if self.complete:  # every pixel is covered (the lattice invariant)
             if acc is None:  # (only for a block no tile's weighted part reaches; not on a lattice)
                 raise RuntimeError(f"no tile was added to chunk row {j} of a complete stitch")
-            self.sums.divide(acc, y0)
+            self.sums().divide(acc, y0)
             return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None)
         if acc is None:  # no computed tile touched this row (all skipped)
             acc = np.zeros((self.channels, y1 - y0, w), np.float32)
