@@ -164,6 +164,10 @@ def main() -> None:
     p.add_argument("--model", default="zero", choices=["zero", "unet"], help=argparse.SUPPRESS)
     p.add_argument("--only", nargs="+", help="run only these workloads (memory file0 file1 unet)")
     args = p.parse_args()
+    if args.case:  # a child: set up the process as `tiler run` does (see tiler/malloc.py)
+        from tiler.malloc import keep_freed_memory
+
+        keep_freed_memory()
     if args.case == "memory":
         return case_memory(args.size[0])
     if args.case == "file":

@@ -306,3 +306,19 @@ def test_compile_is_refused_for_onnx(tmp_path) -> None:
     path.write_bytes(b"not really")
     with pytest.raises(SettingsError, match="--compile is for PyTorch"):
         load_runner(path, compile=8)
+
+
+def test_keep_freed_memory_is_set_by_the_cli_and_respects_the_environment(monkeypatch) -> None:
+    import sys
+
+    import tiler.cli.main as cli
+    from tiler.malloc import keep_freed_memory
+
+    if sys.platform.startswith("linux"):
+        assert keep_freed_memory(1 << 20) is True  # glibc here
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "0")
+    assert keep_freed_memory() is False  # the user's own choice is left alone
+    calls = []
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(1))
+    assert cli.main(["info", "/nonexistent/scan.tif"]) == 1  # a one-line error, after the setting
+    assert calls == [1]
