@@ -140,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import tiler
+    from tiler.malloc import keep_freed_memory
+
+    keep_freed_memory()  # as the `tiler` command does
 
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
