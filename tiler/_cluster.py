@@ -50,6 +50,8 @@ def connect(*, workers: int | None = None, scheduler: str | None = None) -> Any:
 
     from distributed import Client, Scheduler, SpecCluster
 
+    from .malloc import keep_freed_memory
+
     if scheduler:
         try:
             return Client(scheduler, timeout=10)
@@ -65,6 +67,7 @@ def connect(*, workers: int | None = None, scheduler: str | None = None) -> Any:
     )
     client = Client(cluster)
     client._tiler_cluster = cluster  # closed with the client (see close_client)
+    client.run(keep_freed_memory)  # our own worker processes: as the `tiler` command does
     return client
 
 
