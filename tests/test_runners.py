@@ -322,3 +322,51 @@ def test_keep_freed_memory_is_set_by_the_cli_and_respects_the_environment(monkey
     monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append(1))
     assert cli.main(["info", "/nonexistent/scan.tif"]) == 1  # a one-line error, after the setting
     assert calls == [1]
+
+
+def test_compile_padding_gives_way_to_out_of_memory_halving() -> None:
+    """A padded (compiled) runner whose device fits 4 tiles: the engine halves 8 -> 4 and the runner
+    stops padding back to 8, so the run completes with the unpadded values."""
+    import tiler
+    from tiler.runners.torch import TorchRunner
+
+    class Fits4(TorchRunner):
+        def __init__(self) -> None:
+            super().__init__(nn.Conv2d(3, 2, 1), ModelSpec(scale=1.0), device="cpu", pad_batches=8)
+            self.calls: list[int] = []
+
+        def _run(self, tiles: np.ndarray) -> np.ndarray:
+            self.calls.append(len(tiles))
+            if len(tiles) > 4:
+                raise torch.cuda.OutOfMemoryError("fake: 4 tiles fit")
+            return super()._run(tiles)
+
+    torch.manual_seed(0)
+    runner = Fits4()
+    image = np.random.default_rng(0).random((150, 130, 3)).astype(np.float32)
+    with pytest.warns(UserWarning, match="out of device memory"):
+        got = tiler.predict(image, runner, tile=64, overlap=16, batch_size=8)
+    assert max(runner.calls[-3:]) <= 4
+    plain = TorchRunner(runner.module, ModelSpec(scale=1.0), device="cpu")
+    np.testing.assert_allclose(got, tiler.predict(image, plain, tile=64, overlap=16, batch_size=8), atol=1e-6)
+
+
+def test_a_runner_with_its_own_normalise_is_not_bypassed() -> None:
+    import tiler
+    from tiler.runners.base import FunctionRunner
+
+    class Doubling(FunctionRunner):
+        def normalise(self, tiles: np.ndarray) -> np.ndarray:
+            return tiles.astype(np.float32) * 2
+
+    image = np.full((40, 50, 1), 3, np.uint8)
+    out = tiler.predict(image, Doubling(lambda x: x, ModelSpec(scale=1.0)), tile=32, overlap=8)
+    np.testing.assert_allclose(out, 6.0, rtol=1e-6)  # bypassed, it would be 3
+
+
+def test_compile_with_a_ready_runner_is_refused() -> None:
+    from tiler.models.load import load_runner
+    from tiler.runners.base import FunctionRunner
+
+    with pytest.raises(SettingsError, match="not to a ready Runner"):
+        load_runner(FunctionRunner(lambda x: x), compile=8)

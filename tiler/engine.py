@@ -25,7 +25,7 @@ from .errors import ModelError, ModelOutputError
 from .load import BufferPool, TileLoader
 from .outputs import OutputSpec
 from .plan import Block, Partition, TilePlan
-from .runners.base import Runner
+from .runners.base import Normalisation, Runner
 from .sink import Sink
 from .sources import Source
 from .stitch import NonFiniteOutput, Stitcher
@@ -154,13 +154,22 @@ class BlockStats:
         return self
 
 
+def _loader_normalisation(job: Job) -> Normalisation | None:
+    """The normalisation the tile loader applies while copying tiles (then the runner is called
+    with ``normalised=True``); None when the runner normalises itself: on its device, or in a
+    ``normalise()`` of its own."""
+    if type(job.runner).normalise is not Runner.normalise:
+        return None
+    return job.runner.normalisation(job.source.dtype)
+
+
 def _non_finite(job: Job, exc: NonFiniteOutput) -> ModelOutputError:
     """The error for a NaN/inf blended pixel, naming the tile that produced it.
 
     Only the blended rows are checked while running (one cheap pass); on a hit, the tiles covering
     the pixel are loaded and run again, one by one, to find the culprit.
     """
-    norm = job.runner.normalisation(job.source.dtype)
+    norm = _loader_normalisation(job)
     for i in job.plan.rows.touching(exc.y, exc.y + 1):
         for j in job.plan.cols.touching(exc.x, exc.x + 1):
             if job.skip is not None and job.skip(i, j):
@@ -262,7 +271,7 @@ def run_block(
     parts = column_parts(block, job.partition.chunk, job.settings.stitch_threads or default_stitch_threads())
     # batches in the loader's queue, in the model, and in every stitcher's queue
     pool = BufferPool(job.settings.prefetch + 2 + 2 * len(parts))
-    normalisation = job.runner.normalisation(job.source.dtype)  # done by the loader, in its copy
+    normalisation = _loader_normalisation(job)
     loader = TileLoader(
         job.source, job.plan, rows, cols, batch_size=job.settings.batch_size, skip=job.skip, pool=pool,
         normalisation=normalisation,

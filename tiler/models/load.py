@@ -189,6 +189,9 @@ def load_runner(
     from ..runners.base import Runner
 
     if isinstance(model, Runner):
+        if compile:
+            raise SettingsError("compile applies to a model or checkpoint, not to a ready Runner: "
+                                "build it with TorchRunner(..., compile=True)")
         return model
     if isinstance(model, (str, os.PathLike)) and is_onnx(model):
         from ..runners.onnx import OnnxRunner

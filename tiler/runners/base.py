@@ -130,7 +130,11 @@ class Runner(ABC):
 
     @abstractmethod
     def run(self, tiles: np.ndarray) -> np.ndarray:
-        """(N, C, h, w) float32 normalised tiles (raw if ``normalises_on_device``) -> float32 logits."""
+        """(N, C, h, w) float32 normalised tiles (raw if ``normalises_on_device``) -> float32 logits.
+
+        Must not modify ``tiles``: after an out-of-memory error the engine retries on slices of
+        the same buffer.
+        """
 
 
 class FunctionRunner(Runner):
@@ -152,5 +156,5 @@ class FunctionRunner(Runner):
         return _digest("FunctionRunner", name, self.spec.to_dict())
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
-        # no forced copy: the engine weights outputs in place (copying read-only ones first)
+        # no forced copy: the stitchers only read the outputs (they may be a view of the tiles)
         return np.asarray(self.fn(tiles), dtype=np.float32)

@@ -110,7 +110,13 @@ class TorchRunner(Runner):
         if self.pad_batches and n < self._batch:
             padded = np.zeros((self._batch, *tiles.shape[1:]), tiles.dtype)
             padded[:n] = tiles
-            return self._run(padded)[:n]
+            try:
+                return self._run(padded)[:n]
+            except self.out_of_memory_errors:
+                # the padded shape does not fit (the engine is halving the batch): pad to this
+                # size from now on, and try it unpadded now; a second failure goes to the engine
+                self.release_memory()
+                self._batch = n
         return self._run(tiles)
 
     def _run(self, tiles: np.ndarray) -> np.ndarray:
