@@ -5,10 +5,7 @@ glibc's malloc hands freed memory at the top of a heap back to the kernel, and t
 faults it in again page by page, each page zeroed by the kernel: measured on the built-in UNet,
 as much system time as model time. Asking malloc to keep a pad of freed memory
 (``mallopt(M_TOP_PAD)``) removes that: the UNet's CPU inference ran twice as fast
-(benchmarks/RUNTIMES.md). Setting any malloc parameter also freezes glibc's adaptive mmap
-threshold at its 128 KiB start, which would send every freed 128 KiB–32 MiB block back to the
-kernel; so the threshold is set to its 32 MiB maximum as well (blocks up to that come from, and
-return to, the kept heap). The cost is that up to the pad stays mapped after a peak.
+(benchmarks/RUNTIMES.md). The cost is that up to the pad stays mapped after a peak.
 
 ``tiler`` (the command line) does this at start; library users opt in with
 :func:`keep_freed_memory` (or ``MALLOC_TOP_PAD_`` in the environment, which this leaves alone).
@@ -22,10 +19,8 @@ import ctypes.util
 import os
 import sys
 
-#: ``M_TOP_PAD`` and ``M_MMAP_THRESHOLD`` in glibc's ``malloc.h``.
-_M_TOP_PAD, _M_MMAP_THRESHOLD = -2, -3
-#: glibc's ceiling for the mmap threshold on 64-bit systems.
-_MMAP_THRESHOLD_MAX = 32 << 20
+#: ``M_TOP_PAD`` in glibc's ``malloc.h``.
+_M_TOP_PAD = -2
 
 
 def keep_freed_memory(nbytes: int = 1 << 30) -> bool:
@@ -43,6 +38,4 @@ def keep_freed_memory(nbytes: int = 1 << 30) -> bool:
     except (OSError, AttributeError):  # no libc found, or one without mallopt (musl)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and "mmap_threshold" not in os.environ.get("GLIBC_TUNABLES", ""):
-        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
     return bool(mallopt(_M_TOP_PAD, min(int(nbytes), 2**31 - 1)))
