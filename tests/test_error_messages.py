@@ -1,4 +1,4 @@
-"""Regression tests for review findings: one-line TorchScript errors, no --overwrite offer for non-outputs."""
+"""Error messages: one-line TorchScript errors, no --overwrite offer for paths that are not outputs."""
 
 from __future__ import annotations
 
