@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .load import BufferPool
 from .plan import Block, TilePlan
 
 
@@ -145,11 +146,11 @@ class Stitcher:
         self._weighted = np.empty((channels, plan.tile, plan.tile), np.float32)
         self._pending: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._added: dict[int, int] = {}  # chunk row -> tiles added to it
-        # Spare buffers of each kind, reused for later chunk rows: fresh np.zeros memory is zeroed
-        # by the kernel page by page on first touch, which cost more than the blending. Up to
-        # three rows can be pending at once (a batch reaching a new row is added before the
-        # oldest is released), so keep up to two spares of a kind.
-        self._spare: dict[tuple[tuple[int, ...], str], list[np.ndarray]] = {}  # (shape, dtype) -> arrays
+        # Spare row buffers (Σ w·y, Σ w, converted values), reused for later chunk rows: fresh
+        # memory is zeroed by the kernel page by page on first touch, which cost more than the
+        # blending. Up to three rows can be pending at once (a batch reaching a new row is added
+        # before the oldest is released), so keep two of each kind.
+        self._spares = BufferPool(6)
         self._cols = len(plan.cols.touching(block.x0, block.x1))
         self._next = block.y0 // chunk  # next chunk row to release
         self._last = math.ceil(block.y1 / chunk)  # one past the last chunk row
@@ -203,33 +204,19 @@ class Stitcher:
                 self._added[k] = self._added.get(k, 0) + 1
 
     def _zeros(self, shape: tuple[int, ...]) -> np.ndarray:
-        spare = self._spare_of(shape, np.float32)
-        if spare is None:
-            return np.zeros(shape, np.float32)
-        spare.fill(0)
-        return spare
+        buf = self._spares.take(shape, np.dtype(np.float32))
+        buf.fill(0)
+        return buf
 
     def take(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An array of ``shape`` and ``dtype`` (contents undefined): a recycled one when there is one."""
-        spare = self._spare_of(shape, dtype)
-        return np.empty(shape, dtype) if spare is None else spare
-
-    def _spare_of(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
-        spares = self._spare.get((shape, np.dtype(dtype).str))
-        try:
-            return spares.pop() if spares else None
-        except IndexError:  # emptied by another thread meanwhile
-            return None
+        return self._spares.take(shape, np.dtype(dtype))
 
     def recycle(self, array: np.ndarray) -> None:
         """Hand back a released row's buffer (``ChunkRow.logits`` or its converted values) once
-        nothing uses it any more; the next row of the same shape and dtype reuses it. Fresh large
-        arrays cost a page fault (and the kernel zeroing a page) per page on first touch.
-        """
-        if array.flags.c_contiguous and array.flags.owndata:
-            spares = self._spare.setdefault((array.shape, array.dtype.str), [])
-            if len(spares) < 2:
-                spares.append(array)
+        nothing uses it any more; a later row of the same shape and dtype reuses it. Thread-safe
+        (the writer recycles what it wrote)."""
+        self._spares.give(array)
 
     def finished(self, tile_rows_done: int) -> Iterator[ChunkRow]:
         """Release, in order, every chunk row whose touching tile rows are all ``<= tile_rows_done``."""
