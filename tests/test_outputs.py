@@ -28,7 +28,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_zarr_group(tmp_path) -> Non
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "precious.txt").write_text("keep me")
-    with pytest.raises(OutputError, match="not a zarr"):
+    with pytest.raises(OutputError, match="not a tiler output"):
         ZarrSink.create(folder, shape=(8, 8), dtype=np.dtype("uint8"), chunk=16, stripes=(1, 1),
                         attributes={}, overwrite=True)
     assert (folder / "precious.txt").read_text() == "keep me"
@@ -36,17 +36,24 @@ def test_overwrite_refuses_a_directory_that_is_not_a_zarr_group(tmp_path) -> Non
 def test_overwrite_refuses_a_file(tmp_path) -> None:
     image = tmp_path / "scan.tif"
     image.write_bytes(b"II*\x00")
-    with pytest.raises(OutputError, match="not a zarr"):
+    with pytest.raises(OutputError, match="not a tiler output"):
         ZarrSink.create(image, shape=(8, 8), dtype=np.dtype("uint8"), chunk=16, stripes=(1, 1),
                         attributes={}, overwrite=True)
     assert image.read_bytes() == b"II*\x00"
 
-def test_overwrite_replaces_an_earlier_output(tmp_path) -> None:
+def test_overwrite_replaces_an_earlier_output_but_not_another_programs_group(tmp_path) -> None:
     out = tmp_path / "out.zarr"
-    for _ in range(2):
+    for k in range(2):
         ZarrSink.create(out, shape=(8, 8), dtype=np.dtype("uint8"), chunk=16, stripes=(1, 1),
-                        attributes={"a": 1}, overwrite=True)
-    assert ZarrSink.open(out).attributes == {"a": 1}
+                        attributes={"tiler": {"k": k}}, overwrite=True)
+    assert ZarrSink.open(out).attributes == {"tiler": {"k": 1}}
+    theirs = tmp_path / "theirs.zarr"
+    ZarrSink.create(theirs, shape=(8, 8), dtype=np.dtype("uint8"), chunk=16, stripes=(1, 1),
+                    attributes={"a": 1})
+    with pytest.raises(OutputError, match="a zarr group that tiler did not write"):
+        ZarrSink.create(theirs, shape=(8, 8), dtype=np.dtype("uint8"), chunk=16, stripes=(1, 1),
+                        attributes={"tiler": {}}, overwrite=True)
+    assert ZarrSink.open(theirs).attributes == {"a": 1}
 
 def test_eval_labels_of_stored_probabilities_at_one_half() -> None:
     from tiler.result import to_labels

@@ -198,7 +198,7 @@ def test_interrupted_pyramid_is_finished_by_resume(tmp_path, monkeypatch) -> Non
         tiler.run(img, runner, out=out, **kw)
     assert zarr.open_group(str(out), mode="r").attrs["tiler"]["complete"] is False
     monkeypatch.setattr(pyramid, "build_pyramid", real)
-    result = tiler.run(img, runner, out=out, resume=True, pyramid_levels=2, **kw)
+    result = tiler.run(img, runner, out=out, resume="force", pyramid_levels=2, **kw)
     g = zarr.open_group(str(out), mode="r")
     assert result.tiles == 0 and g.attrs["tiler"]["complete"] is True
     np.testing.assert_array_equal(g["1"][...], reference_mean(g["0"][...]))

@@ -12,6 +12,7 @@ def test_a_stale_task_stops_instead_of_writing_into_a_replaced_output(tmp_path) 
 
     import tiler
     from tiler.errors import OutputError
+    from tiler.ownership import OutputLock
     from tiler.runners.base import FunctionRunner
     from tiler.sink import ZarrSink
 
@@ -20,8 +21,13 @@ def test_a_stale_task_stops_instead_of_writing_into_a_replaced_output(tmp_path) 
     out = tmp_path / "o.zarr"
     tiler.run(image, runner, out=out, tile=32, overlap=8, chunk=32, pyramid=False)
     old = zarr.open_group(out, mode="r").attrs["tiler"]["run_id"]
+    driver = OutputLock(out, old)  # the run, still live, holding the output
+    driver.acquire()
     stale = ZarrSink.open(out, run_id=old)
     stale.write(0, 32, 0, 32, np.full((1, 32, 32), 7, np.float32))  # still its run: allowed
+    driver.release()  # the run ends (fails); a task of it is still executing
+    with pytest.raises(OutputError, match="replaced by another run"):
+        stale.write(0, 32, 0, 32, np.full((1, 32, 32), 8, np.float32))
     tiler.run(image, runner, out=out, tile=32, overlap=8, chunk=32, pyramid=False, overwrite=True)
     with pytest.raises(OutputError, match="replaced by another run"):
         stale.write(0, 32, 0, 32, np.full((1, 32, 32), 9, np.float32))

@@ -20,10 +20,12 @@ import numpy as np
 
 from . import __version__
 from .engine import BlockStats, Job, Settings, run_block
-from .errors import OutputError
+from .errors import OutputError, SettingsError
+from .identity import input_digest, input_paths
 from .masks import build_skip, skip_predicate
 from .models.load import load_runner
-from .sink import MemorySink, ZarrSink
+from .ownership import OutputLock, read_owner
+from .sink import FORMAT, MemorySink, ZarrSink, check_format, refuse_unless_tiler_output
 from .sources import Source, open_at
 
 
@@ -139,12 +141,22 @@ class RunResult:
 
 
 def default_output_path(image: Any) -> Path:
-    """``scan.tif`` -> ``scan.zarr`` beside the input (``scan.ome.tif`` -> ``scan.zarr``)."""
+    """The output beside the input: ``scan.tif`` -> ``scan.zarr`` (``scan.ome.tif``, ``scan.svs``,
+    ``scan.png`` likewise); a zarr input ``scan.zarr`` (or ``scan.ome.zarr``) -> ``scan.pred.zarr``,
+    never the input itself.
+
+    >>> str(default_output_path("a/scan.ome.tif")), str(default_output_path("a/scan.zarr"))
+    ('a/scan.zarr', 'a/scan.pred.zarr')
+    """
     if not isinstance(image, (str, os.PathLike)):
         raise OutputError("an output path (out=...) is needed when the input is not a file")
     path = Path(image)
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".png", ".jpg", ".jpeg", ".zarr"):
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix) or path.is_dir():
+            stem = name[: -len(suffix)] if name.lower().endswith(suffix) else name
+            return path.with_name(stem + ".pred.zarr")
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".png", ".jpg", ".jpeg"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break
@@ -168,6 +180,7 @@ def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) 
             stat = path.stat()
             record["bytes"] = stat.st_size
             record["mtime_ns"] = stat.st_mtime_ns
+    record["digest"] = input_digest(image)
     return record
 
 
@@ -181,7 +194,9 @@ def run(
     *,
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
-    resume: bool = False,
+    resume: bool | str = False,
+    break_lock: bool = False,
+    durable: bool = False,
     device: str | None = "auto",
     precision: str = "fp32",
     provider: str = "auto",
@@ -205,8 +220,15 @@ def run(
     ----------
     image : a path (TIFF, OME-TIFF, SVS, zarr, PNG, JPEG) or an (H, W[, C]) array.
     model : as for :func:`predict`.
-    out : output group path; default: the input's name with ``.zarr``.
-    overwrite : replace an existing output. resume : continue an incomplete one.
+    out : output group path; default: :func:`default_output_path`. It may not be the input.
+    overwrite : replace an existing output (only one that tiler wrote). resume : continue an
+        incomplete one; refused when the input, the model or a value-determining setting changed.
+        ``resume="force"`` also resumes where the model or input cannot be checked (a
+        ``FunctionRunner``, a ``Runner`` without a weight digest, a custom array-like).
+    break_lock : take over an output whose owner record names a run that is gone but cannot be
+        recognised as such (on another host, within its lease; see :mod:`tiler.ownership`).
+    durable : fsync each stripe before recording it as done (``complete`` is always recorded
+        only after every file is flushed to disk).
     device, precision, provider, trust_model, compile : as for :func:`predict`.
     overrides : model metadata fields to replace (``ModelSpec`` names: in_channels, mean, std, ...).
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
@@ -231,13 +253,18 @@ def run(
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
                      "overrides": overrides,
                      "compile": settings.get("batch_size", Settings.batch_size) if compile else False}
+    if overwrite and resume:
+        raise OutputError("--overwrite and --resume contradict each other; pick one")
+    if resume not in (False, True, "force"):
+        raise SettingsError(f"resume must be True, False or 'force', got {resume!r}")
     with closing(open_at(image, level=level, mpp=mpp)) as source:
         t0 = time.perf_counter()
         out_path = Path(out) if out is not None else default_output_path(image)
-        if overwrite and resume:
-            raise OutputError("--overwrite and --resume contradict each other; pick one")
+        _refuse_input_as_output(image, out_path)
         if out_path.exists() and not (overwrite or resume):
             _refuse_existing(out_path)
+        if overwrite and out_path.exists():
+            refuse_unless_tiler_output(out_path)
         runner = load_runner(model, **model_options)
         job = Job.create(source, runner, _settings(**settings))
         skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
@@ -249,59 +276,51 @@ def run(
             job = replace(job, partition=partition_for(job, client))
         h, w, _ = source.shape
         shape = job.output.shape(h, w)
-        record = {
-            "version": __version__,
-            "input": _input_record(image, source, masks, roi),
-            "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
-            "settings": job.settings.record(),
-        }
-        record["model"]["fingerprint"] = getattr(runner, "fingerprint", lambda: "")()
-        if source.info.georeference is not None:
-            record["georeference"] = source.info.georeference.to_attrs()
-        record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
-                                             record["model"]["fingerprint"])
-        if resume and out_path.exists():
-            sink = ZarrSink.open(out_path)
-            recorded = sink.attributes.get("tiler", {})
-            if recorded.get("fingerprint") != record["fingerprint"]:
-                from ._resume import differences
-
-                raise OutputError(
-                    f"{out_path}: cannot resume: {differences(recorded, record)}; "
-                    "use --overwrite to start again"
-                )
-        else:
-            run_id = uuid.uuid4().hex  # names this output's run (stale dask tasks check it)
-            attributes = {"tiler": {**record, "complete": False, "run_id": run_id}, "ome": _ome(shape, source)}
-            sink = ZarrSink.create(
-                out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
-                stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
-            )
-        done = sink.done()
-        todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
-        work = [r for _, r in todo if r is not None]
-        total = sum(job.tiles_in(b) for b in work)
-        report = _progress(progress, total, h * w)
-        stats = BlockStats()
+        record = _run_record(image, source, runner, job, masks, roi)
+        run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing
+        lock = OutputLock(out_path, run_id)
+        lock.acquire(break_lock=break_lock)
         try:
-            if client is None:
-                for block in work:
-                    stats += run_block(job, block, sink, on_tiles=report)
+            if resume and out_path.exists():
+                sink = ZarrSink.open(out_path, owner=lock, durable=durable)
+                _check_resumable(out_path, sink.attributes, record, force=resume == "force")
+                sink.set_run_id(run_id)  # before any work: an earlier attempt's tasks stop
             else:
-                from .distributed import run_blocks
+                attributes = {"tiler": {**record, "complete": False, "run_id": run_id}, "ome": _ome(shape, source)}
+                sink = ZarrSink.create(
+                    out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
+                    stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
+                    owner=lock, durable=durable,
+                )
+            done = sink.done()
+            todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
+            work = [r for _, r in todo if r is not None]
+            total = sum(job.tiles_in(b) for b in work)
+            report = _progress(progress, total, h * w)
+            stats = BlockStats()
+            try:
+                if client is None:
+                    for block in work:
+                        stats += run_block(job, block, sink, on_tiles=report)
+                else:
+                    from .distributed import run_blocks
 
-                stats = run_blocks(client, job, work, out_path, image=image, model=model,
-                                   model_options=model_options, on_tiles=report, level=level, mpp=mpp)
+                    stats = run_blocks(client, job, work, out_path, image=image, model=model,
+                                       model_options=model_options, on_tiles=report, level=level, mpp=mpp,
+                                       run_id=run_id, durable=durable)
+            finally:
+                report.close()
+            if not sink.done().all():  # never claim complete unless every stripe is recorded
+                raise OutputError(f"{out_path}: some blocks were not written; rerun with --resume")
+            if pyramid:
+                from .pyramid import build_pyramid
+
+                lock.check()
+                build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
+                              levels=pyramid_levels)
+            sink.set_complete()
         finally:
-            report.close()
-        if not sink.done().all():  # never claim complete unless every stripe is recorded
-            raise OutputError(f"{out_path}: some blocks were not written; rerun with --resume")
-        if pyramid:
-            from .pyramid import build_pyramid
-
-            build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
-                          levels=pyramid_levels)
-        sink.set_complete()
+            lock.release()
         preview_path = None
         if preview:
             from .preview import write_preview
@@ -314,7 +333,60 @@ def run(
         )
 
 
+def _run_record(image: Any, source: Source, runner: Any, job: Job, masks: Any, roi: Any) -> dict[str, Any]:
+    """What the output records about its run under ``tiler`` (compared on ``--resume``)."""
+    record: dict[str, Any] = {
+        "format": FORMAT,
+        "version": __version__,
+        "input": _input_record(image, source, masks, roi),
+        "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
+        "settings": job.settings.record(),
+    }
+    fingerprint = getattr(runner, "fingerprint", None)
+    record["model"]["fingerprint"] = fingerprint() if callable(fingerprint) else None
+    if source.info.georeference is not None:
+        record["georeference"] = source.info.georeference.to_attrs()
+    record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
+                                         record["model"]["fingerprint"])
+    return record
+
+
+def _check_resumable(path: Path, attributes: dict[str, Any], record: dict[str, Any], *, force: bool) -> None:
+    """Raise :class:`OutputError` unless the output at ``path`` is this run's to continue."""
+    check_format(path, attributes, resume=True)
+    recorded = attributes.get("tiler", {})
+    if recorded.get("fingerprint") != record["fingerprint"]:
+        from ._resume import differences
+
+        raise OutputError(
+            f"{path}: cannot resume: {differences(recorded, record)}; use --overwrite to start again"
+        )
+    unknown = []
+    if record["model"]["fingerprint"] is None:
+        unknown.append(f"the model ({record['model']['runner']} has no weight digest)")
+    if record["input"].get("digest") is None:
+        unknown.append("the input (an array-like tiler cannot digest)")
+    if unknown and not force:
+        raise OutputError(
+            f"{path}: cannot resume: cannot check that {' or '.join(unknown)} is unchanged; "
+            "pass resume='force' if it is"
+        )
+
+
+def _refuse_input_as_output(image: Any, out: Path) -> None:
+    """The output may not be the input, lie inside it, or contain it (``--overwrite`` would delete it)."""
+    target = out.resolve()
+    for path in input_paths(image):
+        source = path.resolve()
+        if target == source or source in target.parents or target in source.parents:
+            relation = ("is" if target == source else "is inside" if source in target.parents else "contains")
+            raise OutputError(f"{out}: the output {relation} the input {path}; choose another output path")
+
+
 def _refuse_existing(path: Path) -> None:
+    holder = read_owner(path)
+    if holder is not None and not holder.is_dead():
+        raise OutputError(f"{path}: another tiler run is writing this output: {holder.describe()}")
     try:
         complete = ZarrSink.open(path).attributes.get("tiler", {}).get("complete", False)
     except OutputError:

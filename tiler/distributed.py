@@ -56,16 +56,18 @@ IN_FLIGHT_PER_WORKER = 2
 
 
 def _write_block(
-    template: JobTemplate, source: Any, model: Any, block: Block, out: str, run_id: str | None = None
+    template: JobTemplate, source: Any, model: Any, block: Block, out: str, run_id: str | None = None,
+    durable: bool = False,
 ) -> BlockStats:
     """Task: compute what is left of ``block`` and write it into the zarr output at ``out``.
 
-    ``run_id`` is the output's run when the task was made: if the output is replaced meanwhile
-    (the run failed and was restarted with --overwrite), the task stops before its next write.
+    ``run_id`` is the run the task belongs to: if the output's owner record names another run
+    (the run was restarted with --overwrite or resumed) or its holder stopped renewing it, the task
+    stops before its next write (:func:`~tiler.ownership.check_owner`).
     """
     runner, key = _runner(model)
     job = template.job(_open(source), runner, key)
-    sink = ZarrSink.open(out, run_id=run_id)
+    sink = ZarrSink.open(out, run_id=run_id, durable=durable)
     todo = job.remaining(block, sink.done())  # a retried task skips the stripes already written
     if todo is None:
         return BlockStats()
@@ -103,8 +105,12 @@ def run_blocks(
     on_tiles: Callable[[int], None] | None = None,
     level: int | None = None,
     mpp: float | None = None,
+    run_id: str | None = None,
+    durable: bool = False,
 ) -> BlockStats:
     """Run ``blocks`` of ``job`` as tasks on ``client`` writing into the zarr output ``out``.
+
+    ``run_id``: the run holding the output's owner record (every task checks it before writing).
 
     ``image`` and ``model`` are what the user gave: a path is opened by each worker; a NumPy or
     zarr array and an in-memory model are shipped once per worker; a dask array is sliced per block
@@ -129,7 +135,8 @@ def run_blocks(
     model_ref = _share(client, ModelRef.of(model, model_options))
     template = JobTemplate.of(job)
     out_path = str(Path(out).resolve())
-    run_id = ZarrSink.open(out_path).attributes.get("tiler", {}).get("run_id")
+    if run_id is None:
+        run_id = ZarrSink.open(out_path).attributes.get("tiler", {}).get("run_id")
     # A few blocks per worker in flight, the next submitted as one finishes: a dask image's block
     # windows are then computed a few at a time, never the whole image into cluster memory at once.
     todo = iter(blocks)
@@ -139,7 +146,7 @@ def run_blocks(
     def submit_next() -> None:
         b = next(todo, None)
         if b is not None:
-            f = client.submit(_write_block, template, source_of(b), model_ref, b, out_path, run_id,
+            f = client.submit(_write_block, template, source_of(b), model_ref, b, out_path, run_id, durable,
                               key=f"tiler-block-{b.row}-{b.col}-{uuid.uuid4().hex[:8]}", pure=False)
             futures[f] = b
             queue.add(f)

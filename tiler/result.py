@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from .errors import OutputError
+from .sink import check_format
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ def open_result(path: str | os.PathLike[str], *, require_complete: bool = True) 
     attributes = dict(group.attrs)
     if "0" not in group:
         raise OutputError(f"{path}: is not a tiler output (no array '0')")
+    if "tiler" in attributes:
+        check_format(path, attributes)
     if require_complete and attributes.get("tiler", {}).get("complete") is False:
         raise OutputError(f"{path}: the run writing it has not finished; finish it with tiler run --resume")
     paths = ["0"]

@@ -10,11 +10,22 @@ Layout of a zarr output group::
       zarr.json         attributes: {"tiler": {settings, versions, "complete"}, "ome": {...}}
       0/                full resolution: (C, H, W) logits/probs or (H, W) labels
       progress/         uint8 (chunk rows, block columns): 1 = stripe written
+    out.zarr.owner.json while a run writes it: the one writer's record (:mod:`tiler.ownership`)
+
+The ``tiler`` attributes carry ``format`` (:data:`FORMAT`), the layout version: readers and
+``--resume`` refuse layouts they do not know (:func:`check_format`).
+
+Durability: zarr (>= 3.1.3) writes every file atomically (a temporary file renamed into place), so
+no reader sees half a chunk or half the metadata. Before ``complete`` is recorded every file of the
+output is flushed to disk (fsync) and the record itself is fsynced, so a crash or power loss never
+leaves an output that claims to be complete without its data. ``durable=True`` also flushes each
+stripe before it is recorded as done, so ``--resume`` after a power loss trusts only data on disk.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +34,68 @@ import numpy as np
 import zarr
 
 from .errors import OutputError
+from .ownership import OutputLock, check_owner
+
+#: Layout version of the output groups this tiler writes (``tiler.format``). 1: tiler 0.1 (no
+#: ``format`` key); 2: adds the owner record, run ids renewed on resume and input digests.
+FORMAT = 2
+#: Layouts whose arrays and attributes the readers (export, eval, preview) understand.
+READABLE_FORMATS = (1, 2)
+#: Layouts ``--resume`` continues (the resume record must be the one this version writes).
+RESUMABLE_FORMATS = (2,)
+
+
+def output_format(attributes: dict[str, Any]) -> int:
+    """The layout version recorded in a group's attributes (1 when none is recorded)."""
+    value = attributes.get("tiler", {}).get("format", 1)
+    return value if isinstance(value, int) else -1
+
+
+def check_format(path: Path, attributes: dict[str, Any], *, resume: bool = False) -> None:
+    """Raise :class:`OutputError` unless this tiler can read (or, with ``resume``, continue) it."""
+    from . import __version__
+
+    fmt = output_format(attributes)
+    allowed = RESUMABLE_FORMATS if resume else READABLE_FORMATS
+    if fmt in allowed:
+        return
+    wrote = attributes.get("tiler", {}).get("version", "an unknown version")
+    what = "resume" if resume else "read"
+    raise OutputError(
+        f"{path}: written by tiler {wrote} in output format {fmt}; tiler {__version__} can {what} "
+        f"format {', '.join(map(str, allowed))} only"
+        + ("; start again with --overwrite" if resume else "; rerun it with this tiler version")
+    )
+
+
+def is_tiler_output(path: Path) -> bool:
+    """True for a zarr group whose attributes hold tiler's run record (``tiler``)."""
+    import json
+
+    try:
+        return "tiler" in json.loads((path / "zarr.json").read_bytes()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def fsync_tree(root: Path, *, under: str | None = None) -> None:
+    """Flush every file below ``root`` (or ``root / under``) and their folders to disk."""
+    top = root / under if under else root
+    for folder, _, files in os.walk(top):
+        for name in files:
+            _fsync(Path(folder) / name)
+        _fsync(Path(folder), directory=True)
+
+
+def _fsync(path: Path, *, directory: bool = False) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class Sink(Protocol):
@@ -84,18 +157,24 @@ def _disk_error(path: Path, exc: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write the output ({reason})")
 
 
-def _is_zarr_group(path: Path) -> bool:
-    """True for a directory holding zarr group metadata (v3 ``zarr.json`` or v2 ``.zgroup``)."""
-    return path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file())
-
-
 class ZarrSink:
-    """A zarr v3 output group (see the module docstring). Use :meth:`create` or :meth:`open`."""
+    """A zarr v3 output group (see the module docstring). Use :meth:`create` or :meth:`open`.
 
-    def __init__(self, path: Path, group: zarr.Group, run_id: str | None = None) -> None:
+    ``owner``: the run's lock, checked before every write and stripe recorded (the process that
+    holds it). ``run_id``: for a dask task, the run it belongs to, checked the same way against the
+    owner record (:func:`~tiler.ownership.check_owner`). ``durable``: fsync each stripe's chunks
+    before recording it.
+    """
+
+    def __init__(
+        self, path: Path, group: zarr.Group, run_id: str | None = None, *,
+        owner: OutputLock | None = None, durable: bool = False,
+    ) -> None:
         self.path = path
         self.group = group
         self.run_id = run_id  # when set, writes stop once the output was replaced by another run
+        self.owner = owner
+        self.durable = durable
         # write_empty_chunks: skip zarr's "is this chunk all fill value?" scan of every chunk
         # (a full pass over the data, about a tenth of a zero-cost run); the output is dense.
         self.array: Any = group["0"].with_config({"write_empty_chunks": True})
@@ -112,17 +191,19 @@ class ZarrSink:
         stripes: tuple[int, int],
         attributes: dict[str, Any],
         overwrite: bool = False,
+        owner: OutputLock | None = None,
+        durable: bool = False,
     ) -> ZarrSink:
-        """Create the group, its full-resolution array ``0`` and the progress record."""
+        """Create the group, its full-resolution array ``0`` and the progress record.
+
+        ``overwrite`` replaces only an earlier tiler output (a group with tiler's run record);
+        the owner record of the run doing it is kept.
+        """
         path = Path(path)
         if path.exists():
             if not overwrite:
                 raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
-            if not _is_zarr_group(path):  # never delete a folder or file of the user's
-                raise OutputError(
-                    f"{path}: exists and is not a zarr group; --overwrite replaces only earlier "
-                    "outputs: pick another output path"
-                )
+            refuse_unless_tiler_output(path)
             shutil.rmtree(path)
         dims = ("c", "y", "x") if len(shape) == 3 else ("y", "x")
         chunks = (shape[0], chunk, chunk) if len(shape) == 3 else (chunk, chunk)
@@ -137,15 +218,18 @@ class ZarrSink:
             )
         except OSError as exc:
             raise _disk_error(path, exc) from None
-        return cls(path, group)
+        return cls(path, group, owner=owner, durable=durable)
 
     @classmethod
-    def open(cls, path: str | Path, *, run_id: str | None = None) -> ZarrSink:
+    def open(
+        cls, path: str | Path, *, run_id: str | None = None, owner: OutputLock | None = None,
+        durable: bool = False,
+    ) -> ZarrSink:
         """Open an existing output group for resuming (or, for a worker, to write its blocks).
 
-        With ``run_id`` (the ``tiler.run_id`` attribute the output had when the task was made),
-        every write first checks that the output is still that run's: a task that outlives its run
-        (a cancelled dask task still executing) stops instead of writing into a replacement.
+        With ``run_id`` (the run the task was made for), every write first checks that the output
+        is still that run's: a task that outlives its run (a cancelled dask task still executing,
+        a task of an attempt that was resumed since) stops instead of writing.
         """
         path = Path(path)
         try:
@@ -159,21 +243,17 @@ class ZarrSink:
             raise OutputError(
                 f"{path}: is not a readable zarr output ({exc}); pass --overwrite to start again"
             ) from None
-        return cls(path, group, run_id)
+        return cls(path, group, run_id, owner=owner, durable=durable)
 
     @property
     def attributes(self) -> dict[str, Any]:
         return dict(self.group.attrs)
 
     def _check_run(self) -> None:
-        if self.run_id is None:
-            return
-        try:
-            current = zarr.open_group(str(self.path), mode="r").attrs.get("tiler", {}).get("run_id")
-        except (FileNotFoundError, ValueError, KeyError):
-            current = None
-        if current != self.run_id:
-            raise OutputError(f"{self.path}: the output was replaced by another run; this task stops")
+        if self.owner is not None:
+            self.owner.check()
+        if self.run_id is not None:
+            check_owner(self.path, self.run_id)
 
     def write(self, y0: int, y1: int, x0: int, x1: int, data: np.ndarray) -> None:
         self._check_run()
@@ -185,15 +265,55 @@ class ZarrSink:
     def mark_done(self, chunk_row: int, block_col: int) -> None:
         self._check_run()
         try:
+            if self.durable:
+                fsync_tree(self.path, under=self._chunk_row_folder(chunk_row))
             self.progress[chunk_row, block_col] = 1
+            if self.durable:
+                fsync_tree(self.path, under="progress")
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
+
+    def _chunk_row_folder(self, chunk_row: int) -> str:
+        """Where zarr's default chunk keys put chunk row ``chunk_row`` of array ``0``."""
+        return f"0/c/0/{chunk_row}" if self.array.ndim == 3 else f"0/c/{chunk_row}"
 
     def done(self) -> np.ndarray:
         return np.asarray(self.progress[:]).astype(bool)
 
-    def set_complete(self) -> None:
-        """Mark the output complete: call only after every stripe is written."""
+    def set_run_id(self, run_id: str) -> None:
+        """Record a new run id (a resume): tasks of earlier attempts stop before their next write."""
         meta = dict(self.group.attrs["tiler"])
-        meta["complete"] = True
+        meta["run_id"] = run_id
         self.group.attrs["tiler"] = meta
+
+    def set_complete(self) -> None:
+        """Mark the output complete: call only after every stripe is written.
+
+        Every file is flushed to disk first, then the record (written atomically by zarr) is
+        flushed too: ``complete`` never reaches the disk before the data it vouches for.
+        """
+        self._check_run()
+        try:
+            fsync_tree(self.path)
+            meta = dict(self.group.attrs["tiler"])
+            meta["complete"] = True
+            self.group.attrs["tiler"] = meta
+            _fsync(self.path / "zarr.json")
+            _fsync(self.path, directory=True)
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+
+
+def refuse_unless_tiler_output(path: Path) -> None:
+    """Raise :class:`OutputError` unless ``path`` is an output tiler wrote (``--overwrite`` may
+    replace only those: never an input, a user's folder, or another program's zarr group)."""
+    if is_tiler_output(path):
+        return
+    if path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file()):
+        what = "a zarr group that tiler did not write (no 'tiler' run record)"
+    elif path.is_dir():
+        what = "a folder that is not a tiler output"
+    else:
+        what = "a file, not a tiler output"
+    raise OutputError(f"{path}: is {what}; --overwrite replaces only tiler's own outputs: choose "
+                      "another output path")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,10 +10,6 @@ import numpy as np
 
 from ..errors import ModelError
 from ..models.spec import ModelSpec
-
-
-def _digest(*parts: object) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -69,12 +64,15 @@ class Runner(ABC):
         """One line for summaries: runtime, device, precision."""
         return type(self).__name__
 
-    def fingerprint(self) -> str:
-        """A short string that changes when the model's outputs may change (recorded for resume).
+    def fingerprint(self) -> str | None:
+        """A short string that changes when the model's outputs may change (recorded for resume),
+        or None when that cannot be known.
 
-        The base version names the class and the spec; runners with weights hash them.
+        Runners with weights hash them (``TorchRunner``, ``OnnxRunner``). The base version cannot
+        see what a subclass computes, so it returns None, and ``tiler.run(..., resume=True)``
+        refuses to continue such a run unless ``resume="force"``.
         """
-        return _digest(type(self).__qualname__, self.spec.to_dict())
+        return None
 
     def normalisation(self, dtype: np.dtype) -> Normalisation | None:
         """How raw tiles of ``dtype`` become :meth:`run`'s input; None: :meth:`run` takes them as
@@ -150,10 +148,10 @@ class FunctionRunner(Runner):
         name = getattr(fn, "__name__", "function")
         self.spec = spec or ModelSpec(name=name, scale=None if normalise else 1.0)
 
-    def fingerprint(self) -> str:
-        """The function's module and qualified name (its code is not hashed) and the spec."""
-        name = f"{getattr(self.fn, '__module__', '')}.{getattr(self.fn, '__qualname__', repr(self.fn))}"
-        return _digest("FunctionRunner", name, self.spec.to_dict())
+    def fingerprint(self) -> str | None:
+        """None: a function's behaviour cannot be digested (its code, closures and globals may
+        change under the same name), so resuming needs ``resume="force"``."""
+        return None
 
     def run(self, tiles: np.ndarray) -> np.ndarray:
         # no forced copy: the stitchers only read the outputs (they may be a view of the tiles)
