@@ -43,6 +43,7 @@ def export_onnx(
     size: int | None = None,
     tolerance: float | None = None,
     log: Callable[[str], object] | None = print,
+    name: str | None = None,
 ) -> Verification:
     """Export ``module`` to ONNX at ``out``, store ``spec`` in it, and verify it.
 
@@ -54,6 +55,8 @@ def export_onnx(
     fp16 : export in half precision.
     size : fix the spatial axes to ``size`` x ``size`` (for models that cannot take other sizes).
     tolerance, log : see :func:`exporters.verify.verify`.
+
+    ``name``: the model name stored in the file (default: ``out``'s file name).
 
     Returns the :class:`~exporters.verify.Verification`; the file is removed if it fails.
     """
@@ -83,7 +86,7 @@ def export_onnx(
             first = str(exc).strip().splitlines()[0]
             raise ModelError(f"ONNX export failed (opset {opset}): {first}") from None
     proto = onnx.load(str(out))
-    meta = {**spec.to_dict(), "name": out.name}
+    meta = {**spec.to_dict(), "name": name or out.name}
     del proto.metadata_props[:]
     proto.metadata_props.add(key="tiler", value=ModelSpec.from_dict(meta).to_json())
     proto.doc_string = f"{spec.name} exported by tiler ({'fp16' if fp16 else 'fp32'}, opset {opset})"

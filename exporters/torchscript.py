@@ -27,8 +27,11 @@ def export_torchscript(
     *,
     tolerance: float | None = None,
     log: Callable[[str], object] | None = print,
+    name: str | None = None,
 ) -> Verification:
     """Compile ``module`` to TorchScript at ``out`` with ``spec`` embedded, and verify it.
+
+    ``name``: the model name stored in the file (default: ``out``'s file name).
 
     Returns the :class:`~exporters.verify.Verification`; the file is removed if it fails.
     """
@@ -41,7 +44,7 @@ def export_torchscript(
     model = copy.deepcopy(module).cpu().float().eval()
     batches = random_batches(spec.in_channels, spec.multiple)
     how = "script"
-    meta = ModelSpec.from_dict({**spec.to_dict(), "name": out.name}).to_json()
+    meta = ModelSpec.from_dict({**spec.to_dict(), "name": name or out.name}).to_json()
     with warnings.catch_warnings():
         # PyTorch 2.13 deprecates TorchScript (it still works); tracer notes on shape checks
         warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", DeprecationWarning)

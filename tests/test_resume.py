@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -28,7 +29,8 @@ SETTINGS = {"tile": 64, "overlap": 16, "chunk": 32, "batch_size": 2, "device": "
 def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("resume")
     model = save_model(d / "slow.pt", layers=3, width=16)
-    image = write_tiff(d / "img.tif", make_image((640, 192, 3), seed=3), compression=None)
+    # wide enough that a run lasts seconds (about 0.1 s a stripe): signals land mid-run
+    image = write_tiff(d / "img.tif", make_image((640, 1536, 3), seed=3), compression=None)
     ref = d / "reference.zarr"
     tiler.run(image, model, out=ref, **SETTINGS)
     return {"dir": d, "model": model, "image": image, "reference": ref}
@@ -151,3 +153,90 @@ def test_incomplete_output_without_flags_says_how_to_continue(case, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err == f"error: {out}: an incomplete output exists; pass --resume to continue it or " \
                   "--overwrite to start again"
+
+
+def _owner_appears(proc: subprocess.Popen, out: Path, timeout: float = 60) -> dict:
+    """Wait for the run's owner record and its first stripe; return the record."""
+    assert _wait_for(proc, out, 1, timeout) >= 1, proc.communicate(timeout=30)[1]
+    return json.loads(out.with_name(out.name + ".owner.json").read_text())
+
+
+def test_a_second_run_on_a_live_output_is_refused_and_a_killed_one_does_not_block_resume(
+    case, tmp_path, capsys
+):
+    out = tmp_path / "shared.zarr"
+    proc = _cli(case, out)
+    try:
+        owner = _owner_appears(proc, out)
+        assert owner["pid"] == proc.pid
+        base = ["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), *ARGS]
+        for flag in ("--overwrite", "--resume", None):
+            assert main([*base, *([flag] if flag else [])]) == 1
+            err = capsys.readouterr().err.strip()
+            assert err.startswith(f"error: {out}: another tiler run is writing this output: run ")
+            assert f"pid {proc.pid} on " in err and err.count("\n") == 0
+        assert proc.poll() is None and _output(out)[1]["complete"] is False  # still writing, untouched
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    # the killed run's record is still there, but its pid is gone: an immediate resume takes over
+    assert out.with_name(out.name + ".owner.json").exists()
+    before = _output(out)[1]["run_id"]
+    assert main([*base, "--resume"]) == 0
+    data, meta = _output(out)
+    assert meta["complete"] is True and meta["run_id"] != before  # every resume is a new run
+    assert not out.with_name(out.name + ".owner.json").exists()  # released
+    np.testing.assert_allclose(data, _output(case["reference"])[0], rtol=0, atol=1e-6)
+
+
+def test_a_holder_on_another_host_blocks_until_its_lease_expires_or_break_lock(case, tmp_path, capsys, model_file):
+    from tiler.ownership import Owner, RecordFile
+
+    out = tmp_path / "remote.zarr"
+    small = write_tiff(tmp_path / "s.tif", make_image((256, 192, 3), seed=5), compression=None)
+    base = ["run", str(small), "--model", str(model_file), "-o", str(out), *ARGS]
+    record = RecordFile(out)
+    alive = Owner("r" * 32, "another-host", 1, None, "", time.time())
+    assert record.create(alive.to_bytes())
+    assert main(base) == 1
+    assert "another tiler run is writing this output: run rrrrrrrr (pid 1 on another-host" in capsys.readouterr().err
+    record.replace(Owner("r" * 32, "another-host", 1, None, "", time.time() - 10_000).to_bytes())
+    assert main(base) == 0  # heartbeat older than the lease: the holder is gone
+    assert main([*base, "--overwrite"]) == 0
+    assert record.create(alive.to_bytes())
+    assert main([*base, "--overwrite"]) == 1
+    capsys.readouterr()
+    assert main([*base, "--overwrite", "--break-lock"]) == 0
+    assert not record.path.exists()
+
+
+def test_tasks_of_an_earlier_attempt_stop_once_the_output_is_resumed(case, tmp_path, model_file):
+    """A task made for one run (its run id) must not write after a resume started a new run."""
+    from tiler.errors import OutputError
+    from tiler.ownership import OutputLock
+    from tiler.sink import ZarrSink
+
+    out = tmp_path / "o.zarr"
+    small = write_tiff(tmp_path / "s.tif", make_image((256, 192, 3), seed=5), compression=None)
+    tiler.run(small, model_file, out=out, **SETTINGS)
+    group = zarr.open_group(str(out))
+    group.attrs["tiler"] = {**dict(group.attrs)["tiler"], "complete": False}
+    group["progress"][5:] = 0  # the rest is still to do
+    first = dict(group.attrs)["tiler"]["run_id"]
+    driver = OutputLock(out, first)
+    driver.acquire()
+    stale = ZarrSink.open(out, run_id=first)
+    stale.mark_done(0, 0)  # its own run: allowed
+    driver.release()  # the attempt is given up (a driver that crashed)
+    resumed = {}
+
+    def spy(done, total):  # called while the resumed run works: the stale task tries to write now
+        if "error" not in resumed:
+            try:
+                stale.mark_done(1, 0)
+            except OutputError as exc:
+                resumed["error"] = str(exc)
+
+    tiler.run(small, model_file, out=out, resume=True, progress=spy, **SETTINGS)
+    assert "replaced by another run" in resumed["error"]
+    assert dict(zarr.open_group(str(out)).attrs)["tiler"]["run_id"] != first

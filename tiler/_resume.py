@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
+#: Keys named first when several differ (what a user recognises before digests and timestamps).
+_FIRST = ("path", "shape", "dtype", "level", "downsample", "mpp", "mask", "digest")
+
 
 def _changed(old: Any, new: Any) -> list[str]:
     if not isinstance(old, dict) or not isinstance(new, dict):
         return [] if old == new else [f"{old!r} recorded, {new!r} now"]
-    return [
-        f"{k}: {old.get(k)!r} recorded, {new.get(k)!r} now"
-        for k in sorted(set(old) | set(new), key=str)
-        if old.get(k) != new.get(k)
-    ]
+    keys = sorted(set(old) | set(new), key=lambda k: (_FIRST.index(k) if k in _FIRST else len(_FIRST), str(k)))
+    return [f"{k}: {old.get(k)!r} recorded, {new.get(k)!r} now" for k in keys if old.get(k) != new.get(k)]
 
 
 def differences(recorded: dict[str, Any], current: dict[str, Any]) -> str:

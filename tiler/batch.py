@@ -3,7 +3,8 @@
 Inputs are files, directories (their image files, sorted), glob patterns, or a manifest: a text
 file with one path per line, or a CSV with an ``input`` column and an optional ``output`` column
 (relative paths are relative to the manifest). Outputs go to ``out_dir`` (default: beside each
-input, ``scan.tif`` -> ``scan.zarr``). The model is loaded once for the whole archive.
+input, ``scan.tif`` -> ``scan.zarr``, ``scan.zarr`` -> ``scan.pred.zarr``; never the input itself).
+The model is loaded once for the whole archive.
 
 >>> item = Item("a.tif", "a.zarr")
 >>> item.status, item.to_dict()["error"]
@@ -136,7 +137,11 @@ def assign_outputs(items: list[Item], out_dir: str | os.PathLike[str] | None) ->
             default = default_output_path(item.input)
             item.output = str(Path(out_dir) / default.name if out_dir else default)
         key = str(Path(item.output).resolve())
-        if key in owners:
+        if key == str(Path(item.input).resolve()):
+            item.status = "failed"
+            item.error = str(OutputError(f"{item.output}: is the input itself; choose another output "
+                                         "(a manifest's output column, --out or --out-dir)"))
+        elif key in owners:
             item.status = "failed"
             item.error = str(OutputError(f"{item.output}: also the output of {owners[key]}; use a manifest "
                                          "with an output column, or separate runs"))

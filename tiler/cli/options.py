@@ -123,11 +123,19 @@ def add_tiling_options(p: argparse.ArgumentParser) -> None:
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
-    g.add_argument("--out", "-o", metavar="PATH", help="output zarr group (default: INPUT with .zarr)")
+    g.add_argument("--out", "-o", metavar="PATH",
+                   help="output zarr group (default: scan.tif -> scan.zarr, scan.zarr -> scan.pred.zarr)")
     g.add_argument("--output", default="logits", choices=OUTPUT_KINDS,
                    help="logits (float32), probs (uint8 p*255 unless --dtype float32) or labels (uint8)")
     g.add_argument("--dtype", choices=("uint8", "float32"), help="stored dtype for --output probs")
     g.add_argument("--chunk", type=positive_int, default=_DEFAULTS.chunk, metavar="N",
                    help=f"output chunk edge in pixels (default {_DEFAULTS.chunk})")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output (only one tiler wrote; never the input)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted output")
+    g.add_argument("--break-lock", action="store_true",
+                   help="take over an output whose recorded writer is gone but cannot be recognised as "
+                        "such (a run on another host that died within its 2-minute lease)")
+    g.add_argument("--durable", action="store_true",
+                   help="flush each stripe to disk (fsync) before recording it, for resumes after a "
+                        "power loss ('complete' is always recorded after the data is flushed)")
