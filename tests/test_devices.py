@@ -61,6 +61,13 @@ def test_auto_without_cuda_says_once_it_runs_on_the_cpu_and_can_be_silenced():
 
 
 @needs_no_cuda
+def test_fp16_on_a_machine_without_cuda_is_one_error_and_no_cpu_note(recwarn):
+    with pytest.raises(SettingsError, match="fp16 needs a CUDA device"):
+        TorchRunner(nn.Conv2d(3, 2, 1), ModelSpec(scale=1.0), precision="fp16")
+    assert not [w for w in recwarn if issubclass(w.category, DeviceWarning)]
+
+
+@needs_no_cuda
 @pytest.mark.parametrize("device", ["cuda", "cuda:0"])
 def test_explicit_cuda_without_cuda_is_an_error(device):
     with pytest.raises(SettingsError, match=f"device {device} asked for, but PyTorch finds no CUDA GPU.*--device cpu"):

@@ -84,6 +84,11 @@ def test_unknown_keyword_names_the_valid_ones(entry, tmp_path, plus_one):
     assert not (tmp_path / "o.zarr").exists() and not (tmp_path / "r.json").exists()  # refused first
 
 
+def test_run_batch_says_where_outputs_come_from(tmp_path, plus_one):
+    with pytest.raises(SettingsError, match=r"output from its Item .*assign_outputs"):
+        batch.run_batch([batch.Item("x.tif")], model=plus_one, out=tmp_path / "o.zarr")
+
+
 def test_read_options_are_a_named_group():
     """series, plane, channels (how the input is read) slot in next to level and mpp."""
     assert {"level", "mpp"} <= set(READ_KEYWORDS) <= VALUE_KEYWORDS

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, InputNotFoundError, OutputError, TilerError
+from .errors import InputError, InputNotFoundError, OutputError, SettingsError, TilerError
 
 #: File names a directory contributes (other files in it are ignored).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg", ".btf", ".tf8")
@@ -180,6 +180,9 @@ def run_batch(
     from .models.load import load_runner
 
     per_input = {"image", "model", "out", "client"}  # given by the items and by run_batch itself
+    if "out" in options:
+        raise SettingsError("tiler.batch.run_batch() takes each output from its Item (item.output, or "
+                            "assign_outputs(items, out_dir)), not out=")
     check_keywords("tiler.batch.run_batch", options,
                    keyword_names(run_batch) | (keyword_names(run) - per_input) | set(SETTING_KEYWORDS))
     error = error or (lambda line: print(line, file=sys.stderr))

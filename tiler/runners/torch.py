@@ -77,6 +77,8 @@ class TorchRunner(Runner):
     ) -> None:
         if precision not in PRECISIONS:
             raise SettingsError(f"unknown precision {precision!r}; use fp32, fp16 or bf16")
+        if precision == "fp16" and str(device) in ("auto", "None") and not torch.cuda.is_available():
+            device = "cpu"  # refused just below, without first noting that auto found no GPU
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type == "cpu":
             raise SettingsError("fp16 needs a CUDA device; on the CPU use bf16 or fp32")
