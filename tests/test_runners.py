@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from tiler.errors import InputNotFoundError, ModelError, SettingsError
+from tiler.errors import DeviceWarning, InputNotFoundError, ModelError, SettingsError
 from tiler.models.spec import ModelSpec
 from tiler.runners.base import Runner
 
@@ -159,47 +159,60 @@ def test_choose_providers(monkeypatch):
     assert onnx_runner.choose_providers("auto") == [cpu]
     monkeypatch.setattr(onnx_runner, "gpu_present", lambda: True)
     assert onnx_runner.choose_providers("auto") == [trt, cuda, cpu]
+    assert onnx_runner.choose_providers("auto", "cuda:0") == [trt, cuda, cpu]
     monkeypatch.setattr(onnx_runner.ort, "get_available_providers", lambda: [cpu])
     assert onnx_runner.choose_providers("auto") == [cpu]
-    with pytest.warns(RuntimeWarning, match="no GPU providers"):
-        assert onnx_runner.choose_providers("auto", "cuda:0") == [cpu]
+    with pytest.raises(SettingsError, match="no GPU providers; install onnxruntime-gpu, or use --device cpu"):
+        onnx_runner.choose_providers("auto", "cuda:0")  # an explicit GPU: never the CPU instead
+    for name in ("cuda", "tensorrt"):
+        with pytest.raises(SettingsError, match=f"provider {name} asked for, .* has only CPUExecutionProvider"):
+            onnx_runner.choose_providers(name)
     with pytest.raises(SettingsError, match="unknown provider"):
         onnx_runner.choose_providers("openvino")
     with pytest.raises(SettingsError, match="contradicts"):
         onnx_runner.choose_providers("cuda", "cpu")
 
 
-@pytest.mark.skipif(onnx_runner.gpu_present(), reason="tests the fallback on a machine without a GPU")
-@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
-def test_unusable_gpu_provider_falls_back_to_cpu_with_one_warning(sum_onnx, provider, capfd):
-    with pytest.warns(RuntimeWarning) as record:
-        runner = onnx_runner.OnnxRunner(sum_onnx, provider=provider)
-    assert len(record) == 1
-    message = str(record[0].message)
-    assert f"could not use {provider}" in message and "running sum.onnx on cpu" in message
-    assert runner.provider == "CPUExecutionProvider"
+@pytest.mark.skipif(onnx_runner.gpu_present(), reason="tests the refusal on a machine without a GPU")
+@pytest.mark.parametrize(("provider", "device", "fix"), [("cuda", "auto", "--provider cpu"),
+                                                         ("tensorrt", "auto", "--provider cpu"),
+                                                         ("auto", "cuda", "--device cpu"),
+                                                         ("cuda", "cuda:0", "--provider cpu")])
+def test_unusable_gpu_provider_asked_for_is_an_error_not_a_silent_fallback(sum_onnx, provider, device, fix,
+                                                                           capfd):
+    """onnxruntime-gpu lists CUDA and TensorRT here, but they cannot load: ONNX Runtime itself
+    would run on the CPU without a word."""
+    with pytest.raises(SettingsError) as info:
+        onnx_runner.OnnxRunner(sum_onnx, provider=provider, device=device)
+    message = str(info.value)
+    assert "\n" not in message and "could not use" in message and "no NVIDIA GPU" in message
+    assert "not fall back silently" in message and fix in message
     out, err = capfd.readouterr()
     assert out == "" and "onnxruntime" not in err.lower() and "EP Error" not in err
-    assert runner(rgb(2, 16, 16)).shape == (2, 2, 16, 16)
 
 
 @pytest.mark.skipif(onnx_runner.gpu_present(), reason="tests the fallback on a machine without a GPU")
 def test_auto_with_listed_but_unloadable_gpu_providers(sum_onnx, monkeypatch, capfd):
     """onnxruntime-gpu lists CUDA and TensorRT here although their libraries are missing."""
     monkeypatch.setattr(onnx_runner, "gpu_present", lambda: True)
-    with pytest.warns(RuntimeWarning, match="could not use") as record:
+    with pytest.warns(DeviceWarning, match="could not use") as record:
         runner = onnx_runner.OnnxRunner(sum_onnx)
     assert len(record) == 1 and runner.provider == "CPUExecutionProvider"
+    assert "CPUExecutionProvider on cpu" in runner.describe()
     out, err = capfd.readouterr()
     assert out == "" and err == ""
 
 
-def test_auto_without_gpu_is_quiet(sum_onnx, monkeypatch, recwarn, capfd):
+def test_auto_without_gpu_says_once_that_it_runs_on_the_cpu(sum_onnx, monkeypatch, recwarn, capfd):
     monkeypatch.setattr(onnx_runner, "gpu_present", lambda: False)
     runner = onnx_runner.OnnxRunner(sum_onnx)
-    assert runner.provider == "CPUExecutionProvider" and runner.warning is None
-    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert runner.provider == "CPUExecutionProvider"
+    notes = [w for w in recwarn if issubclass(w.category, DeviceWarning)]
+    assert len(notes) == 1 and "runs sum.onnx on the CPU" in str(notes[0].message)
     assert capfd.readouterr() == ("", "")
+    recwarn.clear()
+    onnx_runner.OnnxRunner(sum_onnx, provider="cpu")  # the CPU named: nothing to say
+    assert not [w for w in recwarn if issubclass(w.category, DeviceWarning)]
 
 
 def test_precision_checks(sum_onnx):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
-from .errors import SettingsError
+from .errors import DeviceWarning, SettingsError
 
 
 def _gpu_ids() -> list[str]:
@@ -21,10 +22,11 @@ def _gpu_ids() -> list[str]:
     return ids[:count] if ids else [str(i) for i in range(count)]
 
 
-def local_cluster_spec(workers: int) -> dict[str, dict[str, Any]]:
+def local_cluster_spec(workers: int, *, gpus: bool = True) -> dict[str, dict[str, Any]]:
     """Worker specs for a local cluster: one worker per GPU pinned with ``CUDA_VISIBLE_DEVICES``
-    (at most ``workers``), else ``workers`` CPU workers splitting the cores between their torch
-    thread pools. Each worker runs one block at a time (``nthreads=1``)."""
+    (at most ``workers``; fewer GPUs than ``workers`` is said in one :class:`DeviceWarning`), else
+    (or with ``gpus=False``, for ``--device cpu``) ``workers`` CPU workers splitting the cores
+    between their torch thread pools. Each worker runs one block at a time (``nthreads=1``)."""
     import logging
 
     from distributed import Nanny
@@ -32,9 +34,13 @@ def local_cluster_spec(workers: int) -> dict[str, dict[str, Any]]:
 
     if workers < 1:
         raise SettingsError(f"--workers {workers}: need at least one worker")
-    gpus = _gpu_ids()
-    if gpus:
-        envs = [{"CUDA_VISIBLE_DEVICES": g} for g in gpus[:workers]]
+    ids = _gpu_ids() if gpus else []
+    if ids:
+        envs = [{"CUDA_VISIBLE_DEVICES": g} for g in ids[:workers]]
+        if len(ids) < workers:
+            warnings.warn(f"--workers {workers}: this machine has {len(ids)} GPU(s), so {len(ids)} "
+                          f"worker(s) start, one per GPU (--device cpu for {workers} CPU workers)",
+                          DeviceWarning, stacklevel=3)
     else:
         threads = str(max(1, (os.cpu_count() or 1) // workers))
         envs = [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * workers
@@ -43,9 +49,10 @@ def local_cluster_spec(workers: int) -> dict[str, dict[str, Any]]:
     return {f"tiler-{i}": {"cls": Nanny, "options": {**options, "env": env}} for i, env in enumerate(envs)}
 
 
-def connect(*, workers: int | None = None, scheduler: str | None = None) -> Any:
+def connect(*, workers: int | None = None, scheduler: str | None = None, device: str | None = None) -> Any:
     """A ``distributed.Client``: to the scheduler at ``scheduler``, or to a new local cluster of
-    ``workers`` (closed together with the client). Use as a context manager."""
+    ``workers`` (closed together with the client; see :func:`local_cluster_spec`: one worker per
+    GPU, CPU workers with ``device="cpu"``). Use as a context manager."""
     import logging
 
     from distributed import Client, Scheduler, SpecCluster
@@ -62,7 +69,7 @@ def connect(*, workers: int | None = None, scheduler: str | None = None) -> Any:
     cluster = SpecCluster(
         scheduler={"cls": Scheduler,
                    "options": {"dashboard": False, "dashboard_address": None, "host": "127.0.0.1"}},
-        workers=local_cluster_spec(workers or 1),
+        workers=local_cluster_spec(workers or 1, gpus=str(device) != "cpu"),
         silence_logs=logging.ERROR,
     )
     client = Client(cluster)

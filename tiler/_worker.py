@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ import numpy as np
 
 from . import windows
 from .engine import Job, Settings
+from .errors import DeviceWarning
 from .outputs import OutputSpec
 from .plan import Block, Partition, TilePlan, reflect_index
 from .sources import Source, SourceInfo, open_at, open_source
@@ -76,8 +78,12 @@ class ModelRef:
         """The runner, loaded at most once per process."""
         from .models.load import load_runner
 
-        return _cached(_RUNNERS, self.key, CACHE_SIZE["runners"],
-                       lambda: load_runner(self.model, **dict(self.options)))
+        def load() -> Any:
+            with warnings.catch_warnings():  # the client already said where the model runs
+                warnings.simplefilter("ignore", DeviceWarning)
+                return load_runner(self.model, **dict(self.options))
+
+        return _cached(_RUNNERS, self.key, CACHE_SIZE["runners"], load)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from . import __version__
 from .engine import BlockStats, Job, Settings, run_block
 from .errors import OutputError, SettingsError
 from .identity import input_digest, input_paths
+from .keywords import SETTING_KEYWORDS, check_keywords, keyword_names
 from .masks import build_skip, skip_predicate
 from .models.load import load_runner
 from .ownership import OutputLock, read_owner
@@ -48,11 +49,13 @@ def predict(
     provider: str = "auto",
     trust_model: bool = False,
     compile: bool = False,
+    overrides: dict[str, Any] | None = None,
     level: int | None = None,
     mpp: float | None = None,
     tissue: str | None = None,
     roi: Any = None,
     fill: float = 0.0,
+    **settings: Any,
 ) -> np.ndarray:
     """Blended model outputs for a whole image, in memory.
 
@@ -60,21 +63,27 @@ def predict(
     ----------
     image : (H, W) or channel-last (H, W, C) array (NumPy, zarr or dask), or a path.
     model : an ``nn.Module``, a :class:`~tiler.runners.Runner`, a path, or None (built-in UNet).
-    tile, overlap, margin : pixels (see :class:`~tiler.engine.Settings` for the defaults).
+    tile, overlap, margin : pixels (see :class:`~tiler.engine.Settings` for the defaults);
+        ``overlap`` may also be a fraction of the tile, ``0 < overlap < 1`` (MONAI's convention),
+        used as ``round(overlap * tile)`` pixels.
     window : "gaussian", "constant", "linear" or "cosine".
     batch_size, device, precision : how the model runs.
     provider : ONNX Runtime execution provider for ``.onnx`` models: auto, tensorrt, cuda or cpu.
     trust_model : allow checkpoints that need full unpickling (they can run code).
+    overrides : model metadata fields to replace (``ModelSpec`` names: in_channels, mean, std, ...).
     compile : run a PyTorch model through ``torch.compile``, every batch padded to ``batch_size``
         tiles (one shape: compiled once; pays off on GPUs and long runs).
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
         :func:`~tiler.sources.open_at`); H, W are then that image's size.
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
         touching no foreground are not computed; pixels no computed tile covers get ``fill``.
+    **settings : the other fields of :class:`~tiler.engine.Settings` (output, dtype, chunk, ...);
+        every keyword of :data:`tiler.keywords.VALUE_KEYWORDS` is accepted here as by :func:`run`.
 
     Returns
     -------
-    (C_out, H, W) float32 array: ``Σ w·y / Σ w`` over the tiles covering each pixel.
+    (C_out, H, W) float32 array: ``Σ w·y / Σ w`` over the tiles covering each pixel (with
+    ``output="labels"``: (H, W) uint8; see :class:`~tiler.outputs.OutputSpec`).
 
     Examples
     --------
@@ -85,14 +94,15 @@ def predict(
     >>> out.shape, float(out.min()), float(out.max())
     ((3, 100, 70), 1.0, 1.0)
     """
+    check_keywords("tiler.predict", settings, keyword_names(predict) | set(SETTING_KEYWORDS))
     source = open_at(image, level=level, mpp=mpp)
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
-                     "compile": batch_size if compile else False}
+                     "overrides": overrides, "compile": batch_size if compile else False}
     try:
         return _predict(source, model, model_options, Settings(
-            tile=tile, overlap=overlap, margin=margin, window=window, batch_size=batch_size,
-            sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, block_width=None,
-            fill=fill,
+            **{"block_width": None, **settings}, tile=tile, overlap=overlap, margin=margin, window=window,
+            batch_size=batch_size,
+            sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, fill=fill,
         ), lambda plan: build_skip(plan, image, source, tissue=tissue, roi=roi)[0])
     finally:
         source.close()
@@ -129,14 +139,18 @@ class RunResult:
     resumed_blocks: int = 0
     stats: BlockStats = field(default_factory=BlockStats)
     preview: Path | None = None
+    #: The runtime and device the model ran on, as the runner describes itself
+    #: (``PyTorch 2.x on cuda:0 (fp16)``, ``ONNX Runtime 1.x CUDAExecutionProvider on cuda:0 (fp32)``).
+    runtime: str = ""
 
     def summary(self) -> str:
         rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
         shape = " x ".join(str(s) for s in self.shape)
         skipped = f", {self.skipped} skipped" if self.skipped else ""
+        on = f" on {self.runtime}" if self.runtime else ""
         return (
             f"wrote {self.path}: {shape} {self.dtype}; {self.tiles} tiles{skipped} in "
-            f"{self.seconds:.1f} s ({rate:.1f} MP/s)"
+            f"{self.seconds:.1f} s ({rate:.1f} MP/s){on}"
         ) + (f"; preview {self.preview}" if self.preview else "")
 
 
@@ -242,7 +256,8 @@ def run(
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
         foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
-        batch_size, output, dtype, fill, chunk, ...).
+        batch_size, output, dtype, fill, chunk, ...); ``overlap`` in pixels or as a fraction of the
+        tile (``0 < overlap < 1``). Any other keyword is a SettingsError naming the valid ones.
 
     Returns
     -------
@@ -250,6 +265,7 @@ def run(
     (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
     with ``complete: true`` written last.
     """
+    check_keywords("tiler.run", settings, keyword_names(run) | set(SETTING_KEYWORDS))
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
                      "overrides": overrides,
                      "compile": settings.get("batch_size", Settings.batch_size) if compile else False}
@@ -330,6 +346,7 @@ def run(
             path=out_path, shape=shape, dtype=str(job.output.store_dtype), tiles=stats.tiles,
             skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
             resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
+            runtime=runner.describe(),
         )
 
 

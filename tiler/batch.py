@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, InputNotFoundError, OutputError, TilerError
+from .errors import InputError, InputNotFoundError, OutputError, SettingsError, TilerError
 
 #: File names a directory contributes (other files in it are ignored).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg", ".btf", ".tf8")
@@ -36,6 +36,8 @@ class Item:
     """One input of an archive run and what became of it (a row of the ``--report`` JSON).
 
     status : "pending", "ok", "failed" or "interrupted".
+    runtime : what the model ran on, e.g. ``PyTorch 2.x on cuda:0 (fp16)`` (see
+        :attr:`tiler.RunResult.runtime`); None until the item has run.
     """
 
     input: str
@@ -44,6 +46,7 @@ class Item:
     tiles: int = 0
     seconds: float = 0.0
     error: str | None = None
+    runtime: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,7 +171,9 @@ def run_batch(
 ) -> list[Item]:
     """Run every pending item with :func:`tiler.run`; failures are recorded, not raised.
 
-    ``options`` go to :func:`tiler.run` (overwrite, resume, progress, tile, ...). A ``TilerError``
+    ``options`` go to :func:`tiler.run` (overwrite, resume, progress, tile, ...: every keyword of
+    :data:`tiler.keywords.VALUE_KEYWORDS` and run's output options; anything else is a
+    SettingsError before any work, naming the valid ones). A ``TilerError``
     fails its item with its one-line message; an unexpected exception fails it as an internal
     error. With ``debug`` both are raised (tracebacks for ``tiler --debug``). Ctrl-C marks the
     item interrupted, writes the report and re-raises ``KeyboardInterrupt`` naming the output to
@@ -176,8 +181,15 @@ def run_batch(
     """
     from .api import run
     from .engine import Settings
+    from .keywords import SETTING_KEYWORDS, check_keywords, keyword_names
     from .models.load import load_runner
 
+    per_input = {"image", "model", "out", "client"}  # given by the items and by run_batch itself
+    if "out" in options:
+        raise SettingsError("tiler.batch.run_batch() takes each output from its Item (item.output, or "
+                            "assign_outputs(items, out_dir)), not out=")
+    check_keywords("tiler.batch.run_batch", options,
+                   keyword_names(run_batch) | (keyword_names(run) - per_input) | set(SETTING_KEYWORDS))
     error = error or (lambda line: print(line, file=sys.stderr))
     write_report(report, items)  # an unwritable report path fails now, before any work
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
@@ -214,7 +226,7 @@ def run_batch(
             item.error = f"{item.input}: internal error ({type(exc).__name__}: {exc}); rerun with --debug"
             error(f"error: {item.error}")
         else:
-            item.status, item.tiles = "ok", result.tiles
+            item.status, item.tiles, item.runtime = "ok", result.tiles, result.runtime
             log(result.summary())
         item.seconds = round(time.perf_counter() - t0, 3)
         write_report(report, items)

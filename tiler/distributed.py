@@ -41,9 +41,10 @@ from ._worker import (
 )
 from .engine import BlockStats, Job, Settings, grid_for_workers, run_block
 from .errors import SettingsError
+from .keywords import SETTING_KEYWORDS, check_keywords, keyword_names
 from .plan import Block, Partition
 from .sink import MemorySink, ZarrSink
-from .sources import open_source
+from .sources import open_at
 
 __all__ = [
     "CACHE_SIZE", "_RUNNERS", "_SOURCES",
@@ -189,6 +190,14 @@ def predict_dask(
     block: int = 8192,
     device: str | None = "auto",
     precision: str = "fp32",
+    provider: str = "auto",
+    trust_model: bool = False,
+    compile: bool = False,
+    overrides: dict[str, Any] | None = None,
+    level: int | None = None,
+    mpp: float | None = None,
+    tissue: str | None = None,
+    roi: Any = None,
     **settings: Any,
 ) -> Any:
     """A lazy dask array of the blended model output over ``image``.
@@ -199,8 +208,12 @@ def predict_dask(
         block (the block plus the halo its tiles read), so the graph never holds the whole image.
     model : as for :func:`tiler.predict`; a path is loaded once per worker process.
     block : edge in pixels of the output's dask chunks (whole multiples of ``chunk``). Each border
-        between blocks repeats about ``tile / block`` of the work (see ``docs-scale.md``).
-    **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, window, output, ...).
+        between blocks repeats about ``tile / block`` of the work (see ``docs-scale.md``);
+        ``block_height`` / ``block_width``, if given, replace it along one axis.
+    device, precision, provider, trust_model, compile, overrides, level, mpp, tissue, roi : as for
+        :func:`tiler.predict` (a path model is loaded by each worker with the same options).
+    **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, window, output, ...);
+        every keyword of :data:`tiler.keywords.VALUE_KEYWORDS` is accepted, as by :func:`tiler.run`.
 
     Returns
     -------
@@ -220,22 +233,31 @@ def predict_dask(
     import dask
     import dask.array as da
 
+    from .masks import build_skip, skip_predicate
     from .models.load import load_runner
 
-    source = open_source(image)
+    check_keywords("tiler.predict_dask", settings, keyword_names(predict_dask) | set(SETTING_KEYWORDS))
     if block < 1:
         raise SettingsError(f"block {block} must be a positive number of pixels")
-    model_options = {"device": device, "precision": precision}
+    source = open_at(image, level=level, mpp=mpp)
+    base = Settings(**{"block_height": block, "block_width": block,
+                       **{k: v for k, v in settings.items() if v is not None}})
+    model_options = {"device": device, "precision": precision, "provider": provider,
+                     "trust_model": trust_model, "overrides": overrides,
+                     "compile": base.batch_size if compile else False}
     runner = load_runner(model, **model_options)
-    base = Settings(**{k: v for k, v in settings.items() if v is not None})
-    job = Job.create(source, runner, replace(base, block_height=block, block_width=block))
+    job = Job.create(source, runner, base)
+    skip, _masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
+    if skip is not None:
+        job = replace(job, skip=skip_predicate(skip))
     by_path = model is None or isinstance(model, (str, os.PathLike))
-    ref = ModelRef.of(model if by_path else runner, model_options)
+    # a path is loaded by each worker with the same options; a loaded runner is shipped as it is
+    ref = ModelRef.of(model, model_options) if by_path else ModelRef.of(runner, {})
     model_node = ref if by_path else dask.delayed(ref, pure=False)  # one key: shipped once per worker
     template = JobTemplate.of(job)
     h, w, c = source.shape
     lazy = isinstance(image, (str, os.PathLike))
-    src_ref = SourceRef.of(image) if lazy else None
+    src_ref = SourceRef.of(image, level=level, mpp=mpp) if lazy else None
     array = None
     if not lazy:
         chunks = (2048, 2048) + (-1,) * (image.ndim - 2)

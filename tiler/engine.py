@@ -21,7 +21,7 @@ import numpy as np
 
 from . import windows
 from ._threads import Prefetcher, Worker
-from .errors import ModelError, ModelOutputError
+from .errors import ModelError, ModelOutputError, SettingsError
 from .load import BufferPool, TileLoader
 from .outputs import OutputSpec
 from .plan import Block, Partition, TilePlan
@@ -39,6 +39,11 @@ class Settings:
     (sigma = 0.125 x tile), as MONAI and nnU-Net use: seams fall 64 pixels from tile edges, where a
     UNet's border effects have faded, at 1.78x the work of no overlap. ``margin = 0``: the gaussian
     already gives tile edges little weight. Chunks of 1024 pixels; blocks as wide as 16384 pixels.
+
+    ``overlap`` is in pixels, or, as in MONAI's ``sliding_window_inference``, a fraction of the
+    tile (``0 < overlap < 1``): it is then converted to ``round(overlap * tile)`` pixels, and
+    those pixels are what is stored and recorded (``Settings(tile=512, overlap=0.25).overlap``
+    is 128). Pixel counts given as integral floats (``128.0``) or NumPy integers become ``int``.
     """
 
     tile: int = 512
@@ -58,10 +63,32 @@ class Settings:
     #: gives the same values: each owns whole chunk columns and sums in lattice order.
     stitch_threads: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("tile", "margin", "batch_size", "chunk", "prefetch"):
+            object.__setattr__(self, name, _pixels(name, getattr(self, name)))
+        overlap = self.overlap
+        if isinstance(overlap, (float, np.floating)) and 0 < overlap < 1:
+            object.__setattr__(self, "overlap", round(float(overlap) * self.tile))
+        else:
+            object.__setattr__(self, "overlap", _pixels(
+                "overlap", overlap, "give whole pixels (e.g. 128) or a fraction of the tile between 0 "
+                "and 1 (e.g. 0.25)"))
+
     def record(self) -> dict[str, Any]:
         """The settings that determine the output values (recorded and checked on resume)."""
         keys = ("tile", "overlap", "margin", "window", "sigma_scale", "output", "dtype", "fill", "chunk")
         return {k: getattr(self, k) for k in keys} | {"block_width": self.block_width}
+
+
+def _pixels(name: str, value: Any, fix: str = "give a whole number") -> int:
+    """``value`` as an ``int`` (NumPy integers and integral floats too), else a SettingsError."""
+    if isinstance(value, (bool, np.bool_)):
+        raise SettingsError(f"{name} {value!r} is not a number of pixels; {fix}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    raise SettingsError(f"{name} {value!r} is not a whole number; {fix}")
 
 
 @dataclass

@@ -34,3 +34,13 @@ class OutputError(TilerError):
 
 class ModelOutputError(TilerError, ArithmeticError):
     """A model that produced NaN or infinite values."""
+
+
+class DeviceWarning(RuntimeWarning):
+    """Where the model runs is not what was asked for or might be expected: ``device="auto"``
+    found no GPU and runs on the CPU, ``--workers N`` found fewer than N GPUs. One line; the CLI
+    prints it as ``warning: ...``. A library user silences it with
+    ``warnings.filterwarnings("ignore", category=tiler.errors.DeviceWarning)`` (or by naming the
+    device: ``device="cpu"`` is never noted). Requests that cannot be honoured (``device="cuda"``
+    without a GPU, ``provider="cuda"`` that ONNX Runtime cannot load) are errors, not warnings.
+    """

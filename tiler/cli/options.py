@@ -32,6 +32,24 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def overlap_value(text: str) -> int | float:
+    """``--overlap``: whole pixels (``128``), or a fraction of the tile (``0.25``, MONAI's
+    convention), which :class:`~tiler.engine.Settings` turns into ``round(0.25 * tile)`` pixels."""
+    try:
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected pixels (e.g. 128) or a fraction of the tile "
+                                         f"(e.g. 0.25), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected whole pixels (e.g. 128) or a fraction of the tile "
+                                         f"between 0 and 1 (e.g. 0.25), got {value:g}")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -113,8 +131,9 @@ def add_tiling_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tiling and blending")
     g.add_argument("--tile", type=positive_int, default=_DEFAULTS.tile, metavar="N",
                    help=f"tile edge in pixels (default {_DEFAULTS.tile})")
-    g.add_argument("--overlap", type=non_negative_int, default=_DEFAULTS.overlap, metavar="N",
-                   help=f"overlap of neighbouring tiles in pixels (default {_DEFAULTS.overlap})")
+    g.add_argument("--overlap", type=overlap_value, default=_DEFAULTS.overlap, metavar="N",
+                   help=f"overlap of neighbouring tiles in pixels, or a fraction of the tile such as "
+                        f"0.25 (default {_DEFAULTS.overlap})")
     g.add_argument("--margin", type=non_negative_int, default=_DEFAULTS.margin, metavar="N",
                    help="pixels at each tile edge given no weight (default 0)")
     g.add_argument("--window", default=_DEFAULTS.window, choices=list_windows(),

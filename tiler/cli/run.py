@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     if args.workers or args.scheduler:
         from ..distributed import connect
 
-        client = connect(workers=args.workers, scheduler=args.scheduler)
+        client = connect(workers=args.workers, scheduler=args.scheduler, device=args.device)
     try:
         batch.run_batch(
             items, model=args.model, device=args.device, precision=args.precision, provider=args.provider,

@@ -2,7 +2,10 @@
 
 Execution providers are chosen automatically (TensorRT, then CUDA, then CPU) or named. A GPU
 provider that ONNX Runtime lists but cannot load (no NVIDIA device, missing CUDA/cuDNN/TensorRT
-libraries) falls back to the CPU with one warning; ONNX Runtime's own error printout is silenced.
+libraries) is, when it was asked for by name (``provider="cuda"``/``"tensorrt"``) or implied by
+``device="cuda"``, a SettingsError saying why: never a silent run on the CPU. With ``auto`` for
+both, the CPU is used with one line saying so (:class:`~tiler.errors.DeviceWarning`). ONNX
+Runtime's own error printout is silenced either way.
 Batches run through I/O binding: on CUDA the input is copied to the device once and the output is
 allocated there, so a batch makes exactly one upload and one download.
 
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import ModelError, SettingsError
+from ..errors import DeviceWarning, ModelError, SettingsError
 from ..models.spec import ModelSpec
 from .base import Runner
 
@@ -65,10 +68,13 @@ def _device_id(device: str | None) -> int:
 
 
 def choose_providers(provider: str = "auto", device: str | None = "auto") -> list[str]:
-    """Provider names to ask ONNX Runtime for, best first, always ending with the CPU.
+    """Provider names to ask ONNX Runtime for, best first, always ending with the CPU (which runs
+    the nodes a GPU provider does not take).
 
     ``auto`` asks for TensorRT and CUDA only when ONNX Runtime has them and a GPU is plausibly
-    present; a named provider is asked for as named (TensorRT with CUDA behind it).
+    present (with ``device="cuda"``: whenever ONNX Runtime has them); a named provider is asked for
+    as named (TensorRT with CUDA behind it). A GPU asked for explicitly (a named provider, or
+    ``device="cuda"``) that this ONNX Runtime does not have at all is a SettingsError.
     """
     if provider not in ("auto", *PROVIDERS):
         raise SettingsError(f"unknown provider {provider!r}; use auto, tensorrt, cuda or cpu")
@@ -76,15 +82,23 @@ def choose_providers(provider: str = "auto", device: str | None = "auto") -> lis
         if provider not in ("auto", "cpu"):
             raise SettingsError(f"provider {provider} contradicts device cpu")
         return [PROVIDERS["cpu"]]
+    available = ort.get_available_providers()
     if provider == "auto":
-        available = ort.get_available_providers()
         gpu = [PROVIDERS[p] for p in ("tensorrt", "cuda") if PROVIDERS[p] in available]
-        if str(device).startswith("cuda") and not gpu:
-            warnings.warn(f"device {device} asked for, but this ONNX Runtime has no GPU providers "
-                          "(install onnxruntime-gpu); running on cpu", RuntimeWarning, stacklevel=3)
-        wants_gpu = str(device).startswith("cuda") or gpu_present()
-        return [*gpu, PROVIDERS["cpu"]] if wants_gpu else [PROVIDERS["cpu"]]
+        if str(device).startswith("cuda"):
+            if not gpu:
+                raise SettingsError(
+                    f"device {device} asked for, but this ONNX Runtime ({ort.__version__}) has no GPU "
+                    "providers; install onnxruntime-gpu, or use --device cpu"
+                )
+            return [*gpu, PROVIDERS["cpu"]]
+        return [*gpu, PROVIDERS["cpu"]] if gpu_present() else [PROVIDERS["cpu"]]
     names = [PROVIDERS["tensorrt"], PROVIDERS["cuda"]] if provider == "tensorrt" else [PROVIDERS["cuda"]]
+    if names[0] not in available:
+        raise SettingsError(
+            f"provider {provider} asked for, but this ONNX Runtime ({ort.__version__}) has only "
+            f"{', '.join(available)}; install onnxruntime-gpu, or use --provider cpu"
+        )
     return [*names, PROVIDERS["cpu"]]
 
 
@@ -126,13 +140,22 @@ class OnnxRunner(Runner):
         wanted = choose_providers(provider, device)
         options = _session_options(threads)
         provider_options = [self._provider_options(p, trt_cache_dir, trt_profile) for p in wanted]
+        # named provider: that one; device cuda with auto: any GPU provider; auto/auto: anything
+        fix = "--provider cpu" if provider != "auto" else "--device cpu"
+        explicit = provider != "auto" or str(device).startswith("cuda")
         self.session, self.warning = _create_session(
-            self.path, wanted, provider_options, options, any_gpu=provider == "auto"
+            self.path, wanted, provider_options, options, any_gpu=provider == "auto",
+            refuse=fix if explicit else None,
         )
         self.providers = self.session.get_providers()
         self.provider = self.providers[0]
+        if self.warning is None and not explicit and str(device) != "cpu" and provider != "cpu":
+            why = ("no NVIDIA GPU found" if PROVIDERS["cuda"] in ort.get_available_providers()
+                   else "this ONNX Runtime has no GPU providers (install onnxruntime-gpu for them)")
+            self.warning = (f"{why}: ONNX Runtime runs {self.path.name} on the CPU (pass --provider cpu "
+                            "to say so and silence this)")
         if self.warning:
-            warnings.warn(self.warning, RuntimeWarning, stacklevel=2)
+            warnings.warn(self.warning, DeviceWarning, stacklevel=2)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelError(f"{self.path}: tiler needs a model with one (N, C, h, w) input")
@@ -193,9 +216,11 @@ class OnnxRunner(Runner):
         )
 
     def describe(self) -> str:
-        short = self.provider.replace("ExecutionProvider", "")
+        """``ONNX Runtime 1.x CUDAExecutionProvider on cuda:0 (fp32)``: the provider the session
+        actually runs on (not the one asked for), its device and the precision."""
+        where = "cpu" if self.provider == PROVIDERS["cpu"] else f"cuda:{self.device_id}"
         dtype = "fp16 model" if self.input_dtype == np.float16 else self.precision
-        return f"ONNX Runtime {ort.__version__} on {short} ({dtype})"
+        return f"ONNX Runtime {ort.__version__} {self.provider} on {where} ({dtype})"
 
     def fingerprint(self) -> str:
         """Hash of the model file and the spec (recorded for resume)."""
@@ -255,11 +280,12 @@ def _input_name_and_channels(path: Path) -> tuple[str, int]:
 
 def _create_session(
     path: Path, providers: list[str], options: list[dict[str, Any]], so: ort.SessionOptions,
-    *, any_gpu: bool = False,
+    *, any_gpu: bool = False, refuse: str | None = None,
 ) -> tuple[ort.InferenceSession, str | None]:
     """Create the session quietly; return it and a warning if the GPU provider asked for (with
     ``any_gpu``: any GPU provider, so that ``auto`` without TensorRT on CUDA is no news) did not
-    come up."""
+    come up. With ``refuse`` (the flag that runs on the CPU instead, e.g. ``--provider cpu``) that
+    is a SettingsError instead: ONNX Runtime itself falls back to the CPU silently."""
     gpu = [p for p in providers if p != PROVIDERS["cpu"]]
     printed = io.StringIO()
     if gpu:
@@ -290,6 +316,9 @@ def _create_session(
         reason = lines[0].split(" when using ")[0][len("EP Error "):].strip() if lines else "load failure"
         reason = reason[reason.index("Please install"):] if "Please install" in reason else reason
     asked = "/".join(short.get(p, p) for p in gpu) if any_gpu else short.get(gpu[0], gpu[0])
+    if refuse:
+        raise SettingsError(f"{path.name}: ONNX Runtime could not use {asked} ({reason}) and tiler does "
+                            f"not fall back silently; fix that, or pass {refuse} to run on the CPU")
     return session, (
         f"ONNX Runtime could not use {asked}: {reason}; running {path.name} on {short.get(got, got)} instead"
     )

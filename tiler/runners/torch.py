@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 
 import numpy as np
 import torch
 
-from ..errors import ModelError, SettingsError
+from ..errors import DeviceWarning, ModelError, SettingsError
 from ..models.spec import ModelSpec
 from .base import Runner
 
@@ -15,18 +16,31 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``auto``/None -> CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given."""
+    """``auto``/None -> CUDA when present, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
+
+    CUDA devices come back with their index (``cuda`` -> ``cuda:0``, the current device), so that
+    summaries name the GPU used. ``auto`` without CUDA says so once (:class:`DeviceWarning`); an
+    explicit ``cuda`` / ``cuda:N`` that does not exist is a SettingsError, never the CPU instead.
+    """
     if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        warnings.warn("no CUDA GPU found: PyTorch runs the model on the CPU (pass --device cpu to say so "
+                      "and silence this)", DeviceWarning, stacklevel=3)
+        return torch.device("cpu")
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise SettingsError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise SettingsError(f"device {device} asked for, but no CUDA GPU is available")
+            raise SettingsError(f"device {device} asked for, but PyTorch finds no CUDA GPU "
+                                f"(torch {torch.__version__}); use --device cpu or auto")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SettingsError(f"device {device} does not exist ({torch.cuda.device_count()} GPUs)")
+            raise SettingsError(f"device {device} does not exist ({torch.cuda.device_count()} GPUs); "
+                                f"use cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type != "cpu":
         raise SettingsError(f"device {device} is not supported; use auto, cpu, cuda or cuda:N")
     return dev
@@ -63,6 +77,8 @@ class TorchRunner(Runner):
     ) -> None:
         if precision not in PRECISIONS:
             raise SettingsError(f"unknown precision {precision!r}; use fp32, fp16 or bf16")
+        if precision == "fp16" and str(device) in ("auto", "None") and not torch.cuda.is_available():
+            device = "cpu"  # refused just below, without first noting that auto found no GPU
         self.device = resolve_device(device)
         if precision == "fp16" and self.device.type == "cpu":
             raise SettingsError("fp16 needs a CUDA device; on the CPU use bf16 or fp32")
@@ -85,6 +101,7 @@ class TorchRunner(Runner):
             self.module = torch.compile(self.module, dynamic=False)
 
     def describe(self) -> str:
+        """``PyTorch 2.x on cuda:0 (fp16)``: the runtime, the device actually used, the precision."""
         return f"PyTorch {torch.__version__} on {self.device} ({self.precision})"
 
     def release_memory(self) -> None:
