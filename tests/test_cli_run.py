@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import zarr
 
 import tiler
@@ -40,13 +42,32 @@ def test_run_writes_a_complete_zarr_group(rgb_tiff, small_unet_checkpoint: Path,
     assert np.abs(arr[:].astype(int).sum(0) - 255).max() <= 2
 
 
-def test_labels_are_uint8_height_by_width(rgb_tiff, small_unet_checkpoint: Path, tmp_path: Path) -> None:
+class _Brightness(torch.nn.Module):
+    """(N, 3, h, w) in [0, 1] -> logits (mean, 1 - mean): class 0 on bright pixels, 1 on dark ones."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = torch.nn.functional.avg_pool2d(x.mean(1, keepdim=True), 5, stride=1, padding=2)
+        return torch.cat([m, 1 - m], 1)
+
+
+def test_labels_are_uint8_height_by_width(rgb_tiff, tmp_path: Path) -> None:
     path, _ = rgb_tiff
+    model_file = tmp_path / "brightness.pt"
+    torch.jit.save(torch.jit.script(_Brightness()), str(model_file), _extra_files={
+        "tiler.json": json.dumps({"name": "brightness", "in_channels": 3, "out_channels": 2})})
     out = tmp_path / "labels.zarr"
-    assert main(["run", str(path), "-m", str(small_unet_checkpoint), "--tile", "128", "--overlap", "32",
+    assert main(["run", str(path), "-m", str(model_file), "--tile", "128", "--overlap", "32",
                  "--output", "labels", "-o", str(out), "--device", "cpu"]) == 0
     arr = zarr.open_group(out, mode="r")["0"]
-    assert arr.shape == (600, 900) and arr.dtype == np.uint8 and arr[:].max() <= 2
+    assert arr.shape == (600, 900) and arr.dtype == np.uint8
+    # the labels are the argmax of the blended logits of the same run (not just "some value <= 2")
+    path, pixels = rgb_tiff
+    logits = tiler.predict(pixels, model_file, tile=128, overlap=32, device="cpu")
+    expected = logits.argmax(0)
+    margin = np.sort(logits, axis=0)[-1] - np.sort(logits, axis=0)[-2]
+    decided = margin > 1e-5  # pixels whose two best classes are not within float rounding
+    assert decided.mean() > 0.99 and 0.05 < expected.mean() < 0.95  # both classes occur
+    np.testing.assert_array_equal(arr[:][decided], expected[decided])
 
 
 def test_existing_output_is_never_overwritten_without_flag(rgb_tiff, small_unet_checkpoint, tmp_path, capsys) -> None:
@@ -60,8 +81,12 @@ def test_existing_output_is_never_overwritten_without_flag(rgb_tiff, small_unet_
     assert main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--overwrite" in err and err.count("\n") == 1
-    assert main([*args, "--overwrite"]) == 0
-    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["0"][:], before)
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["0"][:], before)  # refused: untouched
+    # --overwrite replaces it: run with other settings, so a kept old output would show
+    assert main([*args, "--overwrite", "--output", "labels"]) == 0
+    after = zarr.open_group(out, mode="r")
+    assert after["0"].shape == (600, 900) and after.attrs["tiler"]["settings"]["output"] == "labels"
+    np.testing.assert_array_equal(after["0"][:], before.argmax(0))
 
 
 @pytest.mark.parametrize(

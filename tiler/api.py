@@ -166,10 +166,12 @@ def default_output_path(image: Any) -> Path:
         raise OutputError("an output path (out=...) is needed when the input is not a file")
     path = Path(image)
     name = path.name
-    for suffix in (".ome.zarr", ".zarr"):
-        if name.lower().endswith(suffix) or path.is_dir():
-            stem = name[: -len(suffix)] if name.lower().endswith(suffix) else name
-            return path.with_name(stem + ".pred.zarr")
+    if name.lower().endswith((".zarr", ".zarr/")) or path.is_dir():  # a zarr store: never itself
+        for suffix in (".ome.zarr", ".zarr"):
+            if name.lower().endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        return path.with_name(name + ".pred.zarr")
     for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".png", ".jpg", ".jpeg"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]

@@ -1,0 +1,233 @@
+"""Outputs never destroy inputs or other data, resumes never mix inputs, completion is durable."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+import tiler
+from tiler.cli.main import main
+from tiler.errors import OutputError
+from tiler.runners.base import FunctionRunner
+
+from .conftest import make_image, write_tiff
+
+FAST = ["--tile", "64", "--overlap", "16", "--chunk", "64", "--device", "cpu", "--no-pyramid"]
+SETTINGS = {"tile": 64, "overlap": 16, "chunk": 64, "pyramid": False}
+
+
+def _zarr_input(path: Path, shape=(200, 230, 3)) -> np.ndarray:
+    data = make_image(shape, seed=2)
+    zarr.open_group(str(path), mode="w").create_array("0", data=data, chunks=(64, 64, 3))
+    return data
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_a_zarr_input_is_never_its_own_output(tmp_path, capsys, model_file, monkeypatch) -> None:
+    """The issue's reproduction: `tiler run scan.zarr [--overwrite]` deleted the input."""
+    monkeypatch.chdir(tmp_path)
+    data = _zarr_input(tmp_path / "scan.zarr")
+    assert main(["run", "scan.zarr", "-m", str(model_file), *FAST]) == 0
+    assert main(["run", "scan.zarr", "-m", str(model_file), *FAST, "--overwrite"]) == 0
+    assert "wrote scan.pred.zarr" in capsys.readouterr().out
+    np.testing.assert_array_equal(zarr.open_group("scan.zarr", mode="r")["0"][:], data)  # intact
+    assert zarr.open_group("scan.pred.zarr", mode="r").attrs["tiler"]["complete"] is True
+    for out in ("scan.zarr", "./scan.zarr/", str(tmp_path / "scan.zarr")):
+        assert main(["run", "scan.zarr", "-m", str(model_file), "-o", out, *FAST, "--overwrite"]) == 1
+        assert "is the input itself" in _one_line_error(capsys)
+    np.testing.assert_array_equal(zarr.open_group("scan.zarr", mode="r")["0"][:], data)
+
+
+def test_the_output_may_not_lie_inside_or_contain_the_input(tmp_path, model_file, capsys) -> None:
+    data = _zarr_input(tmp_path / "scan.zarr")
+    with pytest.raises(OutputError, match="the output is inside the input"):
+        tiler.run(tmp_path / "scan.zarr", model_file, out=tmp_path / "scan.zarr" / "pred", **SETTINGS)
+    # an (earlier) output folder that holds the input: --overwrite would delete it
+    out = tmp_path / "o.zarr"
+    tiler.run(tmp_path / "scan.zarr", model_file, out=out, **SETTINGS)
+    image = write_tiff(out / "inside.tif", make_image((64, 64, 3)))
+    with pytest.raises(OutputError, match="the output contains the input"):
+        tiler.run(image, model_file, out=out, overwrite=True, **SETTINGS)
+    assert image.exists()
+    # an in-memory zarr array opened on a store is an input too
+    with pytest.raises(OutputError, match="the output is the input"):
+        tiler.run(zarr.open_array(str(tmp_path / "scan.zarr" / "0")), model_file,
+                  out=tmp_path / "scan.zarr" / "0", overwrite=True, **SETTINGS)
+    np.testing.assert_array_equal(zarr.open_group(tmp_path / "scan.zarr", mode="r")["0"][:], data)
+
+
+def test_a_manifest_output_that_is_its_input_fails_that_item_only(tmp_path, capsys, model_file) -> None:
+    a = write_tiff(tmp_path / "a.tif", make_image((64, 80, 3)))
+    _zarr_input(tmp_path / "b.zarr")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("input,output\na.tif,a.zarr\nb.zarr,b.zarr\n")
+    assert main(["run", "--manifest", str(manifest), "-m", str(model_file), *FAST, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert "b.zarr: is the input itself" in err
+    assert zarr.open_group(tmp_path / "a.zarr", mode="r").attrs["tiler"]["complete"] is True
+    assert "tiler" not in zarr.open_group(tmp_path / "b.zarr", mode="r").attrs  # the input, untouched
+    assert a.exists()
+
+
+def test_overwrite_refuses_what_tiler_did_not_write(tmp_path, capsys, model_file) -> None:
+    image = write_tiff(tmp_path / "a.tif", make_image((64, 80, 3)))
+    theirs = tmp_path / "theirs.zarr"
+    data = _zarr_input(theirs)
+    assert main(["run", str(image), "-m", str(model_file), "-o", str(theirs), *FAST, "--overwrite"]) == 1
+    assert _one_line_error(capsys) == (
+        f"error: {theirs}: is a zarr group that tiler did not write (no 'tiler' run record); --overwrite "
+        "replaces only tiler's own outputs: choose another output path")
+    np.testing.assert_array_equal(zarr.open_group(theirs, mode="r")["0"][:], data)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "keep.jpg").write_bytes(b"\xff\xd8\xff")
+    assert main(["run", str(image), "-m", str(model_file), "-o", str(folder), *FAST, "--overwrite"]) == 1
+    assert "a folder that is not a tiler output" in _one_line_error(capsys)
+    assert (folder / "keep.jpg").exists()
+
+
+def test_resume_refuses_a_changed_array_or_zarr_input(tmp_path, model_file) -> None:
+    def interrupted(image, out, **kw):
+        tiler.run(image, model_file, out=out, **SETTINGS, **kw)
+        group = zarr.open_group(str(out))
+        group.attrs["tiler"] = {**dict(group.attrs)["tiler"], "complete": False}
+        group["progress"][1:] = 0
+
+    array = make_image((200, 150, 3), seed=1)
+    out = tmp_path / "a.zarr"
+    interrupted(array, out)
+    changed = array.copy()
+    changed[150, 100, 0] ^= 1  # one pixel, in a part still to be done
+    with pytest.raises(OutputError, match="cannot resume: input differs .digest: 'crc32:"):
+        tiler.run(changed, model_file, out=out, resume=True, **SETTINGS)
+    assert tiler.run(array.copy(), model_file, out=out, resume=True, **SETTINGS).tiles > 0  # same values
+
+    store = tmp_path / "scan.zarr"
+    _zarr_input(store)
+    out = tmp_path / "z.zarr"
+    interrupted(store, out)
+    arr = zarr.open_array(str(store / "0"), mode="r+")
+    arr[190:, :10] = 255 - arr[190:, :10]  # one chunk rewritten
+    with pytest.raises(OutputError, match="cannot resume: input differs .digest: 'tree:"):
+        tiler.run(store, model_file, out=out, resume=True, **SETTINGS)
+    # a dask array: its name (derived from the data) is the digest
+    da = pytest.importorskip("dask.array")
+    out = tmp_path / "d.zarr"
+    interrupted(da.from_array(array, chunks=64), out)
+    with pytest.raises(OutputError, match="input differs"):
+        tiler.run(da.from_array(changed, chunks=64), model_file, out=out, resume=True, **SETTINGS)
+    tiler.run(da.from_array(array, chunks=64), model_file, out=out, resume=True, **SETTINGS)
+
+
+def test_models_and_inputs_that_cannot_be_checked_need_resume_force(tmp_path) -> None:
+    class Custom(tiler.runners.base.Runner):  # a Runner subclass without a weight digest
+        spec = tiler.models.spec.ModelSpec(name="custom", scale=1.0)
+
+        def run(self, tiles):
+            return tiles[:, :1] * 2
+
+    class ArrayLike:  # slicing, shape and dtype, but nothing tiler can digest
+        def __init__(self, a):
+            self.a, self.shape, self.dtype = a, a.shape, a.dtype
+
+        def __getitem__(self, key):
+            return self.a[key]
+
+    image = np.random.default_rng(0).random((96, 96, 1), np.float32)
+    both = "the model (Custom has no weight digest) or the input"
+    for model, source, unknown in ((Custom(), image, "the model (Custom"),
+                                   (FunctionRunner(np.negative, normalise=False), image, "the model"),
+                                   (Custom(), ArrayLike(image), both)):
+        out = tmp_path / f"{len(list(tmp_path.iterdir()))}.zarr"
+        tiler.run(source, model, out=out, **SETTINGS)
+        group = zarr.open_group(str(out))
+        group.attrs["tiler"] = {**dict(group.attrs)["tiler"], "complete": False}
+        with pytest.raises(OutputError, match=re.escape(f"cannot check that {unknown}") + ".*pass resume='force'"):
+            tiler.run(source, model, out=out, resume=True, **SETTINGS)
+        tiler.run(source, model, out=out, resume="force", **SETTINGS)
+        assert zarr.open_group(str(out), mode="r").attrs["tiler"]["complete"] is True
+
+
+def test_format_versions(tmp_path, model_file) -> None:
+    from tiler.result import open_result
+
+    image = make_image((64, 64, 3))
+    out = tmp_path / "o.zarr"
+    tiler.run(image, model_file, out=out, **SETTINGS)
+    group = zarr.open_group(str(out))
+    record = dict(group.attrs)["tiler"]
+    assert record["format"] == 2
+    old = {k: v for k, v in record.items() if k != "format"} | {"version": "0.1.0", "complete": False}
+    group.attrs["tiler"] = old  # an output of tiler 0.1 (format 1), interrupted
+    with pytest.raises(OutputError, match=r"written by tiler 0\.1\.0 in output format 1; tiler .* can resume "
+                                          r"format 2 only; start again with --overwrite"):
+        tiler.run(image, model_file, out=out, resume=True, **SETTINGS)
+    group.attrs["tiler"] = old | {"complete": True}
+    assert open_result(out).shape == (64, 64)  # format 1 outputs stay readable
+    group.attrs["tiler"] = record | {"format": 99, "version": "9.0"}
+    with pytest.raises(OutputError, match=r"written by tiler 9\.0 in output format 99; .* can read format 1, 2"):
+        open_result(out)
+    assert main(["export-result", str(out), "--format", "png"]) == 1
+
+
+def test_complete_is_recorded_only_after_every_file_is_flushed(tmp_path, monkeypatch, model_file) -> None:
+    """fsync order: every chunk, then the record saying complete (and with --durable, each stripe's
+    chunks before the stripe is recorded as done)."""
+    events: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    import tiler.sink as sink
+
+    real_set = sink.ZarrSink.set_complete
+    monkeypatch.setattr(os, "fsync", fsync)
+    image = make_image((200, 150, 3))
+    out = tmp_path / "o.zarr"
+    tiler.run(image, model_file, out=out, **SETTINGS)
+    chunks = {str(p) for p in (out / "0").rglob("*") if p.is_file()}
+    flushed = [e.split(" ", 1)[1] for e in events]
+    assert chunks <= set(flushed)  # every chunk file flushed
+    assert flushed[-2:] == [str(out / "zarr.json"), str(out)]  # the complete record, then its folder
+    assert zarr.open_group(str(out), mode="r").attrs["tiler"]["complete"] is True
+
+    events.clear()
+    real_mark = sink.ZarrSink.mark_done
+    monkeypatch.setattr(sink.ZarrSink, "mark_done", lambda self, r, c: (events.append(f"mark {r}"),
+                                                                         real_mark(self, r, c))[1])
+    monkeypatch.setattr(sink.ZarrSink, "set_complete", real_set)
+    tiler.run(image, model_file, out=out, overwrite=True, durable=True, **SETTINGS)
+    for row in range(4):  # 200 rows / 64-pixel chunks
+        mark = events.index(f"mark {row}")
+        folder = str(out / "0" / "c" / "0" / str(row))
+        assert any(e.startswith(f"fsync {folder}/") for e in events[mark:mark + 20]), events[mark:mark + 5]
+
+
+def test_a_failed_model_export_keeps_the_earlier_file(tmp_path, small_unet_checkpoint, monkeypatch) -> None:
+    import exporters
+    from tiler.errors import ModelError
+
+    out = tmp_path / "m.onnx"
+    exporters.export(small_unet_checkpoint, out, format="onnx", log=None)
+    before = out.read_bytes()
+
+    def fails(*args, **kwargs):
+        raise ModelError("exported and PyTorch outputs differ by 3 (tolerance 1e-4)")
+
+    monkeypatch.setattr("exporters.onnx.verify", fails)
+    with pytest.raises(ModelError, match=f"{out}: exported and PyTorch outputs differ"):
+        exporters.export(small_unet_checkpoint, out, format="onnx", log=None)
+    assert out.read_bytes() == before  # the earlier export is still there, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "unet.pt"]  # no partial left
