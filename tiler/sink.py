@@ -17,8 +17,9 @@ The ``tiler`` attributes carry ``format`` (:data:`FORMAT`), the layout version: 
 
 Durability: zarr (>= 3.1.3) writes every file atomically (a temporary file renamed into place), so
 no reader sees half a chunk or half the metadata. Before ``complete`` is recorded every file of the
-output is flushed to disk (fsync) and the record itself is fsynced, so a crash or power loss never
-leaves an output that claims to be complete without its data. ``durable=True`` also flushes each
+output is flushed to disk (fsync; finished chunk rows are flushed in the background during the run,
+:class:`Flusher`) and the record itself is fsynced, so a crash or power loss never leaves an output
+that claims to be complete without its data. ``durable=True`` also flushes each
 stripe before it is recorded as done, so ``--resume`` after a power loss trusts only data on disk.
 """
 
@@ -26,7 +27,9 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -85,6 +88,43 @@ def fsync_tree(root: Path, *, under: str | None = None) -> None:
         for name in files:
             _fsync(Path(folder) / name)
         _fsync(Path(folder), directory=True)
+
+
+class Flusher:
+    """Flushes finished chunk rows to disk in a background thread while the run goes on, so that the
+    flush before ``complete`` finds little left to do (fsync waits on the disk, not the CPU).
+
+    ``submit(folder)`` queues a folder below ``root``; :meth:`drain` waits until all are flushed.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, folder: str) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._flush, name="tiler-flush", daemon=True)
+            self._thread.start()
+        self._queue.put(folder)
+
+    def _flush(self) -> None:
+        while (folder := self._queue.get()) is not None:
+            try:
+                fsync_tree(self.root, under=folder)
+            except OSError:
+                pass  # flushed again, with errors reported, before complete is recorded
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def drain(self) -> None:
+        """Wait for every submitted folder, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._queue.join()
+            self._thread.join()
+            self._thread = None
 
 
 def _fsync(path: Path, *, directory: bool = False) -> None:
@@ -175,6 +215,7 @@ class ZarrSink:
         self.run_id = run_id  # when set, writes stop once the output was replaced by another run
         self.owner = owner
         self.durable = durable
+        self._flusher = Flusher(path)
         # write_empty_chunks: skip zarr's "is this chunk all fill value?" scan of every chunk
         # (a full pass over the data, about a tenth of a zero-cost run); the output is dense.
         self.array: Any = group["0"].with_config({"write_empty_chunks": True})
@@ -267,6 +308,8 @@ class ZarrSink:
         try:
             if self.durable:
                 fsync_tree(self.path, under=self._chunk_row_folder(chunk_row))
+            else:  # flushed behind the run, ready for the flush before complete
+                self._flusher.submit(self._chunk_row_folder(chunk_row))
             self.progress[chunk_row, block_col] = 1
             if self.durable:
                 fsync_tree(self.path, under="progress")
@@ -293,8 +336,9 @@ class ZarrSink:
         flushed too: ``complete`` never reaches the disk before the data it vouches for.
         """
         self._check_run()
+        self._flusher.drain()
         try:
-            fsync_tree(self.path)
+            fsync_tree(self.path)  # what the background flush did not cover (pyramid, metadata)
             meta = dict(self.group.attrs["tiler"])
             meta["complete"] = True
             self.group.attrs["tiler"] = meta
