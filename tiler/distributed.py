@@ -123,9 +123,11 @@ def run_blocks(
 
     shared: Any = None
     if isinstance(image, (str, os.PathLike)):
-        shared = SourceRef.of(image, level=level, mpp=mpp)  # workers open the same level / resampling
+        # workers open the same level / resampling, series, plane and channels (alpha dropped too)
+        shared = SourceRef.of(image, level=level, mpp=mpp, read=getattr(job.source.info, "read", None))
     elif not hasattr(image, "dask"):  # NumPy or zarr: sent to each worker once
-        shared = client.scatter(SourceRef.of(image), broadcast=True, hash=False)
+        shared = client.scatter(SourceRef.of(image, read=getattr(job.source.info, "read", None)),
+                                broadcast=True, hash=False)
     model_ref = _share(client, ModelRef.of(model, model_options))
     template = JobTemplate.of(job)
     out_path = str(Path(out).resolve())
@@ -228,7 +230,7 @@ def predict_dask(
     template = JobTemplate.of(job)
     h, w, c = source.shape
     lazy = isinstance(image, (str, os.PathLike))
-    src_ref = SourceRef.of(image) if lazy else None
+    src_ref = SourceRef.of(image, read=getattr(job.source.info, "read", None)) if lazy else None
     array = None
     if not lazy:
         chunks = (2048, 2048) + (-1,) * (image.ndim - 2)

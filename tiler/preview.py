@@ -144,11 +144,15 @@ def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray |
         warnings.warn(f"{result.path}: the input {path or '(an array)'} is not available; the preview "
                       "shows the prediction on grey", stacklevel=3)
         return None
+    recorded = result.record.get("input", {})
+    # the series, plane and channels the run read (never a label/macro image: the default excludes them)
+    read = {"series": recorded.get("series"), "plane": recorded.get("plane") or (),
+            "channels": recorded.get("channels")}
     try:
-        with opened(path) as source:
+        with opened(path, **read) as source:
             levels = list(source.info.levels) or [source.shape[:2]]
         level = max((k for k, (h, w) in enumerate(levels) if max(h, w) >= max(out_shape)), default=0)
-        with opened(path, level=level) as source:
+        with opened(path, level=level, **read) as source:
             raw = sample(source.read, source.shape[:2], out_shape)
     except TilerError as exc:
         warnings.warn(f"cannot read the input for the preview ({exc}); showing the prediction on grey",

@@ -9,13 +9,16 @@ turns a path or an array into one; nothing is loaded until ``read`` is called.
 from __future__ import annotations
 
 from ._array import ArraySource
-from ._base import Source, SourceInfo
+from ._base import ReadOptions, Source, SourceInfo
 from ._levels import choose_level, level_mpps, open_at
-from ._open import open_source
+from ._open import ChannelSource, OmeZarrSource, open_source
 from ._resample import ResampledSource
 
 __all__ = [
     "ArraySource",
+    "ChannelSource",
+    "OmeZarrSource",
+    "ReadOptions",
     "ResampledSource",
     "Source",
     "SourceInfo",
