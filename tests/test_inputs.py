@@ -125,7 +125,8 @@ def test_info_on_a_stack_lists_series_then_explains(tmp_path: Path, capsys) -> N
     err = capsys.readouterr().err
     assert "axes ZYX = 3 x 16 x 16" in err and "--plane z=K" in err
     assert main(["info", str(path), "--plane", "z=2"]) == 0
-    assert "reading      z=2" not in capsys.readouterr().out  # plane shown for the single series
+    out = capsys.readouterr().out
+    assert "reading      series 0 'Image0', z=2" in out and "shape        16 x 16 x 1" in out
 
 
 def _svs_with_label(path: Path) -> dict[str, np.ndarray]:
@@ -214,6 +215,10 @@ def test_miniswhite_is_inverted(tmp_path: Path) -> None:
     raw16 = RNG.integers(0, 65535, (24, 30), dtype=np.uint16)
     tifffile.imwrite(tmp_path / "white16.tif", raw16, photometric="miniswhite")
     np.testing.assert_array_equal(_read(open_at(tmp_path / "white16.tif"))[..., 0], 65535 - raw16)
+    # 1-bit (bilevel) pages: 0/255 uint8, stored 1 = black under MinIsWhite
+    bits = RNG.random((16, 24)) > 0.5
+    tifffile.imwrite(tmp_path / "fax.tif", bits, photometric="miniswhite")
+    np.testing.assert_array_equal(_read(open_at(tmp_path / "fax.tif"))[..., 0], np.where(bits, 0, 255))
 
 
 def test_cmyk_is_refused_by_name(tmp_path: Path) -> None:

@@ -230,6 +230,13 @@ class _Photometric:
         self.channels, self.dtype = channels, np.dtype(page.dtype)
         extrasamples = tuple(int(e) for e in (page.extrasamples or ()))
         self.alpha = bool(extrasamples) and extrasamples[-1] in (1, 2) and channels in (2, 4)
+        self.bilevel = self.dtype == np.bool_  # 1-bit pages: 0/255 uint8 (white = 255 after MinIsWhite)
+        if self.bilevel:
+            if kind not in (P.MINISBLACK, P.MINISWHITE):
+                raise InputError(f"{name}: 1-bit image with photometric {kind.name}; expected MinIsBlack/White")
+            self.invert = 1 if kind == P.MINISWHITE else None
+            self.dtype = np.dtype(np.uint8)
+            return
         if kind in _PLAIN:
             return
         if kind == P.PALETTE:
@@ -255,9 +262,12 @@ class _Photometric:
 
     @property
     def identity(self) -> bool:
-        return self.lut is None and self.invert is None
+        return self.lut is None and self.invert is None and not self.bilevel
 
     def apply(self, region: np.ndarray) -> np.ndarray:
+        if self.bilevel:
+            on = ~region if self.invert else region
+            return on.astype(np.uint8) * np.uint8(255)
         if self.lut is not None:
             return self.lut[region[..., 0]]
         if self.invert is not None:
