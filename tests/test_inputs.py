@@ -359,3 +359,17 @@ def test_16_bit_rgb_through_tiler_run_warns_without_a_declared_scale(tmp_path: P
         warnings.simplefilter("error", UserWarning)
         assert main([*base, "--scale", str(1 / 65535), "-o", str(tmp_path / "b.zarr")]) == 0
     np.testing.assert_allclose(zarr.open_group(tmp_path / "b.zarr", mode="r")["0"][:], expected, atol=1e-4)
+
+
+def test_palette_roi_mask_uses_its_indices_not_its_colours(tmp_path: Path) -> None:
+    from tiler.masks import load_roi
+
+    index = np.zeros((20, 30), np.uint8)
+    index[5:15, 10:25] = 1
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[:, 0] = 65535  # background drawn white: its colour is nonzero, its class is 0
+    cmap[0, 1] = 65535
+    path = tmp_path / "mask.tif"
+    tifffile.imwrite(path, index, photometric="palette", colormap=cmap)
+    assert _read(open_at(path))[0, 0].tolist() == [255, 255, 255]  # an input is shown in colour
+    np.testing.assert_array_equal(load_roi(path, (20, 30)).array, index > 0)

@@ -263,7 +263,7 @@ def auto_tissue(image: Any, source: Source) -> Mask:
 
 def load_roi(roi: Any, shape: tuple[int, int]) -> Mask:
     """A user mask (path or array, any resolution, nonzero = inside) stretched over ``shape``."""
-    src = open_source(roi)
+    src = open_source(roi, palette="index")  # a palette mask's indices are its classes, not its colours
     rh, rw, _ = src.shape
     factor = max(1, math.ceil(math.sqrt(rh * rw / 16e6)))  # keep the mask under ~16 MP
     array = thumbnail(src, factor) if factor > 1 else src.read(0, rh, 0, rw)

@@ -165,22 +165,26 @@ class ChannelSource:
 
 
 def open_source(
-    image: Any, *, level: int = 0, series: int | None = None, plane: Any = (), channels: Any = None
+    image: Any, *, level: int = 0, series: int | None = None, plane: Any = (), channels: Any = None,
+    palette: str = "rgb",
 ) -> Source:
     """Open ``image``: a path (TIFF family, zarr, PNG, JPEG), an array-like or a Source.
 
     ``series`` chooses the image of a multi-series TIFF, ``plane`` (``"z=3"`` or pairs) one plane
-    of a stack, ``channels`` (``"0,1,2"`` or ints) the input channels (see :class:`ReadOptions`).
+    of a stack, ``channels`` (``"0,1,2"`` or ints) the input channels (see :class:`ReadOptions`);
+    ``palette="index"`` reads a palette TIFF's indices instead of its colours (masks).
     Raises :class:`~tiler.errors.InputError` naming the file for anything unreadable.
     """
     options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels)
-    source = _open_plain(image, level=level, series=options.series, plane=options.plane)
+    source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette)
     if options.channels is not None:
         source = ChannelSource(source, options.channels)
     return source
 
 
-def _open_plain(image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...]) -> Source:
+def _open_plain(
+    image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb"
+) -> Source:
     if series is not None and not isinstance(image, (str, os.PathLike)):
         raise SettingsError("--series chooses an image inside a TIFF file; the input is not a file")
     if isinstance(image, (str, os.PathLike)):
@@ -200,7 +204,7 @@ def _open_plain(image: Any, *, level: int, series: int | None, plane: tuple[tupl
         if head[:4] in _TIFF_MAGIC:
             from ._tiff import TiffSource
 
-            return TiffSource(path, level=level, series=series, plane=plane)
+            return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
         if series is not None or plane:
             raise SettingsError(f"{path}: --series and --plane are for TIFF and OME-Zarr inputs")
         if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):

@@ -222,7 +222,7 @@ class _Photometric:
     ``apply`` maps an (h, w, c_stored) region to (h, w, channels) in ``dtype``.
     """
 
-    def __init__(self, name: str, page: tifffile.TiffPage, channels: int) -> None:
+    def __init__(self, name: str, page: tifffile.TiffPage, channels: int, *, palette: str = "rgb") -> None:
         P = tifffile.PHOTOMETRIC
         kind = page.photometric
         self.lut: np.ndarray | None = None
@@ -239,6 +239,8 @@ class _Photometric:
             return
         if kind in _PLAIN:
             return
+        if kind == P.PALETTE and palette == "index":
+            return  # the indices themselves (a palette mask's classes)
         if kind == P.PALETTE:
             if channels != 1:
                 raise InputError(f"{name}: palette image with {channels} samples per pixel; expected 1")
@@ -300,11 +302,13 @@ class TiffSource:
     level : pyramid level, 0 = full resolution.
     series : image series (None: the largest, never a label/macro image; see :func:`default_series`).
     plane : one index per extra axis (``(("Z", 3),)``) for Z stacks, time series, multi-page files.
+    palette : "rgb" expands palette images through their colour map; "index" keeps the indices
+        (for masks, whose palette indices are the classes).
     """
 
     def __init__(
         self, path: str | os.PathLike[str], *, level: int = 0, series: int | None = None,
-        plane: tuple[tuple[str, int], ...] = (),
+        plane: tuple[tuple[str, int], ...] = (), palette: str = "rgb",
     ) -> None:
         self.path = Path(path)
         self.name = str(path)
@@ -338,7 +342,7 @@ class TiffSource:
             try:
                 layout: AxisLayout = axis_layout(self.name, axes, shape, plane,
                                                  where=where if count > 1 else "", others=others)
-                self._photo = _Photometric(self.name, page, layout.channels)
+                self._photo = _Photometric(self.name, page, layout.channels, palette=palette)
             except (InputError, SettingsError):
                 self._tif.close()
                 raise
