@@ -373,3 +373,24 @@ def test_palette_roi_mask_uses_its_indices_not_its_colours(tmp_path: Path) -> No
     tifffile.imwrite(path, index, photometric="palette", colormap=cmap)
     assert _read(open_at(path))[0, 0].tolist() == [255, 255, 255]  # an input is shown in colour
     np.testing.assert_array_equal(load_roi(path, (20, 30)).array, index > 0)
+
+
+def test_read_options_and_alpha_drop_travel_to_dask_workers(tmp_path: Path, model_file: Path) -> None:
+    from distributed import Client, LocalCluster
+
+    path = tmp_path / "two.ome.tif"
+    _two_series(path)
+    rgba = tmp_path / "rgba.png"
+    rgb = make_image((72, 64, 3), seed=11)
+    rgba.write_bytes(imagecodecs.png_encode(np.concatenate([rgb, np.full((72, 64, 1), 255, np.uint8)], 2)))
+    settings = {"tile": 32, "overlap": 8, "device": "cpu", "pyramid": False, "chunk": 32}
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            for image, options in ((path, {"series": 0, "channels": "2,1,0"}), (rgba, {})):
+                one = tiler.run(image, model_file, out=tmp_path / f"one-{image.name}.zarr", **options, **settings)
+                many = tiler.run(image, model_file, out=tmp_path / f"many-{image.name}.zarr", client=client,
+                                 **options, **settings)
+                a = zarr.open_group(one.path, mode="r")["0"][:]
+                np.testing.assert_allclose(zarr.open_group(many.path, mode="r")["0"][:], a, atol=1e-5)
+    assert a.shape == (2, 72, 64)
