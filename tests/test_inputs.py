@@ -85,7 +85,7 @@ def test_ome_channel_axis_becomes_channels(tmp_path: Path) -> None:
 
 
 def _two_series(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    small = make_image((40, 48, 3), seed=1)
+    small = make_image((40, 48, 3), seed=1) // 4  # darker than the scan: a preview shows which was read
     big = make_image((96, 80, 3), seed=2)
     with tifffile.TiffWriter(path, ome=True) as tif:
         tif.write(small, photometric="rgb", metadata={"axes": "YXS", "Name": "overview"})
@@ -172,7 +172,7 @@ def test_svs_label_and_macro_are_never_read(tmp_path: Path, model_file: Path, ca
     summary = capsys.readouterr().out
     assert "read series 0 'Baseline' (the largest of 4" in summary
     rec = zarr.open_group(out, mode="r").attrs["tiler"]["input"]
-    assert rec["series"] == 0 and rec["shape"] == [128, 128, 3]
+    assert "series" not in rec and rec["shape"] == [128, 128, 3]  # series 0: recorded as before
     from tiler.preview import _input_thumbnail
     from tiler.result import open_result
 
@@ -262,6 +262,23 @@ def test_channels_select_and_reorder(tmp_path: Path, model_file: Path) -> None:
     expected = tiler.predict(bands[..., [4, 2, 0]], model_file, tile=32, overlap=8, device="cpu")
     np.testing.assert_allclose(zarr.open_group(out, mode="r")["0"][:], expected, atol=1e-5)
     assert zarr.open_group(out, mode="r").attrs["tiler"]["input"]["channels"] == [4, 2, 0]
+
+
+def test_a_run_records_the_series_and_its_preview_uses_it(tmp_path: Path, model_file: Path) -> None:
+    path = tmp_path / "two.ome.tif"
+    small, big = _two_series(path)
+    from tiler.preview import _input_thumbnail
+    from tiler.result import open_result
+
+    for series, pixels in ((None, big), (0, small)):
+        out = tmp_path / f"s{series}.zarr"
+        result = tiler.run(path, model_file, out=out, series=series, tile=32, overlap=8, device="cpu",
+                           pyramid=False)
+        rec = zarr.open_group(out, mode="r").attrs["tiler"]["input"]
+        assert rec.get("series") == (1 if series is None else None) and rec["shape"] == list(pixels.shape)
+        assert ("read series 1 'scan'" in result.summary()) == (series is None)
+        thumb = _input_thumbnail(open_result(out), pixels.shape[:2])
+        np.testing.assert_allclose(thumb.astype(float).mean(), pixels.mean(), atol=3)
 
 
 def test_worker_source_ref_reopens_the_same_series_plane_and_channels(tmp_path: Path) -> None:

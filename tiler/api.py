@@ -181,9 +181,9 @@ def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) 
 
 
 def _read_record(info: Any) -> dict[str, Any]:
-    """The series, plane and channels read (only those that differ from the default)."""
+    """The series (when not 0, as before series could be chosen), plane and channels read."""
     read = getattr(info, "read", None)
-    return {"series": info.series if len(getattr(info, "series_list", ())) > 1 else None,
+    return {"series": info.series or None,
             "plane": {a.lower(): i for a, i in read.plane} if read is not None and read.plane else None,
             "channels": list(read.channels) if read is not None and read.channels is not None else None}
 

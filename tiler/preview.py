@@ -135,6 +135,9 @@ def overlay(base: np.ndarray, values: np.ndarray, result: Result, alpha: float =
     return np.clip(base * (1.0 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
 
 
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray | None:
     from ._opened import opened
     from .errors import TilerError
@@ -148,6 +151,8 @@ def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray |
     # the series, plane and channels the run read (never a label/macro image: the default excludes them)
     read = {"series": recorded.get("series"), "plane": recorded.get("plane") or (),
             "channels": recorded.get("channels")}
+    if read["series"] is None and path.is_file() and path.open("rb").read(4) in _TIFF_MAGIC:
+        read["series"] = 0  # no series recorded: the run read series 0
     try:
         with opened(path, **read) as source:
             levels = list(source.info.levels) or [source.shape[:2]]
