@@ -411,3 +411,23 @@ def test_read_options_and_alpha_drop_travel_to_dask_workers(tmp_path: Path, mode
                 a = zarr.open_group(one.path, mode="r")["0"][:]
                 np.testing.assert_allclose(zarr.open_group(many.path, mode="r")["0"][:], a, atol=1e-5)
     assert a.shape == (2, 72, 64)
+
+
+def test_palette_truth_and_roi_are_read_as_class_indices(tmp_path: Path) -> None:
+    from tiler._roi import RoiMask
+    from tiler.evaluate import evaluate
+
+    truth = np.zeros((32, 32), np.uint8)
+    truth[8:24, 4:20] = 1
+    cmap = np.zeros((3, 256), np.uint16)
+    cmap[:, 0] = 65535  # class 0 drawn white
+    cmap[1, 1] = 65535  # class 1 drawn green
+    path = tmp_path / "truth.tif"
+    tifffile.imwrite(path, truth, photometric="palette", colormap=cmap)
+    with RoiMask(path, (32, 32)) as roi:
+        np.testing.assert_array_equal(roi.region(0, 32, 0, 32), truth > 0)
+    out = tmp_path / "pred.zarr"
+    tiler.run(np.repeat(truth[..., None], 3, 2).astype(np.float32), FunctionRunner(
+        lambda x: np.concatenate([1 - x[:, :1], x[:, :1]], 1), normalise=False), out=out, tile=32, overlap=8,
+        output="labels", pyramid=False)
+    assert evaluate(out, path).accuracy == 1.0
