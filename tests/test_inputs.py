@@ -431,3 +431,26 @@ def test_palette_truth_and_roi_are_read_as_class_indices(tmp_path: Path) -> None
         lambda x: np.concatenate([1 - x[:, :1], x[:, :1]], 1), normalise=False), out=out, tile=32, overlap=8,
         output="labels", pyramid=False)
     assert evaluate(out, path).accuracy == 1.0
+
+
+def test_bioformats2raw_zarr_series_and_label_images(tmp_path: Path) -> None:
+    path = tmp_path / "slide.zarr"
+    root = zarr.open_group(path, mode="w")
+    root.attrs["bioformats2raw.layout"] = 3
+    label = np.full((3, 20, 30), 220, np.uint8)
+    scan = np.moveaxis(make_image((64, 48, 3), seed=12), -1, 0)
+    for k, data in enumerate((label, scan)):
+        image = root.create_group(str(k))
+        image.create_array("0", data=data)
+        image.attrs["ome"] = {"version": "0.5", "multiscales": [{
+            "axes": [{"name": "c", "type": "channel"}, {"name": "y", "type": "space"},
+                     {"name": "x", "type": "space"}], "datasets": [{"path": "0"}]}]}
+    (path / "OME").mkdir()
+    (path / "OME" / "METADATA.ome.xml").write_text(
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image ID="Image:0" Name="label image">'
+        '<Pixels/></Image><Image ID="Image:1" Name="scan"><Pixels/></Image></OME>')
+    source = open_at(path)
+    assert source.info.series == 1 and source.shape == (64, 48, 3)
+    np.testing.assert_array_equal(_read(source), np.moveaxis(scan, 0, -1))
+    with pytest.raises(InputError, match="series 0 is the slide's 'label image' image, which can carry patient"):
+        open_at(path, series=0)

@@ -109,7 +109,24 @@ class OmeZarrSource:
         pass
 
 
-def _open_zarr(path: Path, *, level: int = 0, plane: tuple[tuple[str, int], ...] = ()) -> Source:
+def _bioformats_names(path: Path) -> list[str]:
+    """Image names from a bioformats2raw layout's ``OME/METADATA.ome.xml`` (empty if none)."""
+    xml = path / "OME" / "METADATA.ome.xml"
+    if not xml.is_file():
+        return []
+    import tifffile
+
+    try:
+        images = tifffile.xml2dict(xml.read_text(errors="replace"))["OME"]["Image"]
+    except (KeyError, TypeError, ValueError):
+        return []
+    images = images if isinstance(images, list) else [images]
+    return [str(i.get("Name", "")) if isinstance(i, dict) else "" for i in images]
+
+
+def _open_zarr(
+    path: Path, *, level: int = 0, plane: tuple[tuple[str, int], ...] = (), series: int | None = None
+) -> Source:
     import zarr
 
     try:
@@ -119,14 +136,53 @@ def _open_zarr(path: Path, *, level: int = 0, plane: tuple[tuple[str, int], ...]
     if isinstance(node, zarr.Group):
         ms = _multiscales(node)
         if ms is not None:
+            if series is not None:
+                raise SettingsError(f"{path}: --series chooses an image of a multi-image file; this OME-Zarr "
+                                    "group holds one")
             return OmeZarrSource(path, node, ms, level=level, plane=plane)
+        if "0" in node and isinstance(node["0"], zarr.Group):  # bioformats2raw layout: one group per image
+            return _open_bioformats(path, node, level=level, plane=plane, series=series)
         if "0" not in node:
             raise InputError(f"{path}: zarr group has no array '0' (full resolution) to read")
         node = node["0"]
+    if series is not None:
+        raise SettingsError(f"{path}: --series is for multi-image files; this zarr array is one image")
     if plane:
         raise SettingsError(f"{path}: --plane needs named axes (OME-Zarr multiscales); this zarr array has "
                             "none and is read as (H, W) or (H, W, C)")
     return ArraySource(node, name=str(path), info=SourceInfo(format="zarr", chunks=node.chunks[:2]))
+
+
+def _open_bioformats(path: Path, root: Any, *, level: int, plane: tuple[tuple[str, int], ...],
+                     series: int | None) -> Source:
+    """Image ``series`` (default 0, never a label/macro image) of a bioformats2raw zarr."""
+    import zarr
+
+    count = 0
+    while str(count) in root and isinstance(root[str(count)], zarr.Group):
+        count += 1
+    names = _bioformats_names(path) + [""] * count
+    protected = [any(w in names[k].lower() for w in ("label", "macro")) for k in range(count)]
+    listing = "; ".join(f"series {k}" + (f" {names[k]!r}" if names[k] else "") for k in range(count))
+    if series is None:
+        series = next((k for k in range(count) if not protected[k]), None)
+        if series is None:
+            raise InputError(f"{path}: the store holds only label/macro images, which tiler never reads")
+    elif not 0 <= series < count:
+        raise InputError(f"{path}: series {series} does not exist; the store has {count} ({listing})")
+    elif protected[series]:
+        raise InputError(f"{path}: series {series} is the slide's {names[series]!r} image, which can carry "
+                         "patient identifiers; tiler never reads it (choose another with --series N)")
+    group = root[str(series)]
+    ms = _multiscales(group)
+    if ms is None:
+        raise InputError(f"{path}: image group {series!s} has no OME-Zarr multiscales metadata")
+    source = OmeZarrSource(path, group, ms, level=level, plane=plane)
+    desc = f"series {series}" + (f" {names[series]!r}" if names[series] else "")
+    source.info = replace(source.info, series=series, series_name=desc if count > 1 else source.info.series_name,
+                          series_list=tuple(listing.split("; ")) if count > 1 else (),
+                          read=replace(source.info.read or ReadOptions(), series=series))
+    return source
 
 
 class ChannelSource:
@@ -193,9 +249,7 @@ def _open_plain(
             raise InputNotFoundError(f"{path}: no such file or directory")
         if path.is_dir():
             if (path / "zarr.json").exists() or (path / ".zarray").exists() or (path / ".zgroup").exists():
-                if series is not None:
-                    raise SettingsError(f"{path}: --series is for multi-image TIFF files; a zarr input has one image")
-                return _open_zarr(path, level=level, plane=plane)
+                return _open_zarr(path, level=level, plane=plane, series=series)
             raise InputError(f"{path}: is a directory, not an image (nor a zarr store)")
         with open(path, "rb") as fh:
             head = fh.read(8)
