@@ -454,3 +454,20 @@ def test_bioformats2raw_zarr_series_and_label_images(tmp_path: Path) -> None:
     np.testing.assert_array_equal(_read(source), np.moveaxis(scan, 0, -1))
     with pytest.raises(InputError, match="series 0 is the slide's 'label image' image, which can carry patient"):
         open_at(path, series=0)
+
+
+def test_dask_array_channels_on_a_cluster(tmp_path: Path) -> None:
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    bands = RNG.integers(0, 255, (64, 48, 4), dtype=np.uint8)
+    runner = FunctionRunner(lambda x: x[:, :2] * 2.0, normalise=False)
+    settings = {"tile": 32, "overlap": 8, "pyramid": False, "chunk": 32, "channels": "3,1"}
+    one = tiler.run(bands, runner, out=tmp_path / "one.zarr", **settings)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            many = tiler.run(da.from_array(bands, chunks=(32, 32, 4)), runner, out=tmp_path / "many.zarr",
+                             client=client, **settings)
+    a = zarr.open_group(one.path, mode="r")["0"][:]
+    np.testing.assert_allclose(a, np.moveaxis(bands[..., [3, 1]], -1, 0) * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(zarr.open_group(many.path, mode="r")["0"][:], a, rtol=1e-6)

@@ -119,8 +119,12 @@ def run_blocks(
             return shared
         y0, y1, x0, x1 = source_window(job.plan, block) or (0, 1, 0, 1)
         # the block's window (with its halo) is computed on the cluster, never the whole image
-        return (client.compute(image[y0:y1, x0:x1]), (y0, x0), job.source.shape, job.source.name)
+        window = image[y0:y1, x0:x1]
+        if picked is not None:  # --channels, or alpha dropped for the model
+            window = window[..., list(picked)]
+        return (client.compute(window), (y0, x0), job.source.shape, job.source.name)
 
+    picked = getattr(getattr(job.source.info, "read", None), "channels", None)
     shared: Any = None
     if isinstance(image, (str, os.PathLike)):
         # workers open the same level / resampling, series, plane and channels (alpha dropped too)
