@@ -162,7 +162,7 @@ def test_svs_label_and_macro_are_never_read(tmp_path: Path, model_file: Path, ca
     # YCbCr JPEG tiles decode to RGB (close to the written pixels, not YCbCr values)
     assert np.abs(_read(source).astype(int) - images["base"]).mean() < 10  # JPEG loss only
     for k in (2, 3):
-        with pytest.raises(InputError, match=r"(label|macro) image, which can carry patient identifiers"):
+        with pytest.raises(InputError, match=r"series \d \('(Label|Macro)'\) is a label/macro image of the slide"):
             open_at(path, series=k)
     assert any("never read" in line and "'Label'" in line for line in source.info.series_list)
     # a run with a preview: the preview's input thumbnail comes from the baseline, not the macro
@@ -452,7 +452,7 @@ def test_bioformats2raw_zarr_series_and_label_images(tmp_path: Path) -> None:
     source = open_at(path)
     assert source.info.series == 1 and source.shape == (64, 48, 3)
     np.testing.assert_array_equal(_read(source), np.moveaxis(scan, 0, -1))
-    with pytest.raises(InputError, match="series 0 is the slide's 'label image' image, which can carry patient"):
+    with pytest.raises(InputError, match=r"series 0 \('label image'\) is a label/macro image of the slide"):
         open_at(path, series=0)
 
 
@@ -471,3 +471,17 @@ def test_dask_array_channels_on_a_cluster(tmp_path: Path) -> None:
     a = zarr.open_group(one.path, mode="r")["0"][:]
     np.testing.assert_allclose(a, np.moveaxis(bands[..., [3, 1]], -1, 0) * 2.0, rtol=1e-6)
     np.testing.assert_allclose(zarr.open_group(many.path, mode="r")["0"][:], a, rtol=1e-6)
+
+
+def test_ome_image_named_label_is_never_the_default(tmp_path: Path) -> None:
+    scan = make_image((64, 64, 3), seed=13)
+    path = tmp_path / "converted.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:  # as bioformats writes a converted slide
+        tif.write(scan, photometric="rgb", metadata={"axes": "YXS", "Name": "scan"})
+        tif.write(np.full((128, 128, 3), 9, np.uint8), photometric="rgb",
+                  metadata={"axes": "YXS", "Name": "macro image"})
+    source = open_at(path)
+    assert source.info.series == 0
+    np.testing.assert_array_equal(_read(source), scan)
+    with pytest.raises(InputError, match=r"series 1 \('macro image'\) is a label/macro image"):
+        open_at(path, series=1)

@@ -171,8 +171,8 @@ def _open_bioformats(path: Path, root: Any, *, level: int, plane: tuple[tuple[st
     elif not 0 <= series < count:
         raise InputError(f"{path}: series {series} does not exist; the store has {count} ({listing})")
     elif protected[series]:
-        raise InputError(f"{path}: series {series} is the slide's {names[series]!r} image, which can carry "
-                         "patient identifiers; tiler never reads it (choose another with --series N)")
+        raise InputError(f"{path}: series {series} ({names[series]!r}) is a label/macro image of the slide, "
+                         "which can carry patient identifiers; tiler never reads it (choose another with --series N)")
     group = root[str(series)]
     ms = _multiscales(group)
     if ms is None:

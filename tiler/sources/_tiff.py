@@ -198,8 +198,8 @@ def _choose_series(name: str, tif: tifffile.TiffFile, series: int | None) -> int
         raise InputError(f"{name}: series {series} does not exist; the file has {count} ({listing})")
     if is_protected(tif.series[series]):
         raise InputError(
-            f"{name}: series {series} is the slide's {tif.series[series].name.lower()} image, which can "
-            "carry patient identifiers; tiler never reads it (choose another with --series N, see tiler info)"
+            f"{name}: series {series} ({tif.series[series].name!r}) is a label/macro image of the slide, which "
+            "can carry patient identifiers; tiler never reads it (choose another with --series N, see tiler info)"
         )
     return series
 
