@@ -43,7 +43,7 @@ def _every_keyword() -> dict[str, object]:
         "output": "probs", "dtype": "float32", "fill": 0.5, "chunk": 64, "block_height": 64,
         "block_width": 128, "prefetch": 1, "stitch_threads": 1,
         # reading, masks, model
-        "level": 0, "mpp": None, "tissue": "none", "roi": roi,
+        "level": 0, "mpp": None, "series": None, "plane": None, "channels": (2, 1, 0), "tissue": "none", "roi": roi,
         "device": "cpu", "precision": "fp32", "provider": "auto", "trust_model": False, "compile": False,
         "overrides": {"scale": 1 / 255},
     }
@@ -120,3 +120,11 @@ def test_cli_overlap_fraction(image_path, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", str(image_path), "--overlap", "1.5"])
     assert "fraction of the tile" in capsys.readouterr().err
+
+
+def test_predict_dask_on_an_array_reads_the_chosen_channels(plus_one):
+    image = np.random.default_rng(1).random((90, 70, 4), np.float32)
+    expected = tiler.predict(image, plus_one, tile=32, overlap=8, channels=(3, 0))
+    lazy = tiler.predict_dask(image, plus_one, tile=32, overlap=8, block=64, chunk=32, channels=(3, 0))
+    np.testing.assert_array_equal(lazy.compute(), expected)
+    np.testing.assert_allclose(expected, np.moveaxis(image[..., [3, 0]], -1, 0) + 1, rtol=1e-6)

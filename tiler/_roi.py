@@ -20,7 +20,7 @@ class RoiMask:
     """A mask for an image of ``shape = (H, W)``; :meth:`region` gives (h, w) bool for a region."""
 
     def __init__(self, mask: str | os.PathLike[str] | Any, shape: tuple[int, int]) -> None:
-        self.source = open_source(mask)
+        self.source = open_source(mask, palette="index")  # a palette mask: its indices, not colours
         self.shape = shape
         mh, mw, mc = self.source.shape
         problem = None

@@ -25,7 +25,7 @@ from .engine import Job, Settings
 from .errors import DeviceWarning
 from .outputs import OutputSpec
 from .plan import Block, Partition, TilePlan, reflect_index
-from .sources import Source, SourceInfo, open_at, open_source
+from .sources import ChannelSource, ReadOptions, Source, SourceInfo, open_at, open_source
 
 _LOCK = threading.Lock()
 _RUNNERS: OrderedDict[str, Any] = OrderedDict()
@@ -90,28 +90,42 @@ class ModelRef:
 class SourceRef:
     """How a worker reads the input: a file path opened there (once per process), or an array.
 
-    ``level`` / ``mpp`` open the same pyramid level or resampling as the client (``open_at``).
+    ``read`` (:class:`~tiler.sources.ReadOptions`: level / mpp, series, plane, channels) opens the
+    same image, pyramid level, resampling and channels as the client (``open_at``).
     """
 
     image: Any
     key: str
-    level: int | None = None
-    mpp: float | None = None
+    read: ReadOptions = ReadOptions()
+
+    @property
+    def level(self) -> int | None:
+        return self.read.level
+
+    @property
+    def mpp(self) -> float | None:
+        return self.read.mpp
 
     @classmethod
-    def of(cls, image: Any, *, level: int | None = None, mpp: float | None = None) -> SourceRef:
+    def of(cls, image: Any, *, level: int | None = None, mpp: float | None = None,
+           read: ReadOptions | None = None) -> SourceRef:
+        """``read`` (e.g. the client source's ``info.read``) wins over ``level`` / ``mpp``."""
+        read = read if read is not None else ReadOptions(level=level, mpp=mpp)
         if isinstance(image, (str, os.PathLike)):
-            key = _path_key(Path(image)) + ("" if level is None and mpp is None else f":{level}:{mpp}")
-            return cls(str(Path(image).resolve()), key, level, mpp)
-        return cls(image, f"array:{uuid.uuid4().hex}")
+            key = _path_key(Path(image)) + ("" if read.is_default else f":{read!r}")
+            return cls(str(Path(image).resolve()), key, read)
+        return cls(image, f"array:{uuid.uuid4().hex}", read)
 
     def open(self) -> Source:
         """The source, opened at most once per process (for files; arrays are cheap to wrap)."""
         if not isinstance(self.image, str):
-            return open_source(self.image)
-        if self.level is not None or self.mpp is not None:
+            source = open_source(self.image)
+            return ChannelSource(source, self.read.channels) if self.read.channels is not None else source
+        if not self.read.is_default:
+            r = self.read
             return _cached(_SOURCES, self.key, CACHE_SIZE["sources"],
-                           lambda: open_at(self.image, level=self.level, mpp=self.mpp))
+                           lambda: open_at(self.image, level=r.level, mpp=r.mpp, series=r.series,
+                                           plane=r.plane, channels=r.channels))
         return _cached(_SOURCES, self.key, CACHE_SIZE["sources"], lambda: open_source(self.image))
 
 

@@ -52,6 +52,9 @@ def predict(
     overrides: dict[str, Any] | None = None,
     level: int | None = None,
     mpp: float | None = None,
+    series: int | None = None,
+    plane: Any = None,
+    channels: Any = None,
     tissue: str | None = None,
     roi: Any = None,
     fill: float = 0.0,
@@ -75,6 +78,9 @@ def predict(
         tiles (one shape: compiled once; pays off on GPUs and long runs).
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
         :func:`~tiler.sources.open_at`); H, W are then that image's size.
+    series, plane, channels : which image of a multi-series file (default: the largest, never a
+        label/macro image), which plane of a stack (``"z=3"``), which input channels (``"0,1,2"``);
+        see :class:`~tiler.sources.ReadOptions`.
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
         touching no foreground are not computed; pixels no computed tile covers get ``fill``.
     **settings : the other fields of :class:`~tiler.engine.Settings` (output, dtype, chunk, ...);
@@ -95,7 +101,7 @@ def predict(
     ((3, 100, 70), 1.0, 1.0)
     """
     check_keywords("tiler.predict", settings, keyword_names(predict) | set(SETTING_KEYWORDS))
-    source = open_at(image, level=level, mpp=mpp)
+    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)
     model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
                      "overrides": overrides, "compile": batch_size if compile else False}
     try:
@@ -142,6 +148,7 @@ class RunResult:
     #: The runtime and device the model ran on, as the runner describes itself
     #: (``PyTorch 2.x on cuda:0 (fp16)``, ``ONNX Runtime 1.x CUDAExecutionProvider on cuda:0 (fp32)``).
     runtime: str = ""
+    input_read: str | None = None  # the series / plane read, e.g. "series 1 'big' (the largest of 2; ...)"
 
     def summary(self) -> str:
         rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
@@ -151,7 +158,8 @@ class RunResult:
         return (
             f"wrote {self.path}: {shape} {self.dtype}; {self.tiles} tiles{skipped} in "
             f"{self.seconds:.1f} s ({rate:.1f} MP/s){on}"
-        ) + (f"; preview {self.preview}" if self.preview else "")
+        ) + (f"; preview {self.preview}" if self.preview else "") + (
+            f"; read {self.input_read}" if self.input_read else "")
 
 
 def default_output_path(image: Any) -> Path:
@@ -184,6 +192,7 @@ def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) 
     info = source.info
     record.update(level=info.level, downsample=list(info.downsample),
                   mpp=list(info.mpp) if info.mpp else None)
+    record.update({k: v for k, v in _read_record(info).items() if v is not None})
     if masks:
         record["mask"] = {m.kind: {"foreground": round(m.fraction, 4), "shape": list(m.array.shape)}
                           for m in masks}
@@ -198,6 +207,14 @@ def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) 
             record["mtime_ns"] = stat.st_mtime_ns
     record["digest"] = input_digest(image)
     return record
+
+
+def _read_record(info: Any) -> dict[str, Any]:
+    """The series (when not 0, as before series could be chosen), plane and channels read."""
+    read = getattr(info, "read", None)
+    return {"series": info.series or None,
+            "plane": {a.lower(): i for a, i in read.plane} if read is not None and read.plane else None,
+            "channels": list(read.channels) if read is not None and read.channels is not None else None}
 
 
 def _fingerprint(*parts: Any) -> str:
@@ -226,6 +243,9 @@ def run(
     client: Any = None,
     level: int | None = None,
     mpp: float | None = None,
+    series: int | None = None,
+    plane: Any = None,
+    channels: Any = None,
     tissue: str | None = None,
     roi: Any = None,
     **settings: Any,
@@ -255,6 +275,7 @@ def run(
         :mod:`tiler.distributed`); the input and ``out`` must be at the same path on every worker.
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
         image's size and records its pixel size (OME scale) and georeference.
+    series, plane, channels : as for :func:`predict` (recorded with the input).
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
         foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
@@ -275,7 +296,7 @@ def run(
         raise OutputError("--overwrite and --resume contradict each other; pick one")
     if resume not in (False, True, "force"):
         raise SettingsError(f"resume must be True, False or 'force', got {resume!r}")
-    with closing(open_at(image, level=level, mpp=mpp)) as source:
+    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
         t0 = time.perf_counter()
         out_path = Path(out) if out is not None else default_output_path(image)
         _refuse_input_as_output(image, out_path)
@@ -349,6 +370,7 @@ def run(
             skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
             resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
             runtime=runner.describe(),
+            input_read=source.info.series_name,
         )
 
 

@@ -126,13 +126,19 @@ def run_blocks(
             return shared
         y0, y1, x0, x1 = source_window(job.plan, block) or (0, 1, 0, 1)
         # the block's window (with its halo) is computed on the cluster, never the whole image
-        return (client.compute(image[y0:y1, x0:x1]), (y0, x0), job.source.shape, job.source.name)
+        window = image[y0:y1, x0:x1]
+        if picked is not None:  # --channels, or alpha dropped for the model
+            window = window[..., list(picked)]
+        return (client.compute(window), (y0, x0), job.source.shape, job.source.name)
 
+    picked = getattr(getattr(job.source.info, "read", None), "channels", None)
     shared: Any = None
     if isinstance(image, (str, os.PathLike)):
-        shared = SourceRef.of(image, level=level, mpp=mpp)  # workers open the same level / resampling
+        # workers open the same level / resampling, series, plane and channels (alpha dropped too)
+        shared = SourceRef.of(image, level=level, mpp=mpp, read=getattr(job.source.info, "read", None))
     elif not hasattr(image, "dask"):  # NumPy or zarr: sent to each worker once
-        shared = client.scatter(SourceRef.of(image), broadcast=True, hash=False)
+        shared = client.scatter(SourceRef.of(image, read=getattr(job.source.info, "read", None)),
+                                broadcast=True, hash=False)
     model_ref = _share(client, ModelRef.of(model, model_options))
     template = JobTemplate.of(job)
     out_path = str(Path(out).resolve())
@@ -196,6 +202,9 @@ def predict_dask(
     overrides: dict[str, Any] | None = None,
     level: int | None = None,
     mpp: float | None = None,
+    series: int | None = None,
+    plane: Any = None,
+    channels: Any = None,
     tissue: str | None = None,
     roi: Any = None,
     **settings: Any,
@@ -210,8 +219,9 @@ def predict_dask(
     block : edge in pixels of the output's dask chunks (whole multiples of ``chunk``). Each border
         between blocks repeats about ``tile / block`` of the work (see ``docs-scale.md``);
         ``block_height`` / ``block_width``, if given, replace it along one axis.
-    device, precision, provider, trust_model, compile, overrides, level, mpp, tissue, roi : as for
-        :func:`tiler.predict` (a path model is loaded by each worker with the same options).
+    device, precision, provider, trust_model, compile, overrides, level, mpp, series, plane, channels,
+        tissue, roi : as for :func:`tiler.predict` (a path model is loaded by each worker with the
+        same options; a path image is opened by each with the same read options).
     **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, window, output, ...);
         every keyword of :data:`tiler.keywords.VALUE_KEYWORDS` is accepted, as by :func:`tiler.run`.
 
@@ -239,7 +249,7 @@ def predict_dask(
     check_keywords("tiler.predict_dask", settings, keyword_names(predict_dask) | set(SETTING_KEYWORDS))
     if block < 1:
         raise SettingsError(f"block {block} must be a positive number of pixels")
-    source = open_at(image, level=level, mpp=mpp)
+    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)
     base = Settings(**{"block_height": block, "block_width": block,
                        **{k: v for k, v in settings.items() if v is not None}})
     model_options = {"device": device, "precision": precision, "provider": provider,
@@ -257,11 +267,14 @@ def predict_dask(
     template = JobTemplate.of(job)
     h, w, c = source.shape
     lazy = isinstance(image, (str, os.PathLike))
-    src_ref = SourceRef.of(image, level=level, mpp=mpp) if lazy else None
+    src_ref = SourceRef.of(image, read=getattr(job.source.info, "read", None)) if lazy else None
     array = None
     if not lazy:
         chunks = (2048, 2048) + (-1,) * (image.ndim - 2)
         array = image if hasattr(image, "dask") else da.from_array(image, chunks=chunks)
+        kept = getattr(getattr(job.source.info, "read", None), "channels", None)
+        if kept is not None and array.ndim == 3:  # --channels, or an alpha channel dropped
+            array = array[..., list(kept)]
     grid: list[list[Any]] = []
     for b in job.partition.blocks():
         if b.col == 0:

@@ -27,7 +27,7 @@ from .outputs import OutputSpec
 from .plan import Block, Partition, TilePlan
 from .runners.base import Normalisation, Runner
 from .sink import Sink
-from .sources import Source
+from .sources import ChannelSource, Source
 from .stitch import NonFiniteOutput, Stitcher
 
 
@@ -91,6 +91,37 @@ def _pixels(name: str, value: Any, fix: str = "give a whole number") -> int:
     raise SettingsError(f"{name} {value!r} is not a whole number; {fix}")
 
 
+def fit_channels(source: Source, in_channels: int | None) -> Source:
+    """``source`` without its alpha channel when the model takes exactly the other channels.
+
+    An RGBA (or grey + alpha) input for a 3- (or 1-) channel model: alpha is transparency, not
+    image content, so it is dropped with a one-line note. Any other mismatch is left for the
+    runner's channel check to refuse.
+    """
+    c = source.shape[2]
+    info = getattr(source, "info", None)
+    if in_channels and c == in_channels + 1 and getattr(info, "alpha", False):
+        warnings.warn(f"{source.name}: dropping the alpha channel (the model takes {in_channels} "
+                      f"channel(s), the image has {c - 1} plus alpha)", stacklevel=3)
+        return ChannelSource(source, tuple(range(c - 1)))
+    return source
+
+
+def warn_input_scale(source: Source, runner: Runner) -> None:
+    """Warn when non-uint8 pixels meet a model that declares no input scale (scaled by dtype)."""
+    spec, dtype = runner.spec, np.dtype(source.dtype)
+    if spec.scale is not None or dtype == np.uint8:
+        return
+    if dtype.kind in "ui":
+        factor = f"1/{np.iinfo(dtype).max} (the full {dtype} range)"
+        hint = f"if the data use fewer bits (12-bit: --scale {1 / 4095:.6g})"
+    else:
+        factor = "1 (float pixels as they are)"
+        hint = "if the model expects another range"
+    warnings.warn(f"{source.name}: {dtype} pixels, and the model {spec.name!r} declares no input scale: "
+                  f"scaling by {factor}; pass --scale X {hint}", stacklevel=3)
+
+
 @dataclass
 class Job:
     """Everything needed to compute any block of one output.
@@ -118,8 +149,10 @@ class Job:
         *,
         skip: Callable[[int, int], bool] | None = None,
     ) -> Job:
-        h, w, c = source.shape
         spec = runner.spec
+        source = fit_channels(source, spec.in_channels)
+        warn_input_scale(source, runner)
+        h, w, c = source.shape
         plan = TilePlan.create(
             (h, w), tile=settings.tile, overlap=settings.overlap, margin=settings.margin,
             multiple=spec.multiple,

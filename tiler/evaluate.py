@@ -152,7 +152,7 @@ def evaluate(
         result = open_result(result)
     h, w = result.shape
     with ExitStack() as stack:
-        src = stack.enter_context(opened(truth))
+        src = stack.enter_context(opened(truth, palette="index"))  # palette label maps: class indices
         mask = stack.enter_context(RoiMask(roi, (h, w))) if roi is not None else None
         confusion = _confusion(result, src, mask, ignore_index, truth_threshold)
     return Scores(confusion=confusion, class_names=tuple(result.class_names(len(confusion))))

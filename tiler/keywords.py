@@ -25,8 +25,9 @@ from .errors import SettingsError
 
 #: Fields of :class:`~tiler.engine.Settings`: tiling, blending, output kind, layout, threads.
 SETTING_KEYWORDS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
-#: How the input is read: which pixels the model sees (pyramid level, resampling).
-READ_KEYWORDS: tuple[str, ...] = ("level", "mpp")
+#: How the input is read: which pixels the model sees (pyramid level, resampling, the series of a
+#: multi-series file, the plane of a stack, the channels and their order).
+READ_KEYWORDS: tuple[str, ...] = ("level", "mpp", "series", "plane", "channels")
 #: Which tiles are computed at all (the rest get ``fill``).
 MASK_KEYWORDS: tuple[str, ...] = ("tissue", "roi")
 #: How the model is loaded and run.

@@ -245,8 +245,10 @@ def auto_tissue(image: Any, source: Source) -> Mask:
     opened = None
     if isinstance(image, (str, os.PathLike)) and len(levels) > 1:
         k = max((i for i, (lh, lw) in enumerate(levels) if max(h0 / lh, w0 / lw) <= want), default=0)
-        if low.info.level != k:
-            low = opened = open_source(image, level=k)
+        if low.info.level != k:  # the same series, plane and channels as the processed source
+            read = source.info.read or low.info.read
+            same = {} if read is None else {"series": read.series, "plane": read.plane, "channels": read.channels}
+            low = opened = open_source(image, level=k, **same)
     lh, lw = low.shape[:2]
     reduce = max(1, int(want * lh / h0))
     try:
@@ -261,7 +263,7 @@ def auto_tissue(image: Any, source: Source) -> Mask:
 
 def load_roi(roi: Any, shape: tuple[int, int]) -> Mask:
     """A user mask (path or array, any resolution, nonzero = inside) stretched over ``shape``."""
-    src = open_source(roi)
+    src = open_source(roi, palette="index")  # a palette mask's indices are its classes, not its colours
     rh, rw, _ = src.shape
     factor = max(1, math.ceil(math.sqrt(rh * rw / 16e6)))  # keep the mask under ~16 MP
     array = thumbnail(src, factor) if factor > 1 else src.read(0, rh, 0, rw)

@@ -135,6 +135,9 @@ def overlay(base: np.ndarray, values: np.ndarray, result: Result, alpha: float =
     return np.clip(base * (1.0 - a) + colour * a + 0.5, 0, 255).astype(np.uint8)
 
 
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
 def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray | None:
     from ._opened import opened
     from .errors import TilerError
@@ -144,11 +147,17 @@ def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray |
         warnings.warn(f"{result.path}: the input {path or '(an array)'} is not available; the preview "
                       "shows the prediction on grey", stacklevel=3)
         return None
+    recorded = result.record.get("input", {})
+    # the series, plane and channels the run read (never a label/macro image: the default excludes them)
+    read = {"series": recorded.get("series"), "plane": recorded.get("plane") or (),
+            "channels": recorded.get("channels")}
+    if read["series"] is None and path.is_file() and path.open("rb").read(4) in _TIFF_MAGIC:
+        read["series"] = 0  # no series recorded: the run read series 0
     try:
-        with opened(path) as source:
+        with opened(path, **read) as source:
             levels = list(source.info.levels) or [source.shape[:2]]
         level = max((k for k, (h, w) in enumerate(levels) if max(h, w) >= max(out_shape)), default=0)
-        with opened(path, level=level) as source:
+        with opened(path, level=level, **read) as source:
             raw = sample(source.read, source.shape[:2], out_shape)
     except TilerError as exc:
         warnings.warn(f"cannot read the input for the preview ({exc}); showing the prediction on grey",

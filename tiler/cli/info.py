@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from .options import add_read_options
 
 EXAMPLES = """\
-example:
+examples:
   $ tiler info scan.tif
+  $ tiler info stack.ome.tif --plane z=3      # one plane of a Z stack
+  $ tiler info slide.ome.tif --series 1       # another image of a multi-series file
 """
 
 
@@ -16,13 +21,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT")
     p.add_argument("--tile", type=int, default=512, help="tile edge for the tiling line (default 512)")
     p.add_argument("--overlap", type=int, default=128, help="overlap for the tiling line (default 128)")
+    add_read_options(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..sources import open_source
 
-    src = open_source(args.input)
+    try:
+        src = open_source(args.input, series=args.series, plane=args.plane, channels=args.channels)
+    except InputError:
+        listing = _series_listing(args.input)
+        if listing:  # say what is there before the error explains what could not be read
+            print("\n".join([f"{args.input}", *(f"  {line}" for line in listing)]), file=sys.stderr)
+        raise
     try:
         return _describe(src, args)
     finally:
@@ -40,6 +53,20 @@ def _describe(src, args: argparse.Namespace) -> int:
         f"  shape        {h} x {w} x {c} (height x width x channels), {src.dtype}",
         f"  megapixels   {h * w / 1e6:.1f}",
     ]
+    if info.series_list:
+        lines.append(f"  series       {len(info.series_list)} in the file; reading {info.series_name}")
+        lines.extend(f"    {line}" for line in info.series_list)
+    elif info.series_name:
+        lines.append(f"  reading      {info.series_name}")
+    if "axes" in info.extra:
+        lines.append(f"  axes         {', '.join(info.extra['axes'])}")
+    photometric = {"palette": "palette (expanded through its colour map to RGB)",
+                   "miniswhite": "MinIsWhite (inverted: 0 is black)",
+                   "ycbcr": "YCbCr JPEG (decoded to RGB)"}.get(str(info.extra.get("photometric")))
+    if photometric:
+        lines.append(f"  photometric  {photometric}")
+    if info.alpha:
+        lines.append("  alpha        the last channel is transparency (dropped for a model taking one channel fewer)")
     if info.chunks:
         kind = "tiles" if info.extra.get("tiled", True) else "strips"
         lines.append(f"  storage      {kind} of {info.chunks[0]} x {info.chunks[1]}, "
@@ -68,6 +95,19 @@ def _describe(src, args: argparse.Namespace) -> int:
                  f"{plan.tile} (overlap {plan.overlap})")
     print("\n".join(lines))
     return 0
+
+
+def _series_listing(path: str) -> list[str]:
+    """One line per image series of a TIFF file (empty for anything else or an unreadable file)."""
+    import tifffile
+
+    from ..sources._tiff import describe_series
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return [describe_series(tif, k) for k in range(len(tif.series))]
+    except (OSError, ValueError, RuntimeError, tifffile.TiffFileError):
+        return []
 
 
 def _epsg(geokeys: tuple[int, ...]) -> int | None:

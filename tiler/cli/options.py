@@ -60,6 +60,24 @@ def positive_float(text: str) -> float:
     return value
 
 
+def _series(text: str) -> int:
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a series number >= 0, got {value}")
+    return value
+
+
+def add_read_options(g: argparse._ActionsContainer) -> None:
+    """Which image, plane and channels of the input to read (--series, --plane, --channels)."""
+    g.add_argument("--series", type=_series, metavar="N",
+                   help="image series of a multi-image file (OME-TIFF images, SVS; default: the largest; "
+                        "see tiler info). Label and macro images are never read")
+    g.add_argument("--plane", metavar="z=K[,t=J]",
+                   help="one plane of a Z stack, time series or multi-page file (axes as tiler info shows)")
+    g.add_argument("--channels", metavar="0,1,2",
+                   help="input channels to use, in this order (select or reorder bands, drop alpha)")
+
+
 def add_slide_options(p: argparse.ArgumentParser) -> None:
     """Resolution (--level, --mpp) and masks that skip work (--tissue, --roi, --fill)."""
     g = p.add_argument_group("resolution and masks")
@@ -68,6 +86,7 @@ def add_slide_options(p: argparse.ArgumentParser) -> None:
                      help="pyramid level to read (0 = full resolution; see tiler info)")
     res.add_argument("--mpp", type=positive_float, metavar="X",
                      help="pixel size in µm to run at: the nearest finer level, resampled to X")
+    add_read_options(g)
     g.add_argument("--tissue", choices=("auto", "none"), default="none",
                    help="auto: detect tissue on a low-resolution level and skip tiles without any")
     g.add_argument("--roi", metavar="MASK", help="mask image (any resolution, nonzero = inside); "

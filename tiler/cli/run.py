@@ -93,7 +93,8 @@ def main(args: argparse.Namespace) -> int:
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,
             pyramid_levels=args.pyramid_levels, preview=args.preview,
-            level=args.level, mpp=args.mpp, tissue=args.tissue, roi=args.roi, fill=args.fill,
+            level=args.level, mpp=args.mpp, series=args.series, plane=args.plane, channels=args.channels,
+            tissue=args.tissue, roi=args.roi, fill=args.fill,
         )
     finally:
         if client is not None:

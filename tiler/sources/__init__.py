@@ -4,18 +4,25 @@ A :class:`Source` is anything with ``name``, ``shape = (height, width, channels)
 ``chunks`` (the file's own tile size, to align reads; ``None`` if it has none) and
 ``read(y0, y1, x0, x1) -> (y1 - y0, x1 - x0, channels)`` for in-bounds regions. :func:`open_source`
 turns a path or an array into one; nothing is loaded until ``read`` is called.
+
+Which image is read is set by :class:`ReadOptions` (level / mpp, series, plane, channels), which
+:func:`open_at` records on ``source.info.read`` so dask workers reopen exactly the same pixels.
+Only a real channel axis becomes channels (:mod:`._axes`); label and macro images are never read.
 """
 
 from __future__ import annotations
 
 from ._array import ArraySource
-from ._base import Source, SourceInfo
+from ._base import ReadOptions, Source, SourceInfo
 from ._levels import choose_level, level_mpps, open_at
-from ._open import open_source
+from ._open import ChannelSource, OmeZarrSource, open_source
 from ._resample import ResampledSource
 
 __all__ = [
     "ArraySource",
+    "ChannelSource",
+    "OmeZarrSource",
+    "ReadOptions",
     "ResampledSource",
     "Source",
     "SourceInfo",

@@ -7,8 +7,88 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import SettingsError
+
 if TYPE_CHECKING:
     from ..georef import GeoReference
+
+
+def _parse_plane(plane: Any) -> tuple[tuple[str, int], ...]:
+    """``"z=3,t=0"``, ``{"z": 3}`` or pairs -> (("Z", 3), ("T", 0)) (axis letters upper-case)."""
+    if plane is None or plane == "" or plane == ():
+        return ()
+    if isinstance(plane, str):
+        items: list[tuple[str, Any]] = []
+        for part in plane.split(","):
+            key, eq, value = part.partition("=")
+            if not eq or not key.strip():
+                raise SettingsError(f"--plane {plane!r}: expected AXIS=INDEX pairs such as z=3 or z=3,t=0")
+            items.append((key.strip(), value.strip()))
+    elif isinstance(plane, dict):
+        items = list(plane.items())
+    else:
+        items = [tuple(p) for p in plane]  # type: ignore[misc]
+    out: dict[str, int] = {}
+    for key, value in items:
+        axis = str(key).strip().upper()
+        if axis in ("Y", "X"):
+            raise SettingsError(f"--plane {axis.lower()}=...: y and x are the image plane itself; "
+                                "choose along another axis (z, t, ...)")
+        try:
+            index = int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"--plane {key}={value!r}: the index must be a whole number") from None
+        if index < 0:
+            raise SettingsError(f"--plane {key}={index}: the index must be >= 0")
+        out[axis] = index
+    return tuple(out.items())
+
+
+def _parse_channels(channels: Any) -> tuple[int, ...] | None:
+    """``"0,1,2"`` or a sequence of ints -> (0, 1, 2); None = all channels as stored."""
+    if channels is None or channels == "":
+        return None
+    parts = channels.split(",") if isinstance(channels, str) else list(channels)
+    try:
+        out = tuple(int(str(c).strip()) for c in parts)
+    except ValueError:
+        raise SettingsError(f"--channels {channels!r}: expected channel numbers such as 0,1,2") from None
+    if not out or any(c < 0 for c in out):
+        raise SettingsError(f"--channels {channels!r}: channel numbers must be >= 0")
+    return out
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Which image of a file to read, and how: everything a worker needs to open the same pixels.
+
+    Attributes
+    ----------
+    level : pyramid level (None: full resolution, or the one ``mpp`` chooses).
+    mpp : pixel size in µm to resample to (see :func:`~tiler.sources.open_at`).
+    series : image series of a multi-series file (None: the largest pyramid, never a label or
+        macro image).
+    plane : one index per extra axis, e.g. ``(("Z", 3),)`` for ``--plane z=3``.
+    channels : input channels to keep, in this order (``--channels 0,1,2``); None = all.
+    """
+
+    level: int | None = None
+    mpp: float | None = None
+    series: int | None = None
+    plane: tuple[tuple[str, int], ...] = ()
+    channels: tuple[int, ...] | None = None
+
+    @classmethod
+    def of(cls, *, level: int | None = None, mpp: float | None = None, series: int | None = None,
+           plane: Any = None, channels: Any = None) -> ReadOptions:
+        """Options from user values: ``plane`` as ``"z=3,t=0"``/dict, ``channels`` as ``"0,1,2"``/ints."""
+        if series is not None and (not isinstance(series, int) or series < 0):
+            raise SettingsError(f"--series must be a series number >= 0, got {series!r}")
+        return cls(level, mpp, series, _parse_plane(plane), _parse_channels(channels))
+
+    @property
+    def is_default(self) -> bool:
+        return self == ReadOptions()
 
 
 @dataclass(frozen=True)
@@ -28,6 +108,11 @@ class SourceInfo:
     downsample : (y, x) full-resolution pixels per pixel of the image as read.
     base_mpp : microns per pixel (y, x) of level 0, if stated.
     georeference : the GeoTIFF georeference of the image as read (:mod:`tiler.georef`), if any.
+    series : index of the image series read (multi-series TIFF: OME images, SVS label/macro).
+    series_name : a human-readable description of that series (for the run summary), if any.
+    series_list : one line per series in the file (``tiler info``), if the file has several.
+    alpha : the last channel is transparency (RGBA, grey + alpha), not image content.
+    read : how the source was opened (:class:`ReadOptions`): workers reopen it with the same.
     """
 
     format: str
@@ -40,6 +125,11 @@ class SourceInfo:
     downsample: tuple[float, float] = (1.0, 1.0)
     base_mpp: tuple[float, float] | None = None
     georeference: GeoReference | None = None
+    series: int = 0
+    series_name: str | None = None
+    series_list: tuple[str, ...] = ()
+    alpha: bool = False
+    read: ReadOptions | None = None
 
     def level_downsample(self, k: int) -> tuple[float, float]:
         """(y, x) level-0 pixels per pixel of pyramid level ``k`` (from the level shapes)."""

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any
 
 from ..errors import InputError, SettingsError
-from ._base import Source, SourceInfo
+from ._base import ReadOptions, Source, SourceInfo
 from ._open import open_source
 from ._resample import ResampledSource
 
@@ -36,19 +37,34 @@ def choose_level(info: SourceInfo, mpp: float, *, name: str = "input") -> int:
     return max(fine)[1] if fine else 0
 
 
-def open_at(image: Any, *, level: int | None = None, mpp: float | None = None) -> Source:
+def open_at(
+    image: Any, *, level: int | None = None, mpp: float | None = None, series: int | None = None,
+    plane: Any = None, channels: Any = None,
+) -> Source:
     """Open ``image`` at pyramid ``level``, or at pixel size ``mpp`` µm (level + resampling).
 
     With ``mpp`` the nearest level at least as fine is read and resampled by ``mpp / level_mpp``
     (area averaging, :class:`ResampledSource`) unless it is within 1 % already; the source's
-    ``info.mpp`` is then the pixel size of the image the model sees.
+    ``info.mpp`` is then the pixel size of the image the model sees. ``series``, ``plane`` and
+    ``channels`` choose the image, plane and channels (see :class:`~tiler.sources.ReadOptions`);
+    the returned source's ``info.read`` records all of them, to reopen it the same way elsewhere.
     """
+    options = ReadOptions.of(level=level, mpp=mpp, series=series, plane=plane, channels=channels)
+    source = _open_at(image, options)
+    if source is not image and isinstance(getattr(source, "info", None), SourceInfo):
+        source.info = replace(source.info, read=options)
+    return source
+
+
+def _open_at(image: Any, options: ReadOptions) -> Source:
+    level, mpp = options.level, options.mpp
+    what = {"series": options.series, "plane": options.plane, "channels": options.channels}
     if level is not None and mpp is not None:
         raise SettingsError("--level and --mpp both choose the resolution; give one of them")
     if level is not None and level < 0:
         raise SettingsError(f"--level must be >= 0, got {level}")
     if mpp is None:
-        source = open_source(image, level=level or 0)
+        source = open_source(image, level=level or 0, **what)
         if level and source.info.level != level:
             source.close()
             raise InputError(
@@ -58,9 +74,9 @@ def open_at(image: Any, *, level: int | None = None, mpp: float | None = None) -
         return source
     if not mpp > 0:
         raise SettingsError(f"--mpp must be a pixel size in µm > 0, got {mpp}")
-    base = open_source(image)
+    base = open_source(image, **what)
     k = choose_level(base.info, mpp, name=base.name)
-    source = base if k == 0 else open_source(image, level=k)
+    source = base if k == 0 else open_source(image, level=k, **what)
     if source is not base and hasattr(base, "close"):
         base.close()
     have = source.info.mpp

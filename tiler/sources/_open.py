@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, InputNotFoundError
-from ._array import ArraySource
-from ._base import Source, SourceInfo
+from ..errors import InputError, InputNotFoundError, SettingsError
+from ._array import ArraySource, check_image_shape
+from ._axes import AxisLayout, axis_layout
+from ._base import ReadOptions, Source, SourceInfo
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -26,10 +28,105 @@ def _open_small_image(path: Path) -> Source:
     except (ValueError, RuntimeError, OSError) as exc:
         raise InputError(f"{path}: cannot decode the image ({exc})") from None
     fmt = "png" if path.read_bytes()[:8] == _PNG_MAGIC else "jpeg"
-    return ArraySource(array, name=str(path), info=SourceInfo(format=fmt))
+    # PNG/JPEG with 2 or 4 channels are grey + alpha and RGBA (imagecodecs expands palettes)
+    alpha = array.ndim == 3 and array.shape[2] in (2, 4)
+    return ArraySource(array, name=str(path), info=SourceInfo(format=fmt, alpha=alpha))
 
 
-def _open_zarr(path: Path) -> Source:
+#: Micrometres per OME-Zarr space unit.
+_ZARR_UNITS = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "centimeter": 1e4, "meter": 1e6,
+               "angstrom": 1e-4}
+
+
+def _multiscales(node: Any) -> dict[str, Any] | None:
+    """The first OME-Zarr ``multiscales`` entry of a group (0.5: under ``ome``; 0.4: top level)."""
+    attrs = dict(node.attrs)
+    ms = (attrs.get("ome") or {}).get("multiscales") or attrs.get("multiscales")
+    if isinstance(ms, list) and ms and isinstance(ms[0], dict) and ms[0].get("datasets"):
+        return ms[0]
+    return None
+
+
+def _dataset_scale(entry: dict[str, Any]) -> list[float] | None:
+    for t in entry.get("coordinateTransformations", []) or []:
+        if t.get("type") == "scale" and isinstance(t.get("scale"), list):
+            return [float(v) for v in t["scale"]]
+    return None
+
+
+class OmeZarrSource:
+    """One level of an OME-Zarr image (``multiscales`` axes such as ``c, y, x`` or ``t, c, z, y, x``)
+    as a lazy (H, W, C) image; tiler's own output groups are read this way too."""
+
+    def __init__(self, path: Path, group: Any, ms: dict[str, Any], *, level: int = 0,
+                 plane: tuple[tuple[str, int], ...] = ()) -> None:
+        self.name = str(path)
+        datasets = ms["datasets"]
+        names = [str(a.get("name", "?") if isinstance(a, dict) else a) for a in ms.get("axes", [])]
+        arrays = []
+        for d in datasets:
+            key = str(d.get("path", ""))
+            if key not in group:
+                raise InputError(f"{path}: OME-Zarr multiscales names the array {key!r}, which the group lacks")
+            arrays.append(group[key])
+        if not names:  # OME-Zarr 0.1-0.3: always t, c, z, y, x (fewer: the last ones)
+            names = ["t", "c", "z", "y", "x"][-arrays[0].ndim:]
+        if len(names) != arrays[0].ndim:
+            raise InputError(f"{path}: OME-Zarr axes {names} do not match the array's {arrays[0].ndim} dimensions")
+        if not 0 <= level < len(arrays):
+            raise InputError(f"{path}: level {level} does not exist; the group has {len(arrays)} "
+                             f"level(s), 0..{len(arrays) - 1} (see tiler info)")
+        types = {str(a.get("name")): a for a in ms.get("axes", []) if isinstance(a, dict)}
+        letters = ["C" if (types.get(n, {}).get("type") == "channel" or n.lower() in ("c", "channel")) else n.upper()
+                   for n in names]
+        self._array = arrays[level]
+        self._layout: AxisLayout = axis_layout(self.name, letters, self._array.shape, plane)
+        shape = self._array.shape
+        h, w = int(shape[self._layout.y]), int(shape[self._layout.x])
+        self.shape = check_image_shape(self.name, (h, w, self._layout.channels), self._array.dtype)
+        self.dtype = np.dtype(self._array.dtype)
+        ch = self._array.chunks
+        self.chunks: tuple[int, int] | None = (int(ch[self._layout.y]), int(ch[self._layout.x]))
+        yi, xi = letters.index("Y"), letters.index("X")
+        levels = tuple((int(a.shape[yi]), int(a.shape[xi])) for a in arrays)
+        base_mpp = None
+        scale = _dataset_scale(datasets[0])
+        unit = {types.get(names[i], {}).get("unit") for i in (yi, xi)}
+        if scale and len(scale) == len(names) and len(unit) == 1 and (u := unit.pop()) in _ZARR_UNITS:
+            base_mpp = (scale[yi] * _ZARR_UNITS[u], scale[xi] * _ZARR_UNITS[u])
+        downsample = (levels[0][0] / h, levels[0][1] / w)
+        self.info = SourceInfo(
+            format="ome-zarr", chunks=self.chunks, levels=levels, level=level, downsample=downsample,
+            base_mpp=base_mpp, mpp=(base_mpp[0] * downsample[0], base_mpp[1] * downsample[1]) if base_mpp else None,
+            extra={"axes": names}, series_name=("".join(f"{a.lower()}={i}, " for a, i in plane)[:-2] or None),
+            read=ReadOptions(level=level, plane=plane),
+        )
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        return self._layout.read(self._array, y0, y1, x0, x1)
+
+    def close(self) -> None:
+        pass
+
+
+def _bioformats_names(path: Path) -> list[str]:
+    """Image names from a bioformats2raw layout's ``OME/METADATA.ome.xml`` (empty if none)."""
+    xml = path / "OME" / "METADATA.ome.xml"
+    if not xml.is_file():
+        return []
+    import tifffile
+
+    try:
+        images = tifffile.xml2dict(xml.read_text(errors="replace"))["OME"]["Image"]
+    except (KeyError, TypeError, ValueError):
+        return []
+    images = images if isinstance(images, list) else [images]
+    return [str(i.get("Name", "")) if isinstance(i, dict) else "" for i in images]
+
+
+def _open_zarr(
+    path: Path, *, level: int = 0, plane: tuple[tuple[str, int], ...] = (), series: int | None = None
+) -> Source:
     import zarr
 
     try:
@@ -37,24 +134,122 @@ def _open_zarr(path: Path) -> Source:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a readable zarr array or group ({exc})") from None
     if isinstance(node, zarr.Group):
+        ms = _multiscales(node)
+        if ms is not None:
+            if series is not None:
+                raise SettingsError(f"{path}: --series chooses an image of a multi-image file; this OME-Zarr "
+                                    "group holds one")
+            return OmeZarrSource(path, node, ms, level=level, plane=plane)
+        if "0" in node and isinstance(node["0"], zarr.Group):  # bioformats2raw layout: one group per image
+            return _open_bioformats(path, node, level=level, plane=plane, series=series)
         if "0" not in node:
             raise InputError(f"{path}: zarr group has no array '0' (full resolution) to read")
         node = node["0"]
+    if series is not None:
+        raise SettingsError(f"{path}: --series is for multi-image files; this zarr array is one image")
+    if plane:
+        raise SettingsError(f"{path}: --plane needs named axes (OME-Zarr multiscales); this zarr array has "
+                            "none and is read as (H, W) or (H, W, C)")
     return ArraySource(node, name=str(path), info=SourceInfo(format="zarr", chunks=node.chunks[:2]))
 
 
-def open_source(image: Any, *, level: int = 0) -> Source:
+def _open_bioformats(path: Path, root: Any, *, level: int, plane: tuple[tuple[str, int], ...],
+                     series: int | None) -> Source:
+    """Image ``series`` (default 0, never a label/macro image) of a bioformats2raw zarr."""
+    import zarr
+
+    count = 0
+    while str(count) in root and isinstance(root[str(count)], zarr.Group):
+        count += 1
+    names = _bioformats_names(path) + [""] * count
+    protected = [any(w in names[k].lower() for w in ("label", "macro")) for k in range(count)]
+    listing = "; ".join(f"series {k}" + (f" {names[k]!r}" if names[k] else "") for k in range(count))
+    if series is None:
+        series = next((k for k in range(count) if not protected[k]), None)
+        if series is None:
+            raise InputError(f"{path}: the store holds only label/macro images, which tiler never reads")
+    elif not 0 <= series < count:
+        raise InputError(f"{path}: series {series} does not exist; the store has {count} ({listing})")
+    elif protected[series]:
+        raise InputError(f"{path}: series {series} ({names[series]!r}) is a label/macro image of the slide, "
+                         "which can carry patient identifiers; tiler never reads it (choose another with --series N)")
+    group = root[str(series)]
+    ms = _multiscales(group)
+    if ms is None:
+        raise InputError(f"{path}: image group {series!s} has no OME-Zarr multiscales metadata")
+    source = OmeZarrSource(path, group, ms, level=level, plane=plane)
+    desc = f"series {series}" + (f" {names[series]!r}" if names[series] else "")
+    source.info = replace(source.info, series=series, series_name=desc if count > 1 else source.info.series_name,
+                          series_list=tuple(listing.split("; ")) if count > 1 else (),
+                          read=replace(source.info.read or ReadOptions(), series=series))
+    return source
+
+
+class ChannelSource:
+    """Some channels of a source, in a chosen order (``--channels 0,1,2``; dropping alpha).
+
+    ``read`` returns (h, w, len(channels)) arrays: ``source.read(...)[..., channels]``.
+    """
+
+    def __init__(self, source: Source, channels: tuple[int, ...]) -> None:
+        c = source.shape[2]
+        bad = [k for k in channels if not 0 <= k < c]
+        if bad:
+            raise SettingsError(f"{source.name}: --channels {','.join(map(str, channels))}: the image has "
+                                f"{c} channel(s), numbered 0..{c - 1}")
+        self.source = source
+        self.name, self.dtype, self.chunks = source.name, source.dtype, source.chunks
+        self.channels = tuple(channels)
+        self.shape = (source.shape[0], source.shape[1], len(channels))
+        info = source.info
+        read = info.read or ReadOptions()
+        before = read.channels
+        self.info = replace(
+            info, alpha=False,
+            read=replace(read, channels=tuple(before[k] for k in channels) if before else self.channels),
+        )
+        self._identity = self.channels == tuple(range(c))
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        region = self.source.read(y0, y1, x0, x1)
+        return region if self._identity else region[..., list(self.channels)]
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            close()
+
+
+def open_source(
+    image: Any, *, level: int = 0, series: int | None = None, plane: Any = (), channels: Any = None,
+    palette: str = "rgb",
+) -> Source:
     """Open ``image``: a path (TIFF family, zarr, PNG, JPEG), an array-like or a Source.
 
+    ``series`` chooses the image of a multi-series TIFF, ``plane`` (``"z=3"`` or pairs) one plane
+    of a stack, ``channels`` (``"0,1,2"`` or ints) the input channels (see :class:`ReadOptions`);
+    ``palette="index"`` reads a palette TIFF's indices instead of its colours (masks).
     Raises :class:`~tiler.errors.InputError` naming the file for anything unreadable.
     """
+    options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels)
+    source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette)
+    if options.channels is not None:
+        source = ChannelSource(source, options.channels)
+    return source
+
+
+def _open_plain(
+    image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb"
+) -> Source:
+    if series is not None and not isinstance(image, (str, os.PathLike)):
+        raise SettingsError("--series chooses an image inside a TIFF file; the input is not a file")
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
             raise InputNotFoundError(f"{path}: no such file or directory")
         if path.is_dir():
             if (path / "zarr.json").exists() or (path / ".zarray").exists() or (path / ".zgroup").exists():
-                return _open_zarr(path)
+                return _open_zarr(path, level=level, plane=plane, series=series)
             raise InputError(f"{path}: is a directory, not an image (nor a zarr store)")
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -63,13 +258,17 @@ def open_source(image: Any, *, level: int = 0) -> Source:
         if head[:4] in _TIFF_MAGIC:
             from ._tiff import TiffSource
 
-            return TiffSource(path, level=level)
+            return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
+        if series is not None or plane:
+            raise SettingsError(f"{path}: --series and --plane are for TIFF and OME-Zarr inputs")
         if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
             return _open_small_image(path)
         raise InputError(
             f"{path}: not an image tiler can read (expected TIFF, PNG, JPEG or zarr; "
             f"file starts with {head[:4]!r})"
         )
+    if plane:
+        raise SettingsError("--plane needs named axes (TIFF, OME-Zarr); an array is read as (H, W[, C])")
     if all(hasattr(image, a) for a in ("read", "shape", "dtype", "name")):
         return image  # already a Source
     if hasattr(image, "shape") and hasattr(image, "dtype") and hasattr(image, "__getitem__"):

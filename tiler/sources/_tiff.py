@@ -1,7 +1,14 @@
 """TIFF, BigTIFF, OME-TIFF and SVS files through tifffile.
 
 Regions are read through tifffile's zarr view of one pyramid level, so only the stored tiles or
-strips that a region touches are decoded (by imagecodecs). Axes are normalised to channel-last.
+strips that a region touches are decoded (by imagecodecs). Axes are normalised to channel-last:
+only a real sample/channel axis becomes channels (see :mod:`._axes`).
+
+Series: a file may hold several images (OME-TIFF images, SVS thumbnail/label/macro). The default is
+the largest one (by full-resolution pixels); label and macro images, which carry patient
+identifiers on real slides, are never read. Photometric: palette images are expanded through their
+colour map to uint8 RGB, MinIsWhite is inverted, JPEG YCbCr is decoded to RGB by tifffile; CMYK and
+other interpretations are refused by name.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ import numpy as np
 import tifffile
 import zarr
 
-from ..errors import InputError
+from ..errors import InputError, SettingsError
 from ..georef import GeoReference
 from ._array import check_image_shape
-from ._base import SourceInfo
+from ._axes import AxisLayout, axis_layout
+from ._base import ReadOptions, SourceInfo
 from ._tiff_tiles import TiffTileReader
 
 #: Exceptions tifffile and imagecodecs raise for broken files or tiles.
@@ -33,21 +41,6 @@ DECODE_ERRORS: tuple[type[BaseException], ...] = (
     KeyError,
     NotImplementedError,
 )
-
-
-def _channel_axes(name: str, axes: str, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int | None]:
-    """Positions to squeeze (size-1 extra axes) and the channel axis, for a series' ``axes``."""
-    if "Y" not in axes or "X" not in axes:
-        raise InputError(f"{name}: the image has axes {axes!r}, with no Y and X")
-    others = [i for i, a in enumerate(axes) if a not in "YX"]
-    channel = [i for i in others if shape[i] > 1]
-    if len(channel) > 1:
-        raise InputError(
-            f"{name}: the image has axes {axes!r} with shape {shape}; tiler reads 2-D images with "
-            "one channel axis (no time or z stacks)"
-        )
-    squeeze = tuple(i for i in others if shape[i] == 1)
-    return squeeze, (channel[0] if channel else None)
 
 
 class _HeaderWarnings(logging.Filter):
@@ -107,10 +100,11 @@ def _svs_mpp(description: str) -> tuple[float, float] | None:
     return None
 
 
-def _ome_mpp(ome_xml: str) -> tuple[float, float] | None:
+def _ome_mpp(ome_xml: str, k: int = 0) -> tuple[float, float] | None:
+    """PhysicalSizeY/X of OME image ``k`` in µm."""
     try:
         image = tifffile.xml2dict(ome_xml)["OME"]["Image"]
-        pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        pixels = (image[k] if isinstance(image, list) else image)["Pixels"]
         sizes = []
         for axis in ("Y", "X"):
             size = pixels.get(f"PhysicalSize{axis}", pixels.get("PhysicalSizeX"))
@@ -137,7 +131,7 @@ def _resolution_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
     return (per_um * yres[1] / yres[0], per_um * xres[1] / xres[0])
 
 
-def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage, k: int = 0) -> tuple[float, float] | None:
     """Microns per pixel (y, x) of ``page`` (level 0) from, in order of trust: the SVS description's
     ``MPP``, OME ``PhysicalSizeY/X`` (with their units), TIFF resolution tags (inch, cm)."""
     if tif.is_svs:
@@ -145,10 +139,142 @@ def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float]
         if mpp:
             return mpp
     if tif.is_ome and tif.ome_metadata:
-        mpp = _ome_mpp(tif.ome_metadata)
+        mpp = _ome_mpp(tif.ome_metadata, k)
         if mpp:
             return mpp
     return _resolution_mpp(page)
+
+
+#: Photometric interpretations read as they are decoded.
+_PLAIN = {tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB}
+#: JPEG compression codes (tifffile's JPEG decoder returns RGB for YCbCr data).
+_JPEG_CODES = {6, 7, 33007, 34892}
+#: Series names of images that show the slide's label (patient identifiers): never read.
+_PROTECTED = ("label", "macro")
+
+
+def is_protected(series: tifffile.TiffPageSeries) -> bool:
+    """A label or macro image (SVS ``Label``/``Macro`` series, OME images named so)."""
+    name = (series.name or "").lower()
+    return any(word in name for word in _PROTECTED)
+
+
+def _yx(series: tifffile.TiffPageSeries) -> tuple[int, int]:
+    axes, shape = series.axes, series.shape
+    if "Y" not in axes or "X" not in axes:
+        return (0, 0)
+    return (int(shape[axes.index("Y")]), int(shape[axes.index("X")]))
+
+
+def describe_series(tif: tifffile.TiffFile, k: int) -> str:
+    """``"series 1 'Label': 387 x 463 (YXS=387 x 463 x 3) uint8, 1 level"`` for ``tiler info``."""
+    s = tif.series[k]
+    h, w = _yx(s)
+    name = f" {s.name!r}" if s.name else ""
+    levels = len(s.levels)
+    dims = " x ".join(str(n) for n in s.shape)
+    note = " (label/macro: never read)" if is_protected(s) else ""
+    return f"series {k}{name}: {h} x {w}, axes {s.axes} = {dims}, {s.dtype}, {levels} level(s){note}"
+
+
+def default_series(tif: tifffile.TiffFile) -> int:
+    """The largest image by full-resolution pixels (first of equals), never a label or macro."""
+    sizes = [(-(h * w), k) for k, s in enumerate(tif.series) if not is_protected(s)
+             for h, w in [_yx(s)]]
+    return min(sizes)[1] if sizes else 0
+
+
+def _choose_series(name: str, tif: tifffile.TiffFile, series: int | None) -> int:
+    count = len(tif.series)
+    if count == 0:
+        raise InputError(f"{name}: the TIFF holds no image")
+    if series is None:
+        k = default_series(tif)
+        if is_protected(tif.series[k]):
+            raise InputError(f"{name}: the file holds only label/macro images, which tiler never reads")
+        return k
+    if not 0 <= series < count:
+        listing = "; ".join(describe_series(tif, k) for k in range(count))
+        raise InputError(f"{name}: series {series} does not exist; the file has {count} ({listing})")
+    if is_protected(tif.series[series]):
+        raise InputError(
+            f"{name}: series {series} ({tif.series[series].name!r}) is a label/macro image of the slide, which "
+            "can carry patient identifiers; tiler never reads it (choose another with --series N, see tiler info)"
+        )
+    return series
+
+
+def _colormap_lut(name: str, page: tifffile.TiffPage) -> np.ndarray:
+    """(entries, 3) uint8 RGB lookup table of a palette page (16-bit TIFF colour maps -> 8 bits)."""
+    cmap = page.colormap
+    if cmap is None:
+        raise InputError(f"{name}: palette image without a ColorMap tag; cannot know its colours")
+    cmap = np.asarray(cmap)
+    if cmap.ndim != 2 or cmap.shape[0] != 3:
+        raise InputError(f"{name}: palette ColorMap has shape {cmap.shape}, expected (3, entries)")
+    lut = cmap if cmap.max() <= 255 else cmap >> 8  # 16-bit maps (v * 257 or v * 256) to 8 bits
+    return np.ascontiguousarray(lut.T.astype(np.uint8))
+
+
+class _Photometric:
+    """Turns decoded samples into what the model should see, per the page's photometric tag.
+
+    ``apply`` maps an (h, w, c_stored) region to (h, w, channels) in ``dtype``.
+    """
+
+    def __init__(self, name: str, page: tifffile.TiffPage, channels: int, *, palette: str = "rgb") -> None:
+        P = tifffile.PHOTOMETRIC
+        kind = page.photometric
+        self.lut: np.ndarray | None = None
+        self.invert: int | None = None
+        self.channels, self.dtype = channels, np.dtype(page.dtype)
+        extrasamples = tuple(int(e) for e in (page.extrasamples or ()))
+        self.alpha = bool(extrasamples) and extrasamples[-1] in (1, 2) and channels in (2, 4)
+        self.bilevel = self.dtype == np.bool_  # 1-bit pages: 0/255 uint8 (white = 255 after MinIsWhite)
+        if self.bilevel:
+            if kind not in (P.MINISBLACK, P.MINISWHITE):
+                raise InputError(f"{name}: 1-bit image with photometric {kind.name}; expected MinIsBlack/White")
+            self.invert = 1 if kind == P.MINISWHITE else None
+            self.dtype = np.dtype(np.uint8)
+            return
+        if kind in _PLAIN:
+            return
+        if kind == P.PALETTE and palette == "index":
+            return  # the indices themselves (a palette mask's classes)
+        if kind == P.PALETTE:
+            if channels != 1:
+                raise InputError(f"{name}: palette image with {channels} samples per pixel; expected 1")
+            self.lut = _colormap_lut(name, page)
+            self.channels, self.dtype = 3, np.dtype(np.uint8)
+        elif kind == P.MINISWHITE:
+            if self.dtype.kind != "u":
+                raise InputError(f"{name}: MinIsWhite image with {self.dtype} pixels is not supported "
+                                 "(only unsigned integers can be inverted); convert it to MinIsBlack")
+            bits = int(page.bitspersample)
+            self.invert = (1 << bits) - 1 if bits < 8 * self.dtype.itemsize else int(np.iinfo(self.dtype).max)
+        elif kind == P.YCBCR and page.compression in _JPEG_CODES:
+            return  # tifffile's JPEG decoding returns RGB
+        else:
+            what = {P.SEPARATED: "CMYK (photometric SEPARATED)", P.YCBCR: "YCbCr without JPEG compression",
+                    P.CIELAB: "CIE L*a*b*", P.ICCLAB: "ICC L*a*b*", P.ITULAB: "ITU L*a*b*",
+                    P.MASK: "a transparency mask", P.CFA: "raw colour-filter-array (Bayer) data",
+                    P.LOGL: "LogL", P.LOGLUV: "LogLuv"}.get(kind, f"photometric {getattr(kind, 'name', kind)}")
+            raise InputError(f"{name}: the image is {what}, which tiler does not read; convert it to RGB "
+                             "or greyscale (e.g. with vips or tifffile)")
+
+    @property
+    def identity(self) -> bool:
+        return self.lut is None and self.invert is None and not self.bilevel
+
+    def apply(self, region: np.ndarray) -> np.ndarray:
+        if self.bilevel:
+            on = ~region if self.invert else region
+            return on.astype(np.uint8) * np.uint8(255)
+        if self.lut is not None:
+            return self.lut[region[..., 0]]
+        if self.invert is not None:
+            return (self.invert - region).astype(self.dtype, copy=False)
+        return region
 
 
 def _fast_reader(
@@ -168,27 +294,43 @@ def _fast_reader(
 
 
 class TiffSource:
-    """One pyramid level of a TIFF file as a lazy (H, W, C) image.
+    """One pyramid level of one image series of a TIFF file as a lazy (H, W, C) image.
 
     Parameters
     ----------
     path : the file.
     level : pyramid level, 0 = full resolution.
+    series : image series (None: the largest, never a label/macro image; see :func:`default_series`).
+    plane : one index per extra axis (``(("Z", 3),)``) for Z stacks, time series, multi-page files.
+    palette : "rgb" expands palette images through their colour map; "index" keeps the indices
+        (for masks, whose palette indices are the classes).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, level: int = 0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, level: int = 0, series: int | None = None,
+        plane: tuple[tuple[str, int], ...] = (), palette: str = "rgb",
+    ) -> None:
         self.path = Path(path)
         self.name = str(path)
         notes = _HeaderWarnings()
         logging.getLogger("tifffile").addFilter(notes)
         try:
             self._tif = tifffile.TiffFile(self.path)
-            series = self._tif.series[0]
-            levels = series.levels
+            try:
+                k = _choose_series(self.name, self._tif, series)
+            except InputError:
+                self._tif.close()
+                raise
+            self.series = k
+            count = len(self._tif.series)
+            listing = tuple(describe_series(self._tif, i) for i in range(count)) if count > 1 else ()
+            where = f"series {k}" + (f" ({self._tif.series[k].name!r})" if self._tif.series[k].name else "")
+            levels = self._tif.series[k].levels
             if not 0 <= level < len(levels):
                 self._tif.close()
                 raise InputError(
-                    f"{self.name}: level {level} does not exist; the file has {len(levels)} "
+                    f"{self.name}: level {level} does not exist; {where if count > 1 else 'the file'} "
+                    f"has {len(levels)} "
                     f"pyramid level(s), 0..{len(levels) - 1} (see tiler info)"
                 )
             lvl = levels[level]
@@ -196,34 +338,44 @@ class TiffSource:
             _check_chunk_count(self.name, page, notes.messages)
             _check_not_truncated(self.name, page, os.path.getsize(self.path))
             axes, shape = lvl.axes, tuple(lvl.shape)
-            self._store = self._tif.aszarr(series=0, level=level)
+            others = "; ".join(line for i, line in enumerate(listing) if i != k)
+            try:
+                layout: AxisLayout = axis_layout(self.name, axes, shape, plane,
+                                                 where=where if count > 1 else "", others=others)
+                self._photo = _Photometric(self.name, page, layout.channels, palette=palette)
+            except (InputError, SettingsError):
+                self._tif.close()
+                raise
+            self._store = self._tif.aszarr(series=k, level=level)
             self._z: Any = zarr.open_array(self._store, mode="r")
-        except InputError:
+        except (InputError, SettingsError):
             raise
         except DECODE_ERRORS as exc:
             raise InputError(f"{self.name}: not a readable TIFF ({exc})") from None
         finally:
             logging.getLogger("tifffile").removeFilter(notes)
-        squeeze, channel = _channel_axes(self.name, axes, shape)
-        self._squeeze, self._channel = squeeze, channel
-        self._yx = (axes.index("Y"), axes.index("X"))
-        h, w = shape[self._yx[0]], shape[self._yx[1]]
-        c = shape[channel] if channel is not None else 1
-        self.shape = check_image_shape(self.name, (h, w, c), lvl.dtype)
-        self.dtype = np.dtype(lvl.dtype)
+        self._layout = layout
+        h, w = shape[layout.y], shape[layout.x]
+        stored = (h, w, layout.channels)
+        self.shape = check_image_shape(self.name, (h, w, self._photo.channels), self._photo.dtype)
+        self.dtype = self._photo.dtype
         self.chunks = (
             (int(page.chunks[0]), int(page.chunks[1])) if page.is_tiled else (int(page.rowsperstrip), w)
         )
         self.level = level
         # Fast path: one interleaved 2-D page, decoded on a thread pool (see _tiff_tiles.py).
-        self._tiles = _fast_reader(self._tif, lvl, axes, shape, self.shape)
+        self._tiles = _fast_reader(self._tif, lvl, axes, shape, stored)
         compression = page.compression.name.lower() if page.compression != 1 else None
         fmt = "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff"
         base = levels[0].keyframe
         shapes = tuple((int(s.shape[s.axes.index("Y")]), int(s.shape[s.axes.index("X")])) for s in levels)
         downsample = (shapes[0][0] / h, shapes[0][1] / w)
-        base_mpp = _mpp(self._tif, base)
+        base_mpp = _mpp(self._tif, base, k)
         georef = GeoReference.from_tiff_tags(base.tags)
+        s = self._tif.series[k]
+        desc = f"series {k}" + (f" {s.name!r}" if s.name else "") + (
+            f" (the largest of {count}; choose with --series N)" if series is None and count > 1 else "") + (
+            "".join(f", {a.lower()}={i}" for a, i in plane))
         self.info = SourceInfo(
             format=fmt,
             compression=compression,
@@ -235,36 +387,25 @@ class TiffSource:
             downsample=downsample,
             base_mpp=base_mpp,
             georeference=georef.downsampled(downsample) if georef else None,
+            series=k,
+            series_name=desc if count > 1 or plane else None,
+            series_list=listing,
+            alpha=self._photo.alpha,
+            read=ReadOptions(level=level, series=series, plane=plane),
         )
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        if self._tiles is not None:
-            try:
-                return self._tiles.read(y0, y1, x0, x1)
-            except DECODE_ERRORS as exc:
-                raise InputError(
-                    f"{self.name}: cannot decode the image data at rows {y0}:{y1}, columns {x0}:{x1} "
-                    f"({type(exc).__name__}: {exc})"
-                ) from None
-        index: list[Any] = [slice(None)] * self._z.ndim
-        index[self._yx[0]] = slice(y0, y1)
-        index[self._yx[1]] = slice(x0, x1)
         try:
-            region = np.asarray(self._z[tuple(index)])
+            if self._tiles is not None:
+                region = self._tiles.read(y0, y1, x0, x1)
+            else:
+                region = self._layout.read(self._z, y0, y1, x0, x1)
         except DECODE_ERRORS as exc:
             raise InputError(
                 f"{self.name}: cannot decode the image data at rows {y0}:{y1}, columns {x0}:{x1} "
                 f"({type(exc).__name__}: {exc})"
             ) from None
-        if self._squeeze:
-            region = region.squeeze(axis=self._squeeze)
-        # Remaining axes keep their order: move Y, X to the front and the channel to the back.
-        axes = [a for i, a in enumerate(range(self._z.ndim)) if i not in self._squeeze]
-        y, x = axes.index(self._yx[0]), axes.index(self._yx[1])
-        if self._channel is None:
-            return region.transpose(y, x)[..., None]
-        c = axes.index(self._channel)
-        return region.transpose(y, x, c)
+        return region if self._photo.identity else self._photo.apply(region)
 
     def close(self) -> None:
         if self._tiles is not None:
