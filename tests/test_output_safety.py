@@ -231,3 +231,14 @@ def test_a_failed_model_export_keeps_the_earlier_file(tmp_path, small_unet_check
         exporters.export(small_unet_checkpoint, out, format="onnx", log=None)
     assert out.read_bytes() == before  # the earlier export is still there, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "unet.pt"]  # no partial left
+
+
+def test_no_background_flush_or_heartbeat_thread_outlives_a_run(tmp_path, model_file) -> None:
+    import threading
+
+    image = make_image((200, 150, 3))
+    tiler.run(image, model_file, out=tmp_path / "a.zarr", **SETTINGS)
+    with pytest.raises(OutputError):  # a failed run (an existing output) too
+        tiler.run(image, model_file, out=tmp_path / "a.zarr", **SETTINGS)
+    names = [t.name for t in threading.enumerate()]
+    assert not [n for n in names if n in ("tiler-flush", "tiler-heartbeat")], names

@@ -169,15 +169,16 @@ def test_a_second_run_on_a_live_output_is_refused_and_a_killed_one_does_not_bloc
     try:
         owner = _owner_appears(proc, out)
         assert owner["pid"] == proc.pid
+        proc.send_signal(signal.SIGSTOP)  # paused mid-run: alive, holding the output, for as long as needed
         base = ["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), *ARGS]
         for flag in ("--overwrite", "--resume", None):
             assert main([*base, *([flag] if flag else [])]) == 1
             err = capsys.readouterr().err.strip()
             assert err.startswith(f"error: {out}: another tiler run is writing this output: run ")
             assert f"pid {proc.pid} on " in err and err.count("\n") == 0
-        assert proc.poll() is None and _output(out)[1]["complete"] is False  # still writing, untouched
+        assert proc.poll() is None and _output(out)[1]["complete"] is False  # still running, untouched
     finally:
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)  # (a stopped process takes SIGKILL too)
         proc.communicate(timeout=30)
     # the killed run's record is still there, but its pid is gone: an immediate resume takes over
     assert out.with_name(out.name + ".owner.json").exists()

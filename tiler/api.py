@@ -319,6 +319,7 @@ def run(
         run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing
         lock = OutputLock(out_path, run_id)
         lock.acquire(break_lock=break_lock)
+        sink: ZarrSink | None = None
         try:
             if resume and out_path.exists():
                 sink = ZarrSink.open(out_path, owner=lock, durable=durable)
@@ -359,6 +360,8 @@ def run(
                               levels=pyramid_levels)
             sink.set_complete()
         finally:
+            if sink is not None:
+                sink.close()
             lock.release()
         preview_path = None
         if preview:

@@ -72,7 +72,10 @@ def _write_block(
     todo = job.remaining(block, sink.done())  # a retried task skips the stripes already written
     if todo is None:
         return BlockStats()
-    stats = run_block(job, todo, sink)
+    try:
+        stats = run_block(job, todo, sink)
+    finally:
+        sink.close()
     _remember_batch(job, key)
     return stats
 

@@ -218,7 +218,9 @@ class ZarrSink:
         self._flusher = Flusher(path)
         # write_empty_chunks: skip zarr's "is this chunk all fill value?" scan of every chunk
         # (a full pass over the data, about a tenth of a zero-cost run); the output is dense.
-        self.array: Any = group["0"].with_config({"write_empty_chunks": True})
+        # (Set while opening: Array.with_config exists only from zarr 3.1.6.)
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            self.array: Any = group["0"]
         self.progress: Any = group["progress"]
 
     @classmethod
@@ -322,6 +324,10 @@ class ZarrSink:
 
     def done(self) -> np.ndarray:
         return np.asarray(self.progress[:]).astype(bool)
+
+    def close(self) -> None:
+        """Finish the background flush of recorded stripes (and end its thread)."""
+        self._flusher.drain()
 
     def set_run_id(self, run_id: str) -> None:
         """Record a new run id (a resume): tasks of earlier attempts stop before their next write."""
