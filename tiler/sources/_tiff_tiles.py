@@ -86,10 +86,13 @@ class TiffTileReader:
         ]
         out = np.empty((y1 - y0, x1 - x0, self.samples), self.dtype)
         fh = self._tif.filehandle
-        segments = list(fh.read_segments(
-            [self._offsets[i] for i in index], [self._counts[i] for i in index], indices=index,
-            lock=fh.lock, sort=True,
-        ))
+        # Segment numbers are mapped back here, not passed as ``indices``: tifffile 2025.6 and older
+        # looks a single segment's offset up by its number in the (one-item) list it is given.
+        segments = [
+            (data, index[k]) for data, k in fh.read_segments(
+                [self._offsets[i] for i in index], [self._counts[i] for i in index], lock=fh.lock, sort=True,
+            )
+        ]
 
         def place(item: tuple[bytes | None, int]) -> None:
             data, k = item
