@@ -96,7 +96,7 @@ def make_unet_checkpoint(path: Path | None = None) -> Path:
     """The benchmark UNet: the shipped default weights if present, else ``UNet(3, 3, 16)``, seed 0."""
     import torch
 
-    from tiler.models.load import DEFAULT_WEIGHTS
+    from tiler.models.files import DEFAULT_WEIGHTS
     from tiler.models.unet import UNet
 
     path = path or WORK / "unet.pt"

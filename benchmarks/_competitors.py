@@ -82,7 +82,7 @@ def toolbelt_memory(size: int) -> None:
 
 
 def tilerpkg_memory(size: int) -> None:
-    from tiler import Merger, Tiler  # the PyPI package (its own environment)
+    from tiler import Merger, Tiler
 
     image = C.load_array(size)
     with C.Timer() as t:

@@ -90,9 +90,10 @@ def case_unet(height: int, width: int) -> None:
     import numpy as np
 
     import tiler
-    from tiler.engine import Job, Settings
-    from tiler.load import TileLoader
-    from tiler.models.load import load_runner
+    from tiler.config import Settings
+    from tiler.engine.job import Job
+    from tiler.engine.load import TileLoader
+    from tiler.runners.factory import load_runner
     from tiler.sources import open_source
 
     path = C.WORK / f"jpeg_{height}x{width}.tif"
@@ -137,7 +138,7 @@ def case_unet(height: int, width: int) -> None:
 
 
 def _tiles(shape: tuple[int, int]) -> int:
-    from tiler.plan import TilePlan
+    from tiler.plan.lattice import TilePlan
 
     return TilePlan.create(shape, tile=C.TILE, overlap=C.OVERLAP).n_tiles
 

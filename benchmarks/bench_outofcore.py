@@ -28,7 +28,7 @@ def make(work: Path, size: int, chunk: int) -> tuple[Path, Path]:
     import zarr
     from bench_pyramid import make_output
 
-    from tiler.pyramid import build_pyramid
+    from tiler.store.pyramid import build_pyramid
 
     out = work / f"probs_{size}.zarr"
     make_output(str(out), size, 2, chunk)

@@ -50,7 +50,7 @@ def make_output(path: str, size: int, channels: int, chunk: int) -> None:
 def build(path: str) -> dict[str, float]:
     import zarr
 
-    from tiler.pyramid import build_pyramid
+    from tiler.store.pyramid import build_pyramid
 
     g = zarr.open_group(path, mode="r+")
     before = _rss_mib()

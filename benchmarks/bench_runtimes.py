@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from exporters.onnx import export_onnx
-from tiler.models.load import DEFAULT_WEIGHTS, load_module
+from tiler.models.files import DEFAULT_WEIGHTS, load_module
 from tiler.models.spec import ModelSpec
 from tiler.models.unet import UNet
 from tiler.runners.base import Runner

@@ -25,11 +25,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tiler
-from tiler.masks import auto_tissue, build_skip
-from tiler.models.load import load_runner
+from tiler.masks.skip import build_skip
+from tiler.masks.tissue import auto_tissue
 from tiler.models.unet import UNet
-from tiler.plan import TilePlan
+from tiler.plan.lattice import TilePlan
 from tiler.runners.base import FunctionRunner
+from tiler.runners.factory import load_runner
 from tiler.sources import open_at
 
 WORK = Path(__file__).resolve().parent / "_work"

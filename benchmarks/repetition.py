@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tiler import engine
+from tiler.engine import pipeline as engine
 from tiler.runners.base import FunctionRunner
 from tiler.sources import open_source
 

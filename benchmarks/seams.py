@@ -21,14 +21,14 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tiler
-from tiler.models.load import load_runner
+from tiler.runners.factory import load_runner
 
 
 def test_image(size: int) -> np.ndarray:
     try:
         import tifffile
 
-        from tiler.demo import make_slide  # the demo's slide generator, when present
+        from tools.demo import make_slide
 
         path = Path(__file__).parent / "_work" / f"seams_{size}.tif"
         path.parent.mkdir(exist_ok=True)

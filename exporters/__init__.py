@@ -43,7 +43,7 @@ def export(
     (``tiler export --in-channels 3 --mean ...``). See :mod:`exporters.onnx` for ``opset``,
     ``fp16`` and ``size``, :mod:`exporters.verify` for ``tolerance``.
     """
-    from tiler.models.load import load_module
+    from tiler.models.files import load_module
 
     if format not in FORMATS:
         raise SettingsError(f"unknown export format {format!r}; use onnx or torchscript")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
-from tiler import batch
+from tiler.cli import batch
 from tiler.cli.main import main
 
 from .conftest import make_image, write_tiff

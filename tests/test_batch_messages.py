@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tiler import batch
+from tiler.cli import batch
 from tiler.errors import InputError
 
 

@@ -16,8 +16,9 @@ from torch.nn import functional as F
 
 from tiler.errors import ModelError
 from tiler.models.checkpoints import detect_layout, to_builtin, unet_config, unwrap
-from tiler.models.load import load_checkpoint, load_runner
+from tiler.models.files import load_checkpoint
 from tiler.models.unet import UNet
+from tiler.runners.factory import load_runner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

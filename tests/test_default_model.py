@@ -10,12 +10,13 @@ import tifffile
 import torch
 
 import tiler
-from tiler.demo import make_slide
-from tiler.models.load import DEFAULT_WEIGHTS, load_runner
+from tiler.models.files import DEFAULT_WEIGHTS
 from tiler.models.spec import ModelSpec
-from tiler.models.train import CLASS_NAMES, label_rule
 from tiler.models.unet import UNet
-from tiler.synthetic import SyntheticSlide
+from tiler.runners.factory import load_runner
+from tools.demo import make_slide
+from tools.synthetic import SyntheticSlide
+from tools.train import CLASS_NAMES, label_rule
 
 
 @pytest.fixture(scope="module")

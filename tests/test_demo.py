@@ -9,10 +9,10 @@ import pytest
 import tifffile
 import zarr
 
-from tiler.demo import main, make_slide
-from tiler.models.train import label_rule
 from tiler.sources import open_source
-from tiler.synthetic import SyntheticSlide
+from tools.demo import main, make_slide
+from tools.synthetic import SyntheticSlide
+from tools.train import label_rule
 
 SHAPE = (1024, 1536)
 

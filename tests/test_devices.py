@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 import tiler
-from tiler import _cluster
 from tiler.cli.main import main
+from tiler.distributed import cluster as _cluster
 from tiler.errors import DeviceWarning, SettingsError
 from tiler.models.spec import ModelSpec
 from tiler.runners import onnx as onnx_runner

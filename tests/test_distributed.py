@@ -13,7 +13,8 @@ import zarr
 from distributed import Client, LocalCluster
 
 import tiler
-from tiler import distributed, engine
+from tiler.distributed import tasks as distributed
+from tiler.engine import pipeline as engine
 from tiler.runners.base import FunctionRunner
 from tiler.sources import open_source
 

@@ -48,7 +48,7 @@ def test_block_windows_of_a_dask_image_are_computed_a_few_at_a_time(tmp_path, cl
 
 
 def test_close_client_closes_the_local_cluster_even_when_the_client_fails_to_close() -> None:
-    from tiler._cluster import close_client
+    from tiler.distributed.cluster import close_client
 
     closed: list[str] = []
 

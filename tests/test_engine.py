@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn import functional as F
 
 import tiler
-from tiler import windows
 from tiler.models.spec import ModelSpec
+from tiler.plan import windows
 from tiler.runners.torch import TorchRunner
 
 from .conftest import smooth_image

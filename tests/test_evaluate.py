@@ -9,10 +9,10 @@ import pytest
 import tifffile
 import zarr
 
-import tiler.evaluate as evaluate_mod
+import tiler.results.evaluate as evaluate_mod
 from tiler.cli.main import main as cli
 from tiler.errors import InputError
-from tiler.evaluate import evaluate
+from tiler.results.evaluate import evaluate
 
 
 def make_output(tmp_path, values: np.ndarray, kind: str, chunk: int = 16, name: str = "out.zarr",

@@ -17,9 +17,9 @@ from exporters.onnx import export_onnx
 from exporters.verify import FP32_TOLERANCE, random_batches, verify
 from tiler.cli.main import main as cli
 from tiler.errors import ModelError, SettingsError
-from tiler.models.load import load_runner
 from tiler.models.spec import ModelSpec
 from tiler.models.unet import UNet
+from tiler.runners.factory import load_runner
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -147,7 +147,7 @@ def test_cli_export(checkpoint, tmp_path, capsys):
 
 
 def test_cli_export_of_the_default_model(checkpoint, tmp_path, monkeypatch, capsys):
-    import tiler.models.load as load
+    import tiler.models.files as load
 
     monkeypatch.setattr(load, "DEFAULT_WEIGHTS", tmp_path / "absent.pt")
     assert cli(["export", "--out", str(tmp_path / "d.onnx")]) == 1

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from tiler.cli.main import main as cli
-from tiler.models.load import load_runner
+from tiler.runners.factory import load_runner
 
 
 def test_export_of_a_torchscript_without_metadata_takes_its_spec_from_flags(tmp_path, capsys) -> None:

@@ -13,10 +13,10 @@ import zarr
 import tiler
 from tiler.cli.main import main as cli
 from tiler.errors import OutputError
-from tiler.export_result import export_result, iter_tiles
 from tiler.models.spec import ModelSpec
-from tiler.preview import centres, class_colours, overlay, render_preview, sample
-from tiler.result import Result
+from tiler.results.export import export_result, iter_tiles
+from tiler.results.preview import centres, class_colours, overlay, render_preview, sample
+from tiler.results.result import Result
 from tiler.runners.base import FunctionRunner
 
 GEO = {"transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0],
@@ -157,7 +157,7 @@ def test_sample_picks_cell_centres() -> None:
 
 def test_preview_uses_the_input_pyramid_and_shows_the_input(outputs, monkeypatch) -> None:
     tmp, img = outputs
-    from tiler._opened import opened as real
+    from tiler.results.opened import opened as real
 
     levels = []
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tiler
-from tiler import export_result as er
+from tiler.results import export as er
 from tiler.runners.base import FunctionRunner
 
 

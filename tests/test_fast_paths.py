@@ -13,17 +13,19 @@ import pytest
 import torch
 
 import tiler
-from tiler.engine import Job, Settings, run_block
+from tiler.config import Settings
+from tiler.engine.job import Job
+from tiler.engine.load import TileLoader, runs
+from tiler.engine.outputs import OutputSpec
+from tiler.engine.pipeline import run_block
 from tiler.errors import ModelOutputError
-from tiler.load import TileLoader, runs
 from tiler.models.spec import ModelSpec
 from tiler.models.unet import UNet
-from tiler.outputs import OutputSpec
-from tiler.plan import TilePlan, reflect_index
+from tiler.plan.lattice import TilePlan, reflect_index
 from tiler.runners.base import FunctionRunner
 from tiler.runners.torch import TorchRunner
-from tiler.sink import MemorySink
 from tiler.sources import ArraySource
+from tiler.store.sink import MemorySink
 
 from .conftest import smooth_image
 from .test_load import CountingSource

@@ -12,7 +12,7 @@ import zarr
 import tiler
 from tiler.cli.main import main
 from tiler.errors import InputError
-from tiler.georef import GeoReference, geotiff_tags
+from tiler.geo.georef import GeoReference, geotiff_tags
 from tiler.runners.base import FunctionRunner
 from tiler.sources import ResampledSource, open_at, open_source
 
@@ -111,7 +111,7 @@ def test_run_carries_the_georeference(scenes: Path, tmp_path: Path) -> None:
     assert meta["georeference"]["geokeys"]["ProjectedCSTypeGeoKey"] == 32633
     assert g.geokeys == GEOKEYS and meta["input"]["downsample"] == [2.0, 2.0]
     # export-result's GeoTIFF writer takes the raw tags as they are
-    from tiler._geotiff import geotiff_tags as export_tags
+    from tiler.geo.tiff_tags import geotiff_tags as export_tags
 
     assert export_tags(meta["georeference"]) == geotiff_tags(g)
     out2 = tmp_path / "m.zarr"

@@ -173,8 +173,8 @@ def test_svs_label_and_macro_are_never_read(tmp_path: Path, model_file: Path, ca
     assert "read series 0 'Baseline' (the largest of 4" in summary
     rec = zarr.open_group(out, mode="r").attrs["tiler"]["input"]
     assert "series" not in rec and rec["shape"] == [128, 128, 3]  # series 0: recorded as before
-    from tiler.preview import _input_thumbnail
-    from tiler.result import open_result
+    from tiler.results.preview import _input_thumbnail
+    from tiler.results.result import open_result
 
     thumb = _input_thumbnail(open_result(out), (64, 64))
     assert thumb is not None and abs(float(thumb.mean()) - float(images["base"].mean())) < 10
@@ -267,8 +267,8 @@ def test_channels_select_and_reorder(tmp_path: Path, model_file: Path) -> None:
 def test_a_run_records_the_series_and_its_preview_uses_it(tmp_path: Path, model_file: Path) -> None:
     path = tmp_path / "two.ome.tif"
     small, big = _two_series(path)
-    from tiler.preview import _input_thumbnail
-    from tiler.result import open_result
+    from tiler.results.preview import _input_thumbnail
+    from tiler.results.result import open_result
 
     for series, pixels in ((None, big), (0, small)):
         out = tmp_path / f"s{series}.zarr"
@@ -282,7 +282,7 @@ def test_a_run_records_the_series_and_its_preview_uses_it(tmp_path: Path, model_
 
 
 def test_worker_source_ref_reopens_the_same_series_plane_and_channels(tmp_path: Path) -> None:
-    from tiler._worker import SourceRef
+    from tiler.distributed.worker import SourceRef
 
     path = tmp_path / "two.ome.tif"
     small, _ = _two_series(path)
@@ -379,7 +379,7 @@ def test_16_bit_rgb_through_tiler_run_warns_without_a_declared_scale(tmp_path: P
 
 
 def test_palette_roi_mask_uses_its_indices_not_its_colours(tmp_path: Path) -> None:
-    from tiler.masks import load_roi
+    from tiler.masks.roi import load_roi
 
     index = np.zeros((20, 30), np.uint8)
     index[5:15, 10:25] = 1
@@ -414,8 +414,8 @@ def test_read_options_and_alpha_drop_travel_to_dask_workers(tmp_path: Path, mode
 
 
 def test_palette_truth_and_roi_are_read_as_class_indices(tmp_path: Path) -> None:
-    from tiler._roi import RoiMask
-    from tiler.evaluate import evaluate
+    from tiler.masks.roi import RoiMask
+    from tiler.results.evaluate import evaluate
 
     truth = np.zeros((32, 32), np.uint8)
     truth[8:24, 4:20] = 1

@@ -13,11 +13,10 @@ import zarr
 from torch import nn
 
 import tiler
-from tiler import batch
+from tiler.cli import batch
 from tiler.cli.main import main
-from tiler.engine import Settings
+from tiler.config import READ_KEYWORDS, VALUE_KEYWORDS, Settings
 from tiler.errors import SettingsError
-from tiler.keywords import READ_KEYWORDS, VALUE_KEYWORDS
 
 from .conftest import smooth_image
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tiler.load import TileLoader
-from tiler.plan import TilePlan
+from tiler.engine.load import TileLoader
+from tiler.plan.lattice import TilePlan
 from tiler.sources import ArraySource
 
 from .conftest import smooth_image

@@ -12,16 +12,10 @@ import zarr
 import tiler
 from tiler.cli.main import main
 from tiler.errors import InputError, SettingsError
-from tiler.masks import (
-    auto_tissue,
-    build_skip,
-    load_roi,
-    otsu_threshold,
-    thumbnail,
-    tile_skip,
-    tissue_mask,
-)
-from tiler.plan import TilePlan
+from tiler.masks.roi import load_roi
+from tiler.masks.skip import build_skip, tile_skip
+from tiler.masks.tissue import auto_tissue, otsu_threshold, thumbnail, tissue_mask
+from tiler.plan.lattice import TilePlan
 from tiler.runners.base import FunctionRunner
 from tiler.sources import ArraySource, open_at
 
@@ -256,7 +250,7 @@ def test_grey_images_take_the_side_away_from_the_border() -> None:
 def test_skip_table_pickles_and_matches_the_array() -> None:
     import pickle
 
-    from tiler.masks import skip_predicate
+    from tiler.masks.skip import skip_predicate
 
     skip = np.random.default_rng(0).random((13, 29)) < 0.5
     p = pickle.loads(pickle.dumps(skip_predicate(skip)))

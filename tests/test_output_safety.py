@@ -159,7 +159,7 @@ def test_models_and_inputs_that_cannot_be_checked_need_resume_force(tmp_path) ->
 
 
 def test_format_versions(tmp_path, model_file) -> None:
-    from tiler.result import open_result
+    from tiler.results.result import open_result
 
     image = make_image((64, 64, 3))
     out = tmp_path / "o.zarr"
@@ -190,7 +190,7 @@ def test_complete_is_recorded_only_after_every_file_is_flushed(tmp_path, monkeyp
         events.append("fsync " + os.readlink(f"/proc/self/fd/{fd}"))
         real_fsync(fd)
 
-    import tiler.sink as sink
+    import tiler.store.sink as sink
 
     real_set = sink.ZarrSink.set_complete
     monkeypatch.setattr(os, "fsync", fsync)

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import tiler
+from tiler.engine.outputs import OutputSpec
 from tiler.errors import OutputError
 from tiler.models.spec import ModelSpec
-from tiler.outputs import OutputSpec
 from tiler.runners.base import FunctionRunner
-from tiler.sink import ZarrSink
+from tiler.store.sink import ZarrSink
 
 
 def test_one_channel_probabilities_are_labelled_at_one_half() -> None:
@@ -56,7 +56,7 @@ def test_overwrite_replaces_an_earlier_output_but_not_another_programs_group(tmp
     assert ZarrSink.open(theirs).attributes == {"a": 1}
 
 def test_eval_labels_of_stored_probabilities_at_one_half() -> None:
-    from tiler.result import to_labels
+    from tiler.results.result import to_labels
 
     p = np.array([[[0.1, 0.4, 0.6, 0.9]]], np.float32)
     assert to_labels(p, "logits", "none").tolist() == [[0, 0, 1, 1]]

@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tiler import windows
 from tiler.errors import SettingsError
-from tiler.plan import Partition, TilePlan, reflect_index
+from tiler.plan import windows
+from tiler.plan.lattice import TilePlan, reflect_index
+from tiler.plan.partition import Partition
 
 
 @st.composite

@@ -10,8 +10,8 @@ import pytest
 import zarr
 
 import tiler
-from tiler.pyramid import build_pyramid, downsample_mean, downsample_mode, pyramid_shapes
 from tiler.runners.base import FunctionRunner
+from tiler.store.pyramid import build_pyramid, downsample_mean, downsample_mode, pyramid_shapes
 
 
 def reference_mean(x: np.ndarray) -> np.ndarray:
@@ -120,7 +120,7 @@ def test_streams_chunk_by_chunk(tmp_path, monkeypatch) -> None:
             reads.append(out.shape[-2:])
             return out
 
-    import tiler.pyramid as pyramid
+    import tiler.store.pyramid as pyramid
 
     real = pyramid._downsample_level
     monkeypatch.setattr(pyramid, "_downsample_level", lambda s, d, m, w: real(Spy(s), d, m, w))
@@ -162,7 +162,7 @@ def test_run_builds_pyramid_before_complete(tmp_path, monkeypatch) -> None:
     img = np.random.default_rng(7).integers(0, 256, (300, 200, 3)).astype(np.uint8)
     runner = FunctionRunner(lambda x: x[:, :1] * 4 - 2)
     seen = {}
-    import tiler.pyramid as pyramid
+    import tiler.store.pyramid as pyramid
 
     real = pyramid.build_pyramid
 
@@ -184,7 +184,7 @@ def test_run_builds_pyramid_before_complete(tmp_path, monkeypatch) -> None:
 def test_interrupted_pyramid_is_finished_by_resume(tmp_path, monkeypatch) -> None:
     img = np.random.default_rng(8).integers(0, 256, (200, 260)).astype(np.uint8)
     runner = FunctionRunner(lambda x: np.concatenate([x, 1 - x], 1))
-    import tiler.pyramid as pyramid
+    import tiler.store.pyramid as pyramid
 
     real = pyramid.build_pyramid
 

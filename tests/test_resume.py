@@ -191,7 +191,7 @@ def test_a_second_run_on_a_live_output_is_refused_and_a_killed_one_does_not_bloc
 
 
 def test_a_holder_on_another_host_blocks_until_its_lease_expires_or_break_lock(case, tmp_path, capsys, model_file):
-    from tiler.ownership import Owner, RecordFile
+    from tiler.store.ownership import Owner, RecordFile
 
     out = tmp_path / "remote.zarr"
     small = write_tiff(tmp_path / "s.tif", make_image((256, 192, 3), seed=5), compression=None)
@@ -214,8 +214,8 @@ def test_a_holder_on_another_host_blocks_until_its_lease_expires_or_break_lock(c
 def test_tasks_of_an_earlier_attempt_stop_once_the_output_is_resumed(case, tmp_path, model_file):
     """A task made for one run (its run id) must not write after a resume started a new run."""
     from tiler.errors import OutputError
-    from tiler.ownership import OutputLock
-    from tiler.sink import ZarrSink
+    from tiler.store.ownership import OutputLock
+    from tiler.store.sink import ZarrSink
 
     out = tmp_path / "o.zarr"
     small = write_tiff(tmp_path / "s.tif", make_image((256, 192, 3), seed=5), compression=None)

@@ -272,7 +272,7 @@ def test_fingerprint_follows_the_file(sum_onnx, tmp_path):
 
 
 def test_load_runner_dispatches_onnx(sum_onnx):
-    from tiler.models.load import load_runner
+    from tiler.runners.factory import load_runner
 
     runner = load_runner(str(sum_onnx), device="cpu", provider="cpu")
     assert isinstance(runner, onnx_runner.OnnxRunner)
@@ -284,7 +284,7 @@ def test_compile_pads_every_call_to_the_batch_size(monkeypatch, tmp_path) -> Non
     """--compile: the module goes through torch.compile, and every call (the probe and the short
     last batch included) has the batch size's shape, so it compiles once; values are unchanged."""
     from tiler.cli.main import main
-    from tiler.result import open_result
+    from tiler.results.result import open_result
 
     from .conftest import save_model, write_tiff
 
@@ -313,7 +313,7 @@ def test_compile_pads_every_call_to_the_batch_size(monkeypatch, tmp_path) -> Non
 
 def test_compile_is_refused_for_onnx(tmp_path) -> None:
     from tiler.errors import SettingsError
-    from tiler.models.load import load_runner
+    from tiler.runners.factory import load_runner
 
     path = tmp_path / "m.onnx"
     path.write_bytes(b"not really")
@@ -378,8 +378,8 @@ def test_a_runner_with_its_own_normalise_is_not_bypassed() -> None:
 
 
 def test_compile_with_a_ready_runner_is_refused() -> None:
-    from tiler.models.load import load_runner
     from tiler.runners.base import FunctionRunner
+    from tiler.runners.factory import load_runner
 
     with pytest.raises(SettingsError, match="not to a ready Runner"):
         load_runner(FunctionRunner(lambda x: x), compile=8)

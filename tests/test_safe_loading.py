@@ -10,8 +10,9 @@ import torch
 
 from tiler.cli.main import main as cli
 from tiler.errors import ModelError
-from tiler.models.load import load_runner, read_checkpoint
+from tiler.models.files import read_checkpoint
 from tiler.models.unet import UNet
+from tiler.runners.factory import load_runner
 
 
 class MakesMarker:

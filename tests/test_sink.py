@@ -12,9 +12,9 @@ def test_a_stale_task_stops_instead_of_writing_into_a_replaced_output(tmp_path) 
 
     import tiler
     from tiler.errors import OutputError
-    from tiler.ownership import OutputLock
     from tiler.runners.base import FunctionRunner
-    from tiler.sink import ZarrSink
+    from tiler.store.ownership import OutputLock
+    from tiler.store.sink import ZarrSink
 
     image = np.zeros((64, 64, 1), np.float32)
     runner = FunctionRunner(lambda x: x + 1, normalise=False)

@@ -8,7 +8,7 @@ import numpy as np
 import tifffile
 
 from tiler.cli.main import main as cli
-from tiler.stats import _Running, channel_stats
+from tiler.results.stats import _Running, channel_stats
 
 
 def test_uint8_tiff_matches_numpy(tmp_path) -> None:
@@ -59,7 +59,7 @@ def test_cli_json(tmp_path, capsys) -> None:
 
 def test_tissue_auto_counts_only_tissue(tmp_path) -> None:
     """On a slide that is 60 % glass, --tissue auto counts about the tissue and leaves glass out."""
-    from tiler.demo import make_slide
+    from tools.demo import make_slide
 
     path = make_slide(tmp_path / "slide.tif", shape=(1024, 1536), levels=2, background=0.6, seed=3)
     everything = channel_stats(path)

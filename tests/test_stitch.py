@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tiler import windows
-from tiler.plan import Block, TilePlan
-from tiler.stitch import Stitcher
+from tiler.engine.stitch import Stitcher
+from tiler.plan import windows
+from tiler.plan.lattice import TilePlan
+from tiler.plan.partition import Block
 
 
 def _stitch(plan: TilePlan, block: Block, window: np.ndarray, chunk: int, complete: bool) -> np.ndarray:
@@ -44,7 +45,7 @@ def test_weight_table_gives_the_bits_of_accumulated_weights(shape, tile, overlap
 def test_weight_table_is_small() -> None:
     """One table row per offset pattern (about a stride's worth plus borders), not per image row."""
     plan = TilePlan.create((5000, 100), tile=64, overlap=16)
-    from tiler.stitch import WeightSums
+    from tiler.engine.stitch import WeightSums
 
     sums = WeightSums(plan, Block(0, 0, 0, 5000, 0, 100), windows.window_2d("gaussian", 64))
     assert len(sums.table) <= plan.stride + 2 * plan.tile

@@ -7,11 +7,10 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .api import RunResult, predict, run
-from .distributed import predict_dask
+from .distributed.tasks import predict_dask
 from .errors import InputError, ModelError, OutputError, SettingsError, TilerError
+from .version import __version__
 
 __all__ = [
     "InputError",

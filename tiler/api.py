@@ -18,16 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .engine import BlockStats, Job, Settings, run_block
+from .config import SETTING_KEYWORDS, Settings, check_keywords, keyword_names
+from .engine.job import BlockStats, Job
+from .engine.pipeline import run_block
 from .errors import OutputError, SettingsError
-from .identity import input_digest, input_paths
-from .keywords import SETTING_KEYWORDS, check_keywords, keyword_names
-from .masks import build_skip, skip_predicate
-from .models.load import load_runner
-from .ownership import OutputLock, read_owner
-from .sink import FORMAT, MemorySink, ZarrSink, check_format, refuse_unless_tiler_output
+from .masks.skip import build_skip, skip_predicate
+from .runners.factory import load_runner
 from .sources import Source, open_at
+from .store.identity import input_digest, input_paths
+from .store.ownership import OutputLock, read_owner
+from .store.sink import FORMAT, MemorySink, ZarrSink, check_format, refuse_unless_tiler_output
+from .version import __version__
 
 
 def _settings(**kwargs: Any) -> Settings:
@@ -310,7 +311,7 @@ def run(
         if skip is not None:
             job = replace(job, skip=skip_predicate(skip))
         if client is not None:
-            from .distributed import partition_for
+            from .distributed.tasks import partition_for
 
             job = replace(job, partition=partition_for(job, client))
         h, w, _ = source.shape
@@ -343,7 +344,7 @@ def run(
                     for block in work:
                         stats += run_block(job, block, sink, on_tiles=report)
                 else:
-                    from .distributed import run_blocks
+                    from .distributed.tasks import run_blocks
 
                     stats = run_blocks(client, job, work, out_path, image=image, model=model,
                                        model_options=model_options, on_tiles=report, level=level, mpp=mpp,
@@ -353,7 +354,7 @@ def run(
             if not sink.done().all():  # never claim complete unless every stripe is recorded
                 raise OutputError(f"{out_path}: some blocks were not written; rerun with --resume")
             if pyramid:
-                from .pyramid import build_pyramid
+                from .store.pyramid import build_pyramid
 
                 lock.check()
                 build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
@@ -365,7 +366,7 @@ def run(
             lock.release()
         preview_path = None
         if preview:
-            from .preview import write_preview
+            from .results.preview import write_preview
 
             preview_path = write_preview(out_path)
         return RunResult(
@@ -400,7 +401,7 @@ def _check_resumable(path: Path, attributes: dict[str, Any], record: dict[str, A
     check_format(path, attributes, resume=True)
     recorded = attributes.get("tiler", {})
     if recorded.get("fingerprint") != record["fingerprint"]:
-        from ._resume import differences
+        from .store.resume import differences
 
         raise OutputError(
             f"{path}: cannot resume: {differences(recorded, record)}; use --overwrite to start again"

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..evaluate import evaluate
+    from ..results.evaluate import evaluate
 
     scores = evaluate(args.result, args.truth, roi=args.roi, ignore_index=args.ignore_index,
                       truth_threshold=args.truth_threshold)

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..export_result import export_result
+    from ..results.export import export_result
 
     path = export_result(args.result, args.out, format=args.format, tile=args.tile,
                          compression=args.compression, max_side=args.max_side, overwrite=args.overwrite)

@@ -43,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _describe(src, args: argparse.Namespace) -> int:
-    from ..plan import TilePlan
+    from ..plan.lattice import TilePlan
 
     h, w, c = src.shape
     info = src.info
@@ -101,7 +101,7 @@ def _series_listing(path: str) -> list[str]:
     """One line per image series of a TIFF file (empty for anything else or an unreadable file)."""
     import tifffile
 
-    from ..sources._tiff import describe_series
+    from ..sources.tiff.reader import describe_series
 
     try:
         with tifffile.TiffFile(path) as tif:

@@ -7,9 +7,9 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from .. import __version__
 from ..errors import TilerError
 from ..malloc import keep_freed_memory
+from ..version import __version__
 from . import eval as eval_cmd
 from . import export as export_cmd
 from . import export_result as export_result_cmd

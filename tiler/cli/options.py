@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..engine import Settings
-from ..outputs import OUTPUT_KINDS
-from ..windows import list_windows
+from ..config import Settings
+from ..engine.outputs import OUTPUT_KINDS
+from ..plan.windows import list_windows
 
 _DEFAULTS = Settings()
 

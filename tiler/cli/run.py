@@ -64,8 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .. import batch
     from ..errors import SettingsError
+    from . import batch
 
     if not args.input and not args.manifest:
         raise SettingsError("no input: name an image, a directory, a glob or --manifest FILE")
@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     client = None
     if args.workers or args.scheduler:
-        from ..distributed import connect
+        from ..distributed.tasks import connect
 
         client = connect(workers=args.workers, scheduler=args.scheduler, device=args.device)
     try:
@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
         )
     finally:
         if client is not None:
-            from ..distributed import close_client
+            from ..distributed.tasks import close_client
 
             close_client(client)
     if len(items) > 1:

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..stats import channel_stats
+    from ..results.stats import channel_stats
 
     stats = channel_stats(args.input, roi=args.roi, tissue=args.tissue == "auto")
     print(json.dumps(stats.to_dict(), indent=2) if args.json else stats.table())

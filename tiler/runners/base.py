@@ -4,39 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import ModelError
-from ..models.spec import ModelSpec
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """Raw pixels -> float32 model input: ``(x * scale - mean) / std``, per channel.
-
-    Split in two so that the tile loader can fuse the first part into its copy of each tile
-    (one pass from the decoded image into the float32 batch; no raw batch, no second buffer):
-    :meth:`copy_into` converts and scales, :meth:`finish` applies mean and std to a whole batch.
-    """
-
-    scale: np.float32
-    mean: np.ndarray | None = None  #: (1, C, 1, 1) float32
-    std: np.ndarray | None = None  #: (1, C, 1, 1) float32
-
-    def copy_into(self, dst: np.ndarray, src: np.ndarray) -> None:
-        """``dst[...] = src * scale`` in float32, ``src`` of any dtype and strides."""
-        if self.scale == 1:
-            np.copyto(dst, src, casting="unsafe")
-        else:  # convert and scale in one pass
-            np.multiply(src, self.scale, out=dst, casting="unsafe")
-
-    def finish(self, tiles: np.ndarray) -> None:
-        """Subtract the mean and divide by the std, in place, on (N, C, h, w) float32 tiles."""
-        if self.mean is not None:
-            tiles -= self.mean
-            tiles /= self.std
+from ..models.spec import ModelSpec, Normalisation
 
 
 class Runner(ABC):

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import SettingsError
 
 if TYPE_CHECKING:
-    from ..georef import GeoReference
+    from ..geo.georef import GeoReference
 
 
 def _parse_plane(plane: Any) -> tuple[tuple[str, int], ...]:

@@ -256,7 +256,7 @@ def _open_plain(
         if not head:
             raise InputError(f"{path}: file is empty (0 bytes)")
         if head[:4] in _TIFF_MAGIC:
-            from ._tiff import TiffSource
+            from .tiff.reader import TiffSource
 
             return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
         if series is not None or plane:

@@ -1,0 +1,123 @@
+"""The keywords that determine a run's values, defined once for every entry point.
+
+:func:`tiler.predict`, :func:`tiler.run`, :func:`tiler.predict_dask` and
+:func:`tiler.batch.run_batch` all accept every name in :data:`VALUE_KEYWORDS`, with the same
+meaning; each checks what it is given with :func:`check_keywords`, so that a misspelt or unknown
+keyword is a one-line :class:`~tiler.errors.SettingsError` naming the valid ones (and the nearest
+match), never a raw ``TypeError`` from deep inside.
+
+>>> check_keywords("tiler.run", {"overlapp": 64}, SETTING_KEYWORDS)
+Traceback (most recent call last):
+...
+tiler.errors.SettingsError: tiler.run() got an unknown keyword 'overlapp' (did you mean 'overlap'?); valid: ...
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from .errors import SettingsError
+from .plan import windows
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of a run that is not the input, the model or the output path.
+
+    Defaults: 512-pixel tiles with 128 pixels (25 %) of overlap and a gaussian window
+    (sigma = 0.125 x tile), as MONAI and nnU-Net use: seams fall 64 pixels from tile edges, where a
+    UNet's border effects have faded, at 1.78x the work of no overlap. ``margin = 0``: the gaussian
+    already gives tile edges little weight. Chunks of 1024 pixels; blocks as wide as 16384 pixels.
+
+    ``overlap`` is in pixels, or, as in MONAI's ``sliding_window_inference``, a fraction of the
+    tile (``0 < overlap < 1``): it is then converted to ``round(overlap * tile)`` pixels, and
+    those pixels are what is stored and recorded (``Settings(tile=512, overlap=0.25).overlap``
+    is 128). Pixel counts given as integral floats (``128.0``) or NumPy integers become ``int``.
+    """
+
+    tile: int = 512
+    overlap: int = 128
+    margin: int = 0
+    window: str = "gaussian"
+    sigma_scale: float = windows.SIGMA_SCALE
+    batch_size: int = 8
+    output: str = "logits"
+    dtype: str | None = None
+    fill: float = 0.0
+    chunk: int = 1024
+    block_height: int | None = None
+    block_width: int | None = 16384
+    prefetch: int = 2
+    #: Threads blending and converting side by side (None: one per core, at most 4). Any number
+    #: gives the same values: each owns whole chunk columns and sums in lattice order.
+    stitch_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tile", "margin", "batch_size", "chunk", "prefetch"):
+            object.__setattr__(self, name, _pixels(name, getattr(self, name)))
+        overlap = self.overlap
+        if isinstance(overlap, (float, np.floating)) and 0 < overlap < 1:
+            object.__setattr__(self, "overlap", round(float(overlap) * self.tile))
+        else:
+            object.__setattr__(self, "overlap", _pixels(
+                "overlap", overlap, "give whole pixels (e.g. 128) or a fraction of the tile between 0 "
+                "and 1 (e.g. 0.25)"))
+
+    def record(self) -> dict[str, Any]:
+        """The settings that determine the output values (recorded and checked on resume)."""
+        keys = ("tile", "overlap", "margin", "window", "sigma_scale", "output", "dtype", "fill", "chunk")
+        return {k: getattr(self, k) for k in keys} | {"block_width": self.block_width}
+
+
+def _pixels(name: str, value: Any, fix: str = "give a whole number") -> int:
+    """``value`` as an ``int`` (NumPy integers and integral floats too), else a SettingsError."""
+    if isinstance(value, (bool, np.bool_)):
+        raise SettingsError(f"{name} {value!r} is not a number of pixels; {fix}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)
+    raise SettingsError(f"{name} {value!r} is not a whole number; {fix}")
+
+
+#: Fields of :class:`~tiler.engine.Settings`: tiling, blending, output kind, layout, threads.
+SETTING_KEYWORDS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
+#: How the input is read: which pixels the model sees (pyramid level, resampling, the series of a
+#: multi-series file, the plane of a stack, the channels and their order).
+READ_KEYWORDS: tuple[str, ...] = ("level", "mpp", "series", "plane", "channels")
+#: Which tiles are computed at all (the rest get ``fill``).
+MASK_KEYWORDS: tuple[str, ...] = ("tissue", "roi")
+#: How the model is loaded and run.
+MODEL_KEYWORDS: tuple[str, ...] = ("device", "precision", "provider", "trust_model", "compile", "overrides")
+#: Every keyword that changes the values computed: all four entry points accept each of them.
+VALUE_KEYWORDS: frozenset[str] = frozenset(SETTING_KEYWORDS + READ_KEYWORDS + MASK_KEYWORDS + MODEL_KEYWORDS)
+
+
+def keyword_names(function: Callable[..., Any]) -> set[str]:
+    """The optional keyword parameters ``function`` names in its signature (not ``**kwargs``, not
+    required positional ones such as ``image``)."""
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in inspect.signature(function).parameters.values()
+            if p.kind in kinds and p.default is not inspect.Parameter.empty}
+
+
+def check_keywords(where: str, given: Mapping[str, Any], valid: Iterable[str]) -> None:
+    """Raise a one-line SettingsError for the first key of ``given`` not in ``valid``.
+
+    ``where`` names the entry point (``"tiler.run"``); the message lists every valid name and,
+    where one is close, suggests it.
+    """
+    valid = sorted(set(valid))
+    unknown = [k for k in given if k not in valid]
+    if not unknown:
+        return
+    name = unknown[0]
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise SettingsError(f"{where}() got an unknown keyword {name!r}{hint}; valid: {', '.join(valid)}")

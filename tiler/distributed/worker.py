@@ -1,0 +1,209 @@
+"""What a worker process keeps and rebuilds: models and sources loaded once, and small job templates.
+
+A dask task receives a :class:`JobTemplate` (settings, plan, partition, output: small), a
+:class:`SourceRef` (a path opened once per process, or an array) or a block's window of pixels, and
+a :class:`ModelRef` (a path loaded once per process, or an in-memory model shipped once per
+worker); it rebuilds the :class:`~tiler.engine.Job` and runs :func:`~tiler.engine.run_block`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import Settings
+from ..engine.job import Job
+from ..engine.outputs import OutputSpec
+from ..errors import DeviceWarning
+from ..plan import windows
+from ..plan.lattice import TilePlan, reflect_index
+from ..plan.partition import Block, Partition
+from ..sources import ChannelSource, ReadOptions, Source, SourceInfo, open_at, open_source
+
+_LOCK = threading.Lock()
+_RUNNERS: OrderedDict[str, Any] = OrderedDict()
+_SOURCES: OrderedDict[str, Source] = OrderedDict()
+#: Entries each per-process cache keeps (an archive streams through many inputs: keep few files
+#: open; a dropped source closes its file once no task uses it).
+CACHE_SIZE = {"runners": 2, "sources": 4}
+_WINDOWS: dict[tuple[Any, ...], np.ndarray] = {}
+_MODEL_BATCH: dict[str, int] = {}
+
+
+def _cached(cache: OrderedDict[str, Any], key: str, size: int, make: Callable[[], Any]) -> Any:
+    with _LOCK:
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    value = make()
+    with _LOCK:
+        cache[key] = value
+        while len(cache) > size:
+            cache.popitem(last=False)
+    return value
+
+
+def _path_key(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """How a worker gets the model: a path (or None, the built-in weights) loaded there, or an
+    in-memory ``nn.Module``/:class:`~tiler.runners.Runner` shipped once (see :func:`_share`)."""
+
+    model: Any
+    options: tuple[tuple[str, Any], ...]  # load_runner keyword arguments: device, precision, ...
+    key: str
+
+    @classmethod
+    def of(cls, model: Any, options: dict[str, Any]) -> ModelRef:
+        items = tuple(sorted(options.items()))
+        tag = ":".join(f"{k}={v}" for k, v in items)
+        if model is None or isinstance(model, (str, os.PathLike)):
+            name = "default" if model is None else _path_key(Path(model))
+            path = None if model is None else str(Path(model).resolve())
+            return cls(path, items, f"{name}:{tag}")
+        return cls(model, items, f"object:{uuid.uuid4().hex}:{tag}")
+
+    def load(self) -> Any:
+        """The runner, loaded at most once per process."""
+        from ..runners.factory import load_runner
+
+        def load() -> Any:
+            with warnings.catch_warnings():  # the client already said where the model runs
+                warnings.simplefilter("ignore", DeviceWarning)
+                return load_runner(self.model, **dict(self.options))
+
+        return _cached(_RUNNERS, self.key, CACHE_SIZE["runners"], load)
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """How a worker reads the input: a file path opened there (once per process), or an array.
+
+    ``read`` (:class:`~tiler.sources.ReadOptions`: level / mpp, series, plane, channels) opens the
+    same image, pyramid level, resampling and channels as the client (``open_at``).
+    """
+
+    image: Any
+    key: str
+    read: ReadOptions = ReadOptions()
+
+    @property
+    def level(self) -> int | None:
+        return self.read.level
+
+    @property
+    def mpp(self) -> float | None:
+        return self.read.mpp
+
+    @classmethod
+    def of(cls, image: Any, *, level: int | None = None, mpp: float | None = None,
+           read: ReadOptions | None = None) -> SourceRef:
+        """``read`` (e.g. the client source's ``info.read``) wins over ``level`` / ``mpp``."""
+        read = read if read is not None else ReadOptions(level=level, mpp=mpp)
+        if isinstance(image, (str, os.PathLike)):
+            key = _path_key(Path(image)) + ("" if read.is_default else f":{read!r}")
+            return cls(str(Path(image).resolve()), key, read)
+        return cls(image, f"array:{uuid.uuid4().hex}", read)
+
+    def open(self) -> Source:
+        """The source, opened at most once per process (for files; arrays are cheap to wrap)."""
+        if not isinstance(self.image, str):
+            source = open_source(self.image)
+            return ChannelSource(source, self.read.channels) if self.read.channels is not None else source
+        if not self.read.is_default:
+            r = self.read
+            return _cached(_SOURCES, self.key, CACHE_SIZE["sources"],
+                           lambda: open_at(self.image, level=r.level, mpp=r.mpp, series=r.series,
+                                           plane=r.plane, channels=r.channels))
+        return _cached(_SOURCES, self.key, CACHE_SIZE["sources"], lambda: open_source(self.image))
+
+
+class WindowSource:
+    """A source of the full image's shape whose pixels are only the window ``data`` at ``origin``.
+
+    For a block whose tiles read only that window (with the halo and reflection they need).
+    """
+
+    def __init__(self, data: np.ndarray, origin: tuple[int, int], shape: tuple[int, int, int], name: str):
+        self.data = data if data.ndim == 3 else data[..., None]
+        self.origin, self.shape, self.name = origin, shape, name
+        self.dtype = self.data.dtype
+        self.chunks = (1, shape[1])  # read exactly the rows asked for: never outside the window
+        self.info = SourceInfo(format="window")
+
+    def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        oy, ox = self.origin
+        if y0 < oy or x0 < ox or y1 - oy > self.data.shape[0] or x1 - ox > self.data.shape[1]:
+            raise IndexError(f"read {y0}:{y1}, {x0}:{x1} outside the block's window at {self.origin}")
+        return self.data[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+
+
+def source_window(plan: TilePlan, block: Block) -> tuple[int, int, int, int] | None:
+    """``(y0, y1, x0, x1)``: the source pixels the tiles of ``block`` read (halo and reflection
+    included), or None if no tile touches the block."""
+    rows, cols = plan.tiles_touching(block)
+    if not len(rows) or not len(cols):
+        return None
+    t, r, c = plan.tile, plan.rows, plan.cols
+    ys = reflect_index(np.arange(r.origin(rows.start), r.origin(rows.stop - 1) + t), plan.height)
+    xs = reflect_index(np.arange(c.origin(cols.start), c.origin(cols.stop - 1) + t), plan.width)
+    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+
+
+@dataclass(frozen=True)
+class JobTemplate:
+    """A :class:`~tiler.engine.Job` without its source and runner: small, sent with every task."""
+
+    settings: Settings
+    plan: TilePlan
+    partition: Partition
+    output: OutputSpec
+    skip: Callable[[int, int], bool] | None = None
+
+    @classmethod
+    def of(cls, job: Job) -> JobTemplate:
+        return cls(job.settings, job.plan, job.partition, job.output, job.skip)
+
+    def job(self, source: Source, runner: Any, model_key: str) -> Job:
+        s = self.settings
+        key = (s.window, s.tile, s.margin, s.sigma_scale)
+        with _LOCK:
+            window = _WINDOWS.get(key)
+            if window is None:
+                window = windows.window_2d(s.window, s.tile, margin=s.margin, sigma_scale=s.sigma_scale)
+                _WINDOWS[key] = window
+        job = Job(source, runner, s, self.plan, self.partition, window, self.output, self.skip)
+        job.model_batch = _MODEL_BATCH.get(model_key)
+        return job
+
+
+def _runner(model: ModelRef | Any) -> tuple[Any, str]:
+    if isinstance(model, ModelRef):
+        return model.load(), model.key
+    return model, f"object:{id(model)}"
+
+
+def _remember_batch(job: Job, key: str) -> None:
+    if job.model_batch is not None:
+        _MODEL_BATCH[key] = job.model_batch
+
+
+def _open(source: SourceRef | tuple[Any, ...]) -> Source:
+    """A :class:`SourceRef`, or ``(window pixels, origin, image shape, name)`` for one block."""
+    if isinstance(source, SourceRef):
+        return source.open()
+    data, origin, shape, name = source
+    return WindowSource(np.asarray(data), origin, shape, name)

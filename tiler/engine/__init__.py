@@ -1,0 +1,9 @@
+"""The pipeline of one block: load -> run -> stitch -> convert -> write, overlapped on threads.
+
+Owns :class:`~tiler.engine.job.Job` (one output's work), :func:`~tiler.engine.pipeline.run_block`
+(the work unit every process and dask task runs), the tile loader (:mod:`~tiler.engine.load`),
+the stitcher (:mod:`~tiler.engine.stitch`), output kinds and conversion (:mod:`~tiler.engine.outputs`),
+background threads (:mod:`~tiler.engine.threads`) and recycled buffers (:mod:`~tiler.engine.buffers`).
+
+May import: errors, sources, plan, models (the spec), runners (the interface), config, store (the sink interface).
+"""

@@ -1,0 +1,239 @@
+"""The pipeline for one block: load -> run -> stitch -> convert -> write, overlapped on threads.
+
+:func:`run_block` is the one work unit that a single process, each dask task and a resumed run all
+execute. Tiles are read and batched ahead of the model in a background thread; the model runs in the
+calling thread; blending and writing run in two more threads behind bounded queues, so decoding,
+inference, blending and compression overlap and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelOutputError
+from ..models.spec import Normalisation
+from ..plan.partition import Block
+from ..runners.base import Runner
+from ..store.sink import Sink
+from .buffers import BufferPool
+from .job import BlockStats, Job, _out_of_memory
+from .load import TileLoader
+from .stitch import NonFiniteOutput, Stitcher
+from .threads import Prefetcher, Worker
+
+
+def _loader_normalisation(job: Job) -> Normalisation | None:
+    """The normalisation the tile loader applies while copying tiles (then the runner is called
+    with ``normalised=True``); None when the runner normalises itself: on its device, or in a
+    ``normalise()`` of its own."""
+    if type(job.runner).normalise is not Runner.normalise:
+        return None
+    return job.runner.normalisation(job.source.dtype)
+
+
+def _non_finite(job: Job, exc: NonFiniteOutput) -> ModelOutputError:
+    """The error for a NaN/inf blended pixel, naming the tile that produced it.
+
+    Only the blended rows are checked while running (one cheap pass); on a hit, the tiles covering
+    the pixel are loaded and run again, one by one, to find the culprit.
+    """
+    norm = _loader_normalisation(job)
+    for i in job.plan.rows.touching(exc.y, exc.y + 1):
+        for j in job.plan.cols.touching(exc.x, exc.x + 1):
+            if job.skip is not None and job.skip(i, j):
+                continue
+            loader = TileLoader(job.source, job.plan, range(i, i + 1), range(j, j + 1), batch_size=1,
+                                normalisation=norm)
+            y, x = job.plan.rows.origin(i), job.plan.cols.origin(j)
+            for batch in (b for b in loader if len(b.index)):
+                out = _run_model(job, batch.tiles, normalised=norm is not None)
+                if not np.isfinite(out[0, :, exc.y - y, exc.x - x]).all():
+                    return ModelOutputError(
+                        f"{job.source.name}: the model returned NaN or infinite values for the tile "
+                        f"at row {y}, column {x} (lattice position {i}, {j}); check the model and "
+                        "the input's normalisation"
+                    )
+    return ModelOutputError(
+        f"{job.source.name}: the blended output is NaN or infinite at row {exc.y}, column {exc.x} "
+        "(the model's outputs there are too large for float32, or not reproducible)"
+    )
+
+
+
+def _run_model(job: Job, tiles: np.ndarray, *, normalised: bool = False) -> np.ndarray:
+    """``job.runner(tiles, normalised=...)`` in slices of ``job.model_batch`` tiles; halves that on OOM.
+
+    (N, C, t, t) raw tiles -> (N, C_out, t, t) float32. Tiles are independent, so the slicing does
+    not change any value. The first halving warns once per job.
+    """
+    runner = job.runner
+    step = job.model_batch or len(tiles)
+    parts: list[np.ndarray] = []
+    start = 0
+    while start < len(tiles):
+        try:
+            parts.append(runner(tiles[start : start + step], normalised=normalised))
+            start += step
+        except runner.out_of_memory_errors:
+            runner.release_memory()
+            if step == 1:
+                raise _out_of_memory() from None
+            step = max(1, step // 2)
+            if job.model_batch is None:
+                warnings.warn(
+                    f"out of device memory: running the model on {step} tiles at a time "
+                    f"(batch size was {len(tiles)})",
+                    stacklevel=2,
+                )
+            job.model_batch = step
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def column_parts(block: Block, chunk: int, parts: int) -> list[Block]:
+    """``block`` cut into at most ``parts`` side-by-side blocks of whole chunk columns.
+
+    Each part gets its own stitcher (thread): accumulation and conversion run in parallel, and
+    every output chunk is still written whole, by one writer.
+    """
+    first, last = block.x0 // chunk, math.ceil(block.x1 / chunk)
+    n = max(1, min(parts, last - first))
+    cuts = [first + (last - first) * p // n for p in range(n + 1)]
+    return [
+        Block(block.row, block.col, block.y0, block.y1, max(block.x0, a * chunk), min(block.x1, b * chunk))
+        for a, b in zip(cuts, cuts[1:])
+    ]
+
+
+class _Countdown:
+    """Call ``action`` once ``done`` has been called ``n`` times (from any threads)."""
+
+    def __init__(self, n: int, action: Callable[[], None]) -> None:
+        self.n, self.action, self._lock = n, action, threading.Lock()
+
+    def done(self) -> None:
+        with self._lock:
+            self.n -= 1
+            last = self.n == 0
+        if last:
+            self.action()
+
+
+def run_block(
+    job: Job, block: Block, sink: Sink, *, on_tiles: Callable[[int], None] | None = None
+) -> BlockStats:
+    """Compute ``block`` and write it into ``sink``, stripe by stripe, recording each as done.
+
+    Threads: the loader (with its decoders) reads and normalises tiles ahead; the model runs in
+    the calling thread; ``Settings.stitch_threads`` stitchers, each owning a band of the block's
+    chunk columns, blend every batch and convert finished chunk rows side by side; one writer
+    writes them and records a stripe once all of its parts are written.
+    """
+    t0 = time.perf_counter()
+    stats = BlockStats()
+    rows, cols = job.plan.tiles_touching(block)
+    parts = column_parts(block, job.partition.chunk, job.settings.stitch_threads or default_stitch_threads())
+    # batches in the loader's queue, in the model, and in every stitcher's queue
+    pool = BufferPool(job.settings.prefetch + 2 + 2 * len(parts))
+    normalisation = _loader_normalisation(job)
+    loader = TileLoader(
+        job.source, job.plan, rows, cols, batch_size=job.settings.batch_size, skip=job.skip, pool=pool,
+        normalisation=normalisation,
+    )
+    view = getattr(sink, "view", None)
+    in_place = view is not None and job.output.kind == "logits" and job.skip is None
+    stitchers = [
+        Stitcher(
+            job.plan, part, job.window, job.output.channels, job.partition.chunk,
+            (lambda y0, y1, p=part: view(y0, y1, p.x0, p.x1)) if in_place else None,
+            complete=job.skip is None, target_zeroed=getattr(sink, "zeroed", False),
+        )
+        for part in parts
+    ]
+    written: dict[int, int] = {}  # chunk row -> parts written (the writer thread's own)
+
+    def write(item: tuple[int, tuple[int, int, int, int], np.ndarray, Stitcher]) -> None:
+        index, (y0, y1, x0, x1), data, stitcher = item
+        sink.write(y0, y1, x0, x1, data)
+        stitcher.recycle(data)  # written: its buffer can hold a later chunk row (logits)
+        written[index] = written.get(index, 0) + 1
+        if written[index] == len(parts):
+            sink.mark_done(index, block.col)
+            del written[index]
+
+    writer: Worker[Any] = Worker(write, maxsize=2 * len(parts), name="tiler-write")
+
+    def stitch_with(stitcher: Stitcher) -> Callable[[Any], None]:
+        def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int], _Countdown | None]) -> None:
+            outputs, index, rows_done, release = item
+            if outputs is not None:
+                stitcher.add(outputs, index)
+            if release is not None:  # the outputs were a view of the tiles: free once all added
+                release.done()
+            if rows_done:
+                for row in stitcher.finished(rows_done[-1]):
+                    # converted here, in parallel across the parts; the write queue holds stored
+                    # values (uint8 probs are a quarter of the float32 logits)
+                    out = None
+                    if job.output.kind != "logits":
+                        shape = job.output.shape(row.y1 - row.y0, row.x1 - row.x0)
+                        out = stitcher.take(shape, job.output.store_dtype)
+                    data = job.output.convert(row.logits, row.covered, out)
+                    if data is not row.logits:
+                        stitcher.recycle(row.logits)
+                    writer.put((row.index, (row.y0, row.y1, row.x0, row.x1), data, stitcher))
+        return stitch
+
+    workers: list[Worker[Any]] = [
+        Worker(stitch_with(s), maxsize=2, name=f"tiler-stitch-{k}") for k, s in enumerate(stitchers)
+    ]
+    try:
+        with Prefetcher(loader, maxsize=job.settings.prefetch, name="tiler-load") as batches:
+            for batch in batches:
+                outputs = None
+                if len(batch.index):
+                    m0 = time.perf_counter()
+                    outputs = _run_model(job, batch.tiles, normalised=normalisation is not None)
+                    stats.model_seconds += time.perf_counter() - m0
+                release = None
+                if outputs is None or not np.may_share_memory(outputs, batch.tiles):
+                    pool.give(batch.tiles)
+                else:
+                    release = _Countdown(len(workers), lambda tiles=batch.tiles: pool.give(tiles))
+                for worker in workers:
+                    worker.put((outputs, batch.index, batch.rows_done, release))
+                if on_tiles:
+                    skipped_now = loader.tiles_skipped - stats.skipped
+                    stats.skipped = loader.tiles_skipped
+                    on_tiles(len(batch.index) + skipped_now)
+        for worker in workers:
+            worker.finish()
+        writer.finish()
+    except BaseException as exc:
+        for worker in workers:
+            worker.abandon()
+        writer.abandon()
+        if isinstance(exc, NonFiniteOutput):  # the first bad pixel any stitcher found
+            found = [w.error for w in workers if isinstance(w.error, NonFiniteOutput)]
+            first = min([exc, *found], key=lambda e: (e.y, e.x))
+            raise _non_finite(job, first) from None
+        raise
+    stats.tiles = loader.tiles_loaded
+    stats.skipped = loader.tiles_skipped
+    stats.source_rows = loader.cache.rows_read
+    stats.seconds = time.perf_counter() - t0
+    return stats
+
+
+def default_stitch_threads() -> int:
+    """Stitcher threads when the settings leave it open: one per core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+

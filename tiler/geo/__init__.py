@@ -1,0 +1,7 @@
+"""Georeferencing: where the pixels are on the Earth.
+
+Owns :class:`~tiler.geo.georef.GeoReference` (read from GeoTIFF tags, scaled with a level or a
+resampling) and :mod:`~tiler.geo.tiff_tags` (the GeoTIFF tags written on export).
+
+May import: errors.
+"""
