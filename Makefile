@@ -27,7 +27,7 @@ test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: install
-	$(BIN)/python -m tiler.demo
+	$(BIN)/python -m tools.demo
 
 bench: install
 	$(BIN)/python benchmarks/bench_engine.py

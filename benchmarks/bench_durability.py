@@ -4,7 +4,7 @@ Each case is ``tiler run`` as a user runs it (a fresh process: start-up, model l
 on a JPEG TIFF with a zero-cost TorchScript model, so the engine and the disk dominate:
 
 - ``no fsync``: the completion flush switched off (``TILER_BENCH_NO_FSYNC=1``, read only here, by
-  a sitecustomize shim that replaces :func:`tiler.sink.fsync_tree` with a no-op) — what tiler did
+  a sitecustomize shim that replaces :func:`tiler.store.sink.fsync_tree` with a no-op) — what tiler did
   before the flush existed;
 - ``default``: every file flushed before ``complete`` is recorded;
 - ``--durable``: each stripe flushed before it is recorded as done, too.
@@ -32,8 +32,8 @@ from _common import ROOT, WORK, machine, make_tiff  # noqa: E402
 SHIM = """
 import os
 if os.environ.get("TILER_BENCH_NO_FSYNC") == "1":
-    import tiler.sink
-    tiler.sink.fsync_tree = lambda *a, **k: None
+    import tiler.store.sink
+    tiler.store.sink.fsync_tree = lambda *a, **k: None
 """
 
 

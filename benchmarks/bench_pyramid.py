@@ -2,7 +2,7 @@
 
 For each size, one child process writes a (C, N, N) uint8 probability output chunk by chunk (a
 cheap pattern, no model), and a second, fresh child process builds its pyramid with
-:func:`tiler.pyramid.build_pyramid` and reports its peak resident memory (``ru_maxrss``), its
+:func:`tiler.store.pyramid.build_pyramid` and reports its peak resident memory (``ru_maxrss``), its
 resident memory just before the build (imports, zarr) and the time taken.
 
     $ python benchmarks/bench_pyramid.py --sizes 8192 16384 32768 --channels 2

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from tiler.engine import pipeline as engine
+from tiler.config import Settings
+from tiler.engine import job as engine_job
+from tiler.plan.partition import Partition
 from tiler.runners.base import FunctionRunner
 from tiler.sources import open_source
 
@@ -28,15 +30,15 @@ def main() -> None:
     print("|" + "---|" * len(head))
     for h, w in SIZES:
         flat = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (h, w, 3), (0, 0, 0))
-        job = engine.Job.create(open_source(flat), runner, engine.Settings())
+        job = engine_job.Job.create(open_source(flat), runner, Settings())
         blocks = job.partition.grid[0] * job.partition.grid[1]
-        row = [f"{h} x {w}", str(job.plan.n_tiles), f"{engine.repeated_fraction(job):.1%} ({blocks})"]
+        row = [f"{h} x {w}", str(job.plan.n_tiles), f"{engine_job.repeated_fraction(job):.1%} ({blocks})"]
         for n in WORKERS:
-            part = engine.grid_for_workers(job, n)
-            row.append(f"{engine.repeated_fraction(job, part):.1%} ({part.grid[0] * part.grid[1]})")
+            part = engine_job.grid_for_workers(job, n)
+            row.append(f"{engine_job.repeated_fraction(job, part):.1%} ({part.grid[0] * part.grid[1]})")
         for b in BLOCKS:
-            part = engine.Partition.create((h, w), chunk=1024, block_height=b, block_width=b)
-            row.append(f"{engine.repeated_fraction(job, part):.1%}")
+            part = Partition.create((h, w), chunk=1024, block_height=b, block_width=b)
+            row.append(f"{engine_job.repeated_fraction(job, part):.1%}")
         print("| " + " | ".join(row) + " |")
 
 

@@ -1,4 +1,4 @@
-"""The synthetic slide generator and ``python -m tiler.demo`` (small slides, so it stays fast)."""
+"""The synthetic slide generator and ``python -m tools.demo`` (small slides, so it stays fast)."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ def test_runtime_does_not_import_scikit_image() -> None:
     import sys
 
     code = (
-        "import sys, tiler, tiler.cli.main, tiler.models.load, tiler.sources; "
+        "import sys, tiler, tiler.cli.main, tiler.models.files, tiler.sources; "
         "assert 'skimage' not in sys.modules, 'skimage imported at run time'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,8 +13,11 @@ import zarr
 from distributed import Client, LocalCluster
 
 import tiler
+from tiler.config import Settings
+from tiler.distributed import cluster, worker
 from tiler.distributed import tasks as distributed
-from tiler.engine import pipeline as engine
+from tiler.engine import job as engine_job
+from tiler.plan.partition import Partition
 from tiler.runners.base import FunctionRunner
 from tiler.sources import open_source
 
@@ -63,13 +66,13 @@ def test_two_workers_equal_one_process(tmp_path, client, tiff, output):
 def test_worker_processes_with_model_file_equal_one_process(tmp_path, tiff, model_file):
     """Real worker processes, the model given as a path (loaded once per worker process)."""
     single = tiler.run(tiff, model_file, out=tmp_path / "one.zarr", device="cpu", **SETTINGS)
-    client = distributed.connect(workers=2)
+    client = cluster.connect(workers=2)
     try:
         multi = tiler.run(tiff, model_file, out=tmp_path / "two.zarr", device="cpu", client=client,
                           **SETTINGS)
-        loads = client.run(lambda: len(distributed._RUNNERS))
+        loads = client.run(lambda: len(worker._RUNNERS))
     finally:
-        distributed.close_client(client)
+        cluster.close_client(client)
     np.testing.assert_allclose(read(single.path), read(multi.path), rtol=0, atol=1e-6)
     assert len(loads) == 2 and all(n <= 1 for n in loads.values())  # once per worker, not per task
 
@@ -101,43 +104,43 @@ def test_predict_dask_on_a_cluster(client):
     np.testing.assert_array_equal(client.compute(lazy).result(), expected)
 
 
-def _job(shape: tuple[int, int], **settings) -> engine.Job:
+def _job(shape: tuple[int, int], **settings) -> engine_job.Job:
     flat = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), (*shape, 3), (0, 0, 0))
     runner = FunctionRunner(lambda x: x[:, :1], normalise=False)
-    return engine.Job.create(open_source(flat), runner, engine.Settings(**settings))
+    return engine_job.Job.create(open_source(flat), runner, Settings(**settings))
 
 
 def test_repeated_fraction_counts_border_tiles():
     job = _job((8192, 8192))
-    assert engine.repeated_fraction(job) == 0.0  # one block
-    two = engine.Partition.create((8192, 8192), chunk=1024, block_height=4096)
+    assert engine_job.repeated_fraction(job) == 0.0  # one block
+    two = Partition.create((8192, 8192), chunk=1024, block_height=4096)
     # 21 lattice rows; the cut at row 4096 meets only row 10 (3840..4352): 1 row of 21 repeated
     assert job.plan.rows.count == 21
-    assert engine.repeated_fraction(job, two) == pytest.approx(1 / 21)
+    assert engine_job.repeated_fraction(job, two) == pytest.approx(1 / 21)
 
 
 @pytest.mark.parametrize(("shape", "workers"), [((32768, 32768), 2), ((32768, 32768), 8),
                                                 ((100_000, 80_000), 4), ((100_000, 80_000), 16)])
 def test_grid_for_workers_within_budget(shape, workers):
     job = _job(shape)
-    part = engine.grid_for_workers(job, workers)
+    part = engine_job.grid_for_workers(job, workers)
     rows, cols = part.grid
     assert rows * cols >= workers
-    assert engine.repeated_fraction(job, part) <= 0.05
+    assert engine_job.repeated_fraction(job, part) <= 0.05
     assert part.block_width == job.partition.block_width  # stripes (the resume record) unchanged
     assert part.stripes == job.partition.stripes
 
 
 def test_grid_for_workers_small_image_gives_every_worker_work():
     job = _job((8192, 8192))
-    part = engine.grid_for_workers(job, 4)
+    part = engine_job.grid_for_workers(job, 4)
     assert part.grid == (4, 1)
 
 
 def test_source_window_covers_what_the_loader_reads():
     job = _job((500, 300), tile=64, overlap=16, chunk=64, block_height=128, block_width=128)
     for block in job.partition.blocks():
-        y0, y1, x0, x1 = distributed.source_window(job.plan, block)
+        y0, y1, x0, x1 = worker.source_window(job.plan, block)
         assert 0 <= y0 < y1 <= 500 and 0 <= x0 < x1 <= 300
         assert (y1 - y0) <= block.shape[0] + 2 * 64 and (x1 - x0) <= block.shape[1] + 2 * 64
 
@@ -198,13 +201,13 @@ def test_runner_fingerprints():
 
 
 def test_worker_source_cache_is_bounded(tmp_path):
-    refs = [distributed.SourceRef.of(write_tiff(tmp_path / f"{i}.tif", make_image((64, 64, 3))))
+    refs = [worker.SourceRef.of(write_tiff(tmp_path / f"{i}.tif", make_image((64, 64, 3))))
             for i in range(6)]
     first = refs[5].open()
     assert refs[5].open() is first  # opened once per process
     for ref in refs:
         ref.open()
-    assert len(distributed._SOURCES) <= distributed.CACHE_SIZE["sources"]
+    assert len(worker._SOURCES) <= worker.CACHE_SIZE["sources"]
 
 
 def test_run_with_dask_array_input_on_a_cluster(tmp_path, client):

@@ -165,7 +165,7 @@ def test_preview_uses_the_input_pyramid_and_shows_the_input(outputs, monkeypatch
         levels.append(kw.get("level", 0))
         return real(path, **kw)
 
-    monkeypatch.setattr("tiler._opened.opened", spy)
+    monkeypatch.setattr("tiler.results.opened.opened", spy)
     rgb = render_preview(tmp / "l.zarr", max_side=300)
     assert rgb.shape == (200, 300, 3) and levels[-1] == 1  # the 450-wide level, not the full one
     labels = zarr.open_group(str(tmp / "l.zarr"), mode="r")["1"][...]

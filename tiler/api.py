@@ -1,7 +1,7 @@
 """The Python API: :func:`predict` (in memory) and :func:`run` (streamed to zarr).
 
-Both build one :class:`~tiler.engine.Job` and execute its blocks with
-:func:`~tiler.engine.run_block`; they differ only in the sink.
+Both build one :class:`~tiler.engine.job.Job` and execute its blocks with
+:func:`~tiler.engine.pipeline.run_block`; they differ only in the sink.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def predict(
     ----------
     image : (H, W) or channel-last (H, W, C) array (NumPy, zarr or dask), or a path.
     model : an ``nn.Module``, a :class:`~tiler.runners.Runner`, a path, or None (built-in UNet).
-    tile, overlap, margin : pixels (see :class:`~tiler.engine.Settings` for the defaults);
+    tile, overlap, margin : pixels (see :class:`~tiler.config.Settings` for the defaults);
         ``overlap`` may also be a fraction of the tile, ``0 < overlap < 1`` (MONAI's convention),
         used as ``round(overlap * tile)`` pixels.
     window : "gaussian", "constant", "linear" or "cosine".
@@ -84,13 +84,13 @@ def predict(
         see :class:`~tiler.sources.ReadOptions`.
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
         touching no foreground are not computed; pixels no computed tile covers get ``fill``.
-    **settings : the other fields of :class:`~tiler.engine.Settings` (output, dtype, chunk, ...);
-        every keyword of :data:`tiler.keywords.VALUE_KEYWORDS` is accepted here as by :func:`run`.
+    **settings : the other fields of :class:`~tiler.config.Settings` (output, dtype, chunk, ...);
+        every keyword of :data:`tiler.config.VALUE_KEYWORDS` is accepted here as by :func:`run`.
 
     Returns
     -------
     (C_out, H, W) float32 array: ``Σ w·y / Σ w`` over the tiles covering each pixel (with
-    ``output="labels"``: (H, W) uint8; see :class:`~tiler.outputs.OutputSpec`).
+    ``output="labels"``: (H, W) uint8; see :class:`~tiler.engine.outputs.OutputSpec`).
 
     Examples
     --------
@@ -263,23 +263,23 @@ def run(
         ``resume="force"`` also resumes where the model or input cannot be checked (a
         ``FunctionRunner``, a ``Runner`` without a weight digest, a custom array-like).
     break_lock : take over an output whose owner record names a run that is gone but cannot be
-        recognised as such (on another host, within its lease; see :mod:`tiler.ownership`).
+        recognised as such (on another host, within its lease; see :mod:`tiler.store.ownership`).
     durable : fsync each stripe before recording it as done (``complete`` is always recorded
         only after every file is flushed to disk).
     device, precision, provider, trust_model, compile : as for :func:`predict`.
     overrides : model metadata fields to replace (``ModelSpec`` names: in_channels, mean, std, ...).
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
-    pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.pyramid`);
+    pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.store.pyramid`);
         ``pyramid_levels`` = total level count (default: down to about 1024 pixels).
     preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid.
     client : a ``dask.distributed.Client``: run the blocks as tasks on its workers (see
-        :mod:`tiler.distributed`); the input and ``out`` must be at the same path on every worker.
+        :mod:`tiler.distributed.tasks`); the input and ``out`` must be at the same path on every worker.
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
         image's size and records its pixel size (OME scale) and georeference.
     series, plane, channels : as for :func:`predict` (recorded with the input).
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
         foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
-    **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, margin, window,
+    **settings : fields of :class:`~tiler.config.Settings` (tile, overlap, margin, window,
         batch_size, output, dtype, fill, chunk, ...); ``overlap`` in pixels or as a fraction of the
         tile (``0 < overlap < 1``). Any other keyword is a SettingsError naming the valid ones.
 

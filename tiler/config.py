@@ -1,7 +1,7 @@
 """The keywords that determine a run's values, defined once for every entry point.
 
 :func:`tiler.predict`, :func:`tiler.run`, :func:`tiler.predict_dask` and
-:func:`tiler.batch.run_batch` all accept every name in :data:`VALUE_KEYWORDS`, with the same
+:func:`tiler.cli.batch.run_batch` all accept every name in :data:`VALUE_KEYWORDS`, with the same
 meaning; each checks what it is given with :func:`check_keywords`, so that a misspelt or unknown
 keyword is a one-line :class:`~tiler.errors.SettingsError` naming the valid ones (and the nearest
 match), never a raw ``TypeError`` from deep inside.
@@ -86,7 +86,7 @@ def _pixels(name: str, value: Any, fix: str = "give a whole number") -> int:
     raise SettingsError(f"{name} {value!r} is not a whole number; {fix}")
 
 
-#: Fields of :class:`~tiler.engine.Settings`: tiling, blending, output kind, layout, threads.
+#: Fields of :class:`~tiler.config.Settings`: tiling, blending, output kind, layout, threads.
 SETTING_KEYWORDS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
 #: How the input is read: which pixels the model sees (pyramid level, resampling, the series of a
 #: multi-series file, the plane of a stack, the channels and their order).

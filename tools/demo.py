@@ -1,11 +1,11 @@
 """The demo: write a synthetic pyramidal whole-slide TIFF and run the built-in model on it.
 
-``python -m tiler.demo [--out-dir demo] [--size 8192]`` makes ``demo/slide.tif`` (if missing) and
+``python -m tools.demo [--out-dir demo] [--size 8192]`` makes ``demo/slide.tif`` (if missing) and
 runs the equivalent of ``tiler run demo/slide.tif --output probs --out demo/slide.zarr``.
 
 :func:`make_slide` is also what tests and benchmarks use to get realistic input files. Slides are
 written tile by tile from a generator (every level rendered on its own by
-:class:`~tiler.synthetic.SyntheticSlide`), so memory stays bounded whatever the size.
+:class:`~tools.synthetic.SyntheticSlide`), so memory stays bounded whatever the size.
 
 >>> import tempfile, tifffile
 >>> with tempfile.TemporaryDirectory() as d:
@@ -60,7 +60,7 @@ def make_slide(
     svs: bool = False,
     seed: int = 0,
 ) -> Path:
-    """Write a synthetic, tiled, pyramidal RGB slide (see :mod:`tiler.synthetic`).
+    """Write a synthetic, tiled, pyramidal RGB slide (see :mod:`tools.synthetic`).
 
     Parameters
     ----------
@@ -129,9 +129,9 @@ def make_slide(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tiler.demo``: make the sample slide if missing, run the built-in model on it."""
+    """``python -m tools.demo``: make the sample slide if missing, run the built-in model on it."""
     parser = argparse.ArgumentParser(
-        prog="python -m tiler.demo",
+        prog="python -m tools.demo",
         description="Write a synthetic pyramidal JPEG-tiled slide and run the built-in model on it.",
     )
     parser.add_argument("--out-dir", default="demo", help="folder for slide.tif and slide.zarr")

@@ -1,8 +1,8 @@
-"""Train the built-in default model: ``python -m tiler.models.train --out tiler/models/weights/default.pt``.
+"""Train the built-in default model: ``python -m tools.train --out tiler/models/weights/default.pt``.
 
 What the model learns is a classical rule, not expert annotation: it *distils* :func:`label_rule`
 (optical-density threshold for glass vs tissue, colour-deconvolution hematoxylin threshold for
-nuclei) applied to crops of synthetic slides (:mod:`tiler.synthetic`, built from scikit-image's
+nuclei) applied to crops of synthetic slides (:mod:`tools.synthetic`, built from scikit-image's
 ``ihc.png``). The crops go through JPEG (quality 90) first, as the demo slide's tiles do. Seeded:
 the same machine and thread count give the same weights. CPU, a few minutes.
 
@@ -188,7 +188,7 @@ def evaluate(model: Any = None, *, size: tuple[int, int] = (2048, 2048), seed: i
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tiler.models.train", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "weights" / "default.pt"))
     parser.add_argument("--patches", type=int, default=320)
     parser.add_argument("--epochs", type=int, default=6)

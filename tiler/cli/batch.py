@@ -172,7 +172,7 @@ def run_batch(
     """Run every pending item with :func:`tiler.run`; failures are recorded, not raised.
 
     ``options`` go to :func:`tiler.run` (overwrite, resume, progress, tile, ...: every keyword of
-    :data:`tiler.keywords.VALUE_KEYWORDS` and run's output options; anything else is a
+    :data:`tiler.config.VALUE_KEYWORDS` and run's output options; anything else is a
     SettingsError before any work, naming the valid ones). A ``TilerError``
     fails its item with its one-line message; an unexpected exception fails it as an internal
     error. With ``debug`` both are raised (tracebacks for ``tiler --debug``). Ctrl-C marks the
@@ -185,9 +185,9 @@ def run_batch(
 
     per_input = {"image", "model", "out", "client"}  # given by the items and by run_batch itself
     if "out" in options:
-        raise SettingsError("tiler.batch.run_batch() takes each output from its Item (item.output, or "
+        raise SettingsError("tiler.cli.batch.run_batch() takes each output from its Item (item.output, or "
                             "assign_outputs(items, out_dir)), not out=")
-    check_keywords("tiler.batch.run_batch", options,
+    check_keywords("tiler.cli.batch.run_batch", options,
                    keyword_names(run_batch) | (keyword_names(run) - per_input) | set(SETTING_KEYWORDS))
     error = error or (lambda line: print(line, file=sys.stderr))
     write_report(report, items)  # an unwritable report path fails now, before any work

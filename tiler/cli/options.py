@@ -34,7 +34,7 @@ def non_negative_int(text: str) -> int:
 
 def overlap_value(text: str) -> int | float:
     """``--overlap``: whole pixels (``128``), or a fraction of the tile (``0.25``, MONAI's
-    convention), which :class:`~tiler.engine.Settings` turns into ``round(0.25 * tile)`` pixels."""
+    convention), which :class:`~tiler.config.Settings` turns into ``round(0.25 * tile)`` pixels."""
     try:
         return non_negative_int(text)
     except argparse.ArgumentTypeError:

@@ -80,7 +80,7 @@ def main(args: argparse.Namespace) -> int:
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     client = None
     if args.workers or args.scheduler:
-        from ..distributed.tasks import connect
+        from ..distributed.cluster import connect
 
         client = connect(workers=args.workers, scheduler=args.scheduler, device=args.device)
     try:
@@ -98,7 +98,7 @@ def main(args: argparse.Namespace) -> int:
         )
     finally:
         if client is not None:
-            from ..distributed.tasks import close_client
+            from ..distributed.cluster import close_client
 
             close_client(client)
     if len(items) > 1:

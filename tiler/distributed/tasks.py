@@ -1,6 +1,6 @@
 """Blocks of one job as dask tasks: a ``dask.distributed`` cluster, or a lazy dask array.
 
-Every task runs :func:`~tiler.engine.run_block` on one :class:`~tiler.plan.Block`, the same work
+Every task runs :func:`~tiler.engine.pipeline.run_block` on one :class:`~tiler.plan.partition.Block`, the same work
 unit a single process runs, so the output does not depend on how the work is split:
 
 - :func:`run_blocks` (used by ``tiler.run(..., client=...)`` and ``tiler run --workers/--scheduler``)
@@ -8,7 +8,7 @@ unit a single process runs, so the output does not depend on how the work is spl
   so each stripe has one writer and no locks are needed; completion is recorded per stripe by the
   worker after the data is written, and ``complete`` by the client after every block.
 - :func:`predict_dask` returns a lazy dask array; each of its chunks is one block computed into a
-  :class:`~tiler.sink.MemorySink`.
+  :class:`~tiler.store.sink.MemorySink`.
 
 Models and file sources are loaded once per worker process (a cache keyed by the model's path,
 size and mtime, or by a token for an in-memory model that is scattered once to every worker).
@@ -32,11 +32,7 @@ from ..errors import SettingsError
 from ..plan.partition import Block, Partition
 from ..sources import open_at
 from ..store.sink import MemorySink, ZarrSink
-from .cluster import close_client, connect, local_cluster_spec
 from .worker import (
-    _RUNNERS,
-    _SOURCES,
-    CACHE_SIZE,
     JobTemplate,
     ModelRef,
     SourceRef,
@@ -47,11 +43,7 @@ from .worker import (
     source_window,
 )
 
-__all__ = [
-    "CACHE_SIZE", "_RUNNERS", "_SOURCES",
-    "JobTemplate", "ModelRef", "SourceRef", "WindowSource", "close_client", "connect", "local_cluster_spec",
-    "partition_for", "predict_dask", "run_blocks", "source_window", "workers_of",
-]
+__all__ = ["partition_for", "predict_dask", "run_blocks", "workers_of"]
 
 #: Blocks submitted per worker ahead of the results (load balance without holding every window).
 IN_FLIGHT_PER_WORKER = 2
@@ -65,7 +57,7 @@ def _write_block(
 
     ``run_id`` is the run the task belongs to: if the output's owner record names another run
     (the run was restarted with --overwrite or resumed) or its holder stopped renewing it, the task
-    stops before its next write (:func:`~tiler.ownership.check_owner`).
+    stops before its next write (:func:`~tiler.store.ownership.check_owner`).
     """
     runner, key = _runner(model)
     job = template.job(_open(source), runner, key)
@@ -94,7 +86,7 @@ def workers_of(client: Any) -> int:
 
 
 def partition_for(job: Job, client: Any) -> Partition:
-    """The partition for a run on ``client``'s workers (see :func:`~tiler.engine.grid_for_workers`)."""
+    """The partition for a run on ``client``'s workers (see :func:`~tiler.engine.job.grid_for_workers`)."""
     return grid_for_workers(job, workers_of(client))
 
 
@@ -226,8 +218,8 @@ def predict_dask(
     device, precision, provider, trust_model, compile, overrides, level, mpp, series, plane, channels,
         tissue, roi : as for :func:`tiler.predict` (a path model is loaded by each worker with the
         same options; a path image is opened by each with the same read options).
-    **settings : fields of :class:`~tiler.engine.Settings` (tile, overlap, window, output, ...);
-        every keyword of :data:`tiler.keywords.VALUE_KEYWORDS` is accepted, as by :func:`tiler.run`.
+    **settings : fields of :class:`~tiler.config.Settings` (tile, overlap, window, output, ...);
+        every keyword of :data:`tiler.config.VALUE_KEYWORDS` is accepted, as by :func:`tiler.run`.
 
     Returns
     -------

@@ -3,7 +3,7 @@
 A dask task receives a :class:`JobTemplate` (settings, plan, partition, output: small), a
 :class:`SourceRef` (a path opened once per process, or an array) or a block's window of pixels, and
 a :class:`ModelRef` (a path loaded once per process, or an in-memory model shipped once per
-worker); it rebuilds the :class:`~tiler.engine.Job` and runs :func:`~tiler.engine.run_block`.
+worker); it rebuilds the :class:`~tiler.engine.job.Job` and runs :func:`~tiler.engine.pipeline.run_block`.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def source_window(plan: TilePlan, block: Block) -> tuple[int, int, int, int] | N
 
 @dataclass(frozen=True)
 class JobTemplate:
-    """A :class:`~tiler.engine.Job` without its source and runner: small, sent with every task."""
+    """A :class:`~tiler.engine.job.Job` without its source and runner: small, sent with every task."""
 
     settings: Settings
     plan: TilePlan

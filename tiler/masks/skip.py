@@ -10,7 +10,7 @@ without the mask gives; pixels no computed tile covers get the output's fill val
 The pure functions (:func:`otsu_threshold`, :func:`tissue_mask`, :func:`tile_skip`) work on arrays;
 :func:`thumbnail`, :func:`auto_tissue` and :func:`load_roi` read images out of core.
 
->>> from tiler.plan import TilePlan
+>>> from tiler.plan.lattice import TilePlan
 >>> plan = TilePlan.create((64, 64), tile=32, overlap=0)
 >>> mask = np.zeros((4, 4), bool); mask[0, 0] = True     # 16 image pixels per mask pixel
 >>> tile_skip(plan, mask, (16.0, 16.0)).tolist()
@@ -69,7 +69,7 @@ class SkipTable:
 
 
 def skip_predicate(skip: np.ndarray) -> Callable[[int, int], bool]:
-    """``skip(row, col) -> bool`` for :class:`~tiler.engine.Job` from a (rows, cols) bool array.
+    """``skip(row, col) -> bool`` for :class:`~tiler.engine.job.Job` from a (rows, cols) bool array.
 
     >>> p = skip_predicate(np.array([[True, False] * 5]))
     >>> p(0, 0), p(0, 1), p(0, 8), p(0, 9)

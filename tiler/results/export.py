@@ -9,8 +9,8 @@ pixels), so memory does not depend on the image size.
   pixel size and channel names in the OME-XML when known.
 * ``geotiff``: one page with one sample per channel (GDAL bands), the levels as reduced-resolution
   pages in the main IFD chain (GDAL's and COG's overview layout), and the GeoTIFF tags made from the
-  output's ``tiler.georeference`` attribute (see :mod:`tiler._geotiff`), when there is one.
-* ``png``: the preview of :mod:`tiler.preview`.
+  output's ``tiler.georeference`` attribute (see :mod:`tiler.geo.tiff_tags`), when there is one.
+* ``png``: the preview of :mod:`tiler.results.preview`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 :class:`Runner` is the one interface the engine uses; :class:`TorchRunner` runs PyTorch modules
 (and TorchScript), :class:`~tiler.runners.onnx.OnnxRunner` ONNX files under ONNX Runtime;
-:func:`~tiler.runners.factory.load_runner` builds one from a model argument. Device, precision and provider choices live in the runners and nowhere else.
+:func:`~tiler.runners.factory.load_runner` builds one from a model argument.
+Device, precision and provider choices live in the runners and nowhere else.
 
 May import: errors, models.
 """

@@ -107,7 +107,7 @@ class SourceInfo:
     level : the pyramid level read (0 = full resolution).
     downsample : (y, x) full-resolution pixels per pixel of the image as read.
     base_mpp : microns per pixel (y, x) of level 0, if stated.
-    georeference : the GeoTIFF georeference of the image as read (:mod:`tiler.georef`), if any.
+    georeference : the GeoTIFF georeference of the image as read (:mod:`tiler.geo.georef`), if any.
     series : index of the image series read (multi-series TIFF: OME images, SVS label/macro).
     series_name : a human-readable description of that series (for the run summary), if any.
     series_list : one line per series in the file (``tiler info``), if the file has several.

@@ -1,7 +1,7 @@
 """Where finished chunk rows go: a zarr v3 group on disk, or a NumPy array in memory.
 
 A sink takes aligned region writes (each output chunk has exactly one writer), records which stripes
-(chunk row x block column, see :class:`~tiler.plan.Partition`) are complete, and for zarr keeps the
+(chunk row x block column, see :class:`~tiler.plan.partition.Partition`) are complete, and for zarr keeps the
 run's attributes, including ``complete``, which is set last, after every chunk is written.
 
 Layout of a zarr output group::
@@ -10,7 +10,7 @@ Layout of a zarr output group::
       zarr.json         attributes: {"tiler": {settings, versions, "complete"}, "ome": {...}}
       0/                full resolution: (C, H, W) logits/probs or (H, W) labels
       progress/         uint8 (chunk rows, block columns): 1 = stripe written
-    out.zarr.owner.json while a run writes it: the one writer's record (:mod:`tiler.ownership`)
+    out.zarr.owner.json while a run writes it: the one writer's record (:mod:`tiler.store.ownership`)
 
 The ``tiler`` attributes carry ``format`` (:data:`FORMAT`), the layout version: readers and
 ``--resume`` refuse layouts they do not know (:func:`check_format`).
@@ -202,7 +202,7 @@ class ZarrSink:
 
     ``owner``: the run's lock, checked before every write and stripe recorded (the process that
     holds it). ``run_id``: for a dask task, the run it belongs to, checked the same way against the
-    owner record (:func:`~tiler.ownership.check_owner`). ``durable``: fsync each stripe's chunks
+    owner record (:func:`~tiler.store.ownership.check_owner`). ``durable``: fsync each stripe's chunks
     before recording it.
     """
 
