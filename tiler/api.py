@@ -6,11 +6,10 @@ Both build one :class:`~tiler.engine.job.Job` and execute its blocks with
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,47 +17,37 @@ from typing import Any
 
 import numpy as np
 
-from .config import SETTING_KEYWORDS, Settings, check_keywords, keyword_names
+from .config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names
 from .engine.job import BlockStats, Job
 from .engine.pipeline import run_block
+from .engine.progress import progress_counter
 from .errors import OutputError, SettingsError
 from .masks.skip import build_skip, skip_predicate
+from .masks.tissue import Mask
+from .plan.partition import Block
 from .runners.factory import load_runner
 from .sources import Source, open_at
-from .store.identity import input_digest, input_paths
-from .store.ownership import OutputLock, read_owner
-from .store.sink import FORMAT, MemorySink, ZarrSink, check_format, refuse_unless_tiler_output
-from .version import __version__
+from .store.ome import ome_metadata
+from .store.ownership import OutputLock
+from .store.paths import default_output_path, refuse_existing, refuse_input_as_output
+from .store.record import check_resumable, run_record
+from .store.sink import MemorySink, ZarrSink, refuse_unless_tiler_output
 
 
-def _settings(**kwargs: Any) -> Settings:
-    return Settings(**{k: v for k, v in kwargs.items() if v is not None})
+def _settings(given: Mapping[str, Any], **defaults: Any) -> Settings:
+    """:class:`Settings` from ``defaults`` and the keywords ``given`` that are not None (None: the default)."""
+    return Settings(**(defaults | {k: v for k, v in given.items() if v is not None}))
 
 
 def predict(
     image: Any,
     model: Any = None,
     *,
-    tile: int = 512,
-    overlap: int = 128,
-    margin: int = 0,
-    window: str = "gaussian",
-    sigma_scale: float | None = None,
-    batch_size: int = 8,
-    device: str | None = "auto",
-    precision: str = "fp32",
-    provider: str = "auto",
-    trust_model: bool = False,
-    compile: bool = False,
-    overrides: dict[str, Any] | None = None,
-    level: int | None = None,
-    mpp: float | None = None,
-    series: int | None = None,
-    plane: Any = None,
-    channels: Any = None,
-    tissue: str | None = None,
-    roi: Any = None,
-    fill: float = 0.0,
+    device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
+    compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
+    level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
+    channels: Any = None,  # sources.ReadOptions
+    tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> np.ndarray:
     """Blended model outputs for a whole image, in memory.
@@ -102,34 +91,33 @@ def predict(
     ((3, 100, 70), 1.0, 1.0)
     """
     check_keywords("tiler.predict", settings, keyword_names(predict) | set(SETTING_KEYWORDS))
-    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)
-    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
-                     "overrides": overrides, "compile": batch_size if compile else False}
-    try:
-        return _predict(source, model, model_options, Settings(
-            **{"block_width": None, **settings}, tile=tile, overlap=overlap, margin=margin, window=window,
-            batch_size=batch_size,
-            sigma_scale=Settings.sigma_scale if sigma_scale is None else sigma_scale, fill=fill,
-        ), lambda plan: build_skip(plan, image, source, tissue=tissue, roi=roi)[0])
-    finally:
-        source.close()
+    options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
+    job_settings = _settings(settings, block_width=None)  # in memory: one block column
+    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
+        job, _masks = _make_job(image, source, model, options, job_settings, tissue=tissue, roi=roi)
+        h, w, _ = source.shape
+        out = np.zeros(job.output.shape(h, w), job.output.store_dtype)  # lazily zeroed by the kernel
+        sink = MemorySink(out, job.partition.stripes, zeroed=True)
+        for block in job.partition.blocks():
+            run_block(job, block, sink)
+        return out
 
 
-def _predict(
-    source: Source, model: Any, model_options: dict[str, Any], settings: Settings,
-    skip_for: Callable[[Any], np.ndarray | None] | None = None,
-) -> np.ndarray:
-    runner = load_runner(model, **model_options)
+def _make_job(
+    image: Any, source: Source, model: Any, options: ModelOptions, settings: Settings, *,
+    tissue: Any = None, roi: Any = None, client: Any = None,
+) -> tuple[Job, list[Mask]]:
+    """Step 1: the runner, the job, its skip table (``tissue``/``roi``) and, on a cluster, its partition."""
+    runner = load_runner(model, **options.runner_keywords(settings.batch_size))
     job = Job.create(source, runner, settings)
-    skip = skip_for(job.plan) if skip_for else None
+    skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
     if skip is not None:
         job = replace(job, skip=skip_predicate(skip))
-    h, w, _ = source.shape
-    out = np.zeros(job.output.shape(h, w), job.output.store_dtype)  # lazily zeroed by the kernel
-    sink = MemorySink(out, job.partition.stripes, zeroed=True)
-    for block in job.partition.blocks():
-        run_block(job, block, sink)
-    return out
+    if client is not None:
+        from .distributed.tasks import partition_for
+
+        job = replace(job, partition=partition_for(job, client))
+    return job, masks
 
 
 @dataclass
@@ -163,92 +151,20 @@ class RunResult:
             f"; read {self.input_read}" if self.input_read else "")
 
 
-def default_output_path(image: Any) -> Path:
-    """The output beside the input: ``scan.tif`` -> ``scan.zarr`` (``scan.ome.tif``, ``scan.svs``,
-    ``scan.png`` likewise); a zarr input ``scan.zarr`` (or ``scan.ome.zarr``) -> ``scan.pred.zarr``,
-    never the input itself.
-
-    >>> str(default_output_path("a/scan.ome.tif")), str(default_output_path("a/scan.zarr"))
-    ('a/scan.zarr', 'a/scan.pred.zarr')
-    """
-    if not isinstance(image, (str, os.PathLike)):
-        raise OutputError("an output path (out=...) is needed when the input is not a file")
-    path = Path(image)
-    name = path.name
-    if name.lower().endswith((".zarr", ".zarr/")) or path.is_dir():  # a zarr store: never itself
-        for suffix in (".ome.zarr", ".zarr"):
-            if name.lower().endswith(suffix):
-                name = name[: -len(suffix)]
-                break
-        return path.with_name(name + ".pred.zarr")
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".png", ".jpg", ".jpeg"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    return path.with_name(name + ".zarr")
-
-
-def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) -> dict[str, Any]:
-    record: dict[str, Any] = {"shape": list(source.shape), "dtype": str(source.dtype)}
-    info = source.info
-    record.update(level=info.level, downsample=list(info.downsample),
-                  mpp=list(info.mpp) if info.mpp else None)
-    record.update({k: v for k, v in _read_record(info).items() if v is not None})
-    if masks:
-        record["mask"] = {m.kind: {"foreground": round(m.fraction, 4), "shape": list(m.array.shape)}
-                          for m in masks}
-        if isinstance(roi, (str, os.PathLike)):
-            record["mask"]["roi"]["path"] = str(Path(roi).resolve())
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image).resolve()
-        record["path"] = str(path)
-        if path.is_file():
-            stat = path.stat()
-            record["bytes"] = stat.st_size
-            record["mtime_ns"] = stat.st_mtime_ns
-    record["digest"] = input_digest(image)
-    return record
-
-
-def _read_record(info: Any) -> dict[str, Any]:
-    """The series (when not 0, as before series could be chosen), plane and channels read."""
-    read = getattr(info, "read", None)
-    return {"series": info.series or None,
-            "plane": {a.lower(): i for a, i in read.plane} if read is not None and read.plane else None,
-            "channels": list(read.channels) if read is not None and read.channels is not None else None}
-
-
-def _fingerprint(*parts: Any) -> str:
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
-
-
 def run(
     image: Any,
     model: Any = None,
     *,
     out: str | os.PathLike[str] | None = None,
-    overwrite: bool = False,
-    resume: bool | str = False,
-    break_lock: bool = False,
-    durable: bool = False,
-    device: str | None = "auto",
-    precision: str = "fp32",
-    provider: str = "auto",
-    trust_model: bool = False,
-    compile: bool = False,
-    overrides: dict[str, Any] | None = None,
+    overwrite: bool = False, resume: bool | str = False, break_lock: bool = False, durable: bool = False,
     progress: bool | Callable[[int, int], None] = False,
-    pyramid: bool = True,
-    pyramid_levels: int | None = None,
-    preview: bool = False,
+    pyramid: bool = True, pyramid_levels: int | None = None, preview: bool = False,
     client: Any = None,
-    level: int | None = None,
-    mpp: float | None = None,
-    series: int | None = None,
-    plane: Any = None,
-    channels: Any = None,
-    tissue: str | None = None,
-    roi: Any = None,
+    device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
+    compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
+    level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
+    channels: Any = None,  # sources.ReadOptions
+    tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> RunResult:
     """Stream the blended output of ``model`` over ``image`` into a zarr v3 group.
@@ -290,76 +206,29 @@ def run(
     with ``complete: true`` written last.
     """
     check_keywords("tiler.run", settings, keyword_names(run) | set(SETTING_KEYWORDS))
-    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
-                     "overrides": overrides,
-                     "compile": settings.get("batch_size", Settings.batch_size) if compile else False}
     if overwrite and resume:
         raise OutputError("--overwrite and --resume contradict each other; pick one")
     if resume not in (False, True, "force"):
         raise SettingsError(f"resume must be True, False or 'force', got {resume!r}")
+    options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
     with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
         t0 = time.perf_counter()
-        out_path = Path(out) if out is not None else default_output_path(image)
-        _refuse_input_as_output(image, out_path)
-        if out_path.exists() and not (overwrite or resume):
-            _refuse_existing(out_path)
-        if overwrite and out_path.exists():
-            refuse_unless_tiler_output(out_path)
-        runner = load_runner(model, **model_options)
-        job = Job.create(source, runner, _settings(**settings))
-        skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
-        if skip is not None:
-            job = replace(job, skip=skip_predicate(skip))
-        if client is not None:
-            from .distributed.tasks import partition_for
-
-            job = replace(job, partition=partition_for(job, client))
-        h, w, _ = source.shape
-        shape = job.output.shape(h, w)
-        record = _run_record(image, source, runner, job, masks, roi)
+        out_path = _output_path(image, out, overwrite=overwrite, resume=resume)
+        job, masks = _make_job(image, source, model, options, _settings(settings), tissue=tissue, roi=roi,
+                               client=client)
+        record = run_record(image, source, job.runner, job.settings.record(), masks, roi)
         run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing
         lock = OutputLock(out_path, run_id)
         lock.acquire(break_lock=break_lock)
         sink: ZarrSink | None = None
         try:
-            if resume and out_path.exists():
-                sink = ZarrSink.open(out_path, owner=lock, durable=durable)
-                _check_resumable(out_path, sink.attributes, record, force=resume == "force")
-                sink.set_run_id(run_id)  # before any work: an earlier attempt's tasks stop
-            else:
-                attributes = {"tiler": {**record, "complete": False, "run_id": run_id}, "ome": _ome(shape, source)}
-                sink = ZarrSink.create(
-                    out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
-                    stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
-                    owner=lock, durable=durable,
-                )
+            sink = _open_sink(job, out_path, record, lock, resume=resume, overwrite=overwrite, durable=durable)
             done = sink.done()
             todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
             work = [r for _, r in todo if r is not None]
-            total = sum(job.tiles_in(b) for b in work)
-            report = _progress(progress, total, h * w)
-            stats = BlockStats()
-            try:
-                if client is None:
-                    for block in work:
-                        stats += run_block(job, block, sink, on_tiles=report)
-                else:
-                    from .distributed.tasks import run_blocks
-
-                    stats = run_blocks(client, job, work, out_path, image=image, model=model,
-                                       model_options=model_options, on_tiles=report, level=level, mpp=mpp,
-                                       run_id=run_id, durable=durable)
-            finally:
-                report.close()
-            if not sink.done().all():  # never claim complete unless every stripe is recorded
-                raise OutputError(f"{out_path}: some blocks were not written; rerun with --resume")
-            if pyramid:
-                from .store.pyramid import build_pyramid
-
-                lock.check()
-                build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean",
-                              levels=pyramid_levels)
-            sink.set_complete()
+            stats = _execute(job, work, sink, out_path, run_id, progress=progress, client=client, image=image,
+                             model=model, options=options, level=level, mpp=mpp, durable=durable)
+            _finalise(job, sink, out_path, lock, pyramid=pyramid, pyramid_levels=pyramid_levels)
         finally:
             if sink is not None:
                 sink.close()
@@ -369,131 +238,78 @@ def run(
             from .results.preview import write_preview
 
             preview_path = write_preview(out_path)
+        h, w, _ = source.shape
         return RunResult(
-            path=out_path, shape=shape, dtype=str(job.output.store_dtype), tiles=stats.tiles,
+            path=out_path, shape=job.output.shape(h, w), dtype=str(job.output.store_dtype), tiles=stats.tiles,
             skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
             resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
-            runtime=runner.describe(),
+            runtime=job.runner.describe(),
             input_read=source.info.series_name,
         )
 
 
-def _run_record(image: Any, source: Source, runner: Any, job: Job, masks: Any, roi: Any) -> dict[str, Any]:
-    """What the output records about its run under ``tiler`` (compared on ``--resume``)."""
-    record: dict[str, Any] = {
-        "format": FORMAT,
-        "version": __version__,
-        "input": _input_record(image, source, masks, roi),
-        "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
-        "settings": job.settings.record(),
-    }
-    fingerprint = getattr(runner, "fingerprint", None)
-    record["model"]["fingerprint"] = fingerprint() if callable(fingerprint) else None
-    if source.info.georeference is not None:
-        record["georeference"] = source.info.georeference.to_attrs()
-    record["fingerprint"] = _fingerprint(record["input"], record["model"]["spec"], record["settings"],
-                                         record["model"]["fingerprint"])
-    return record
+def _output_path(image: Any, out: Any, *, overwrite: bool, resume: bool | str) -> Path:
+    """The output path (``out``, or beside the input), refused where writing it would be unsafe."""
+    out_path = Path(out) if out is not None else default_output_path(image)
+    refuse_input_as_output(image, out_path)
+    if out_path.exists() and not (overwrite or resume):
+        refuse_existing(out_path)
+    if overwrite and out_path.exists():
+        refuse_unless_tiler_output(out_path)
+    return out_path
 
 
-def _check_resumable(path: Path, attributes: dict[str, Any], record: dict[str, Any], *, force: bool) -> None:
-    """Raise :class:`OutputError` unless the output at ``path`` is this run's to continue."""
-    check_format(path, attributes, resume=True)
-    recorded = attributes.get("tiler", {})
-    if recorded.get("fingerprint") != record["fingerprint"]:
-        from .store.resume import differences
-
-        raise OutputError(
-            f"{path}: cannot resume: {differences(recorded, record)}; use --overwrite to start again"
-        )
-    unknown = []
-    if record["model"]["fingerprint"] is None:
-        unknown.append(f"the model ({record['model']['runner']} has no weight digest)")
-    if record["input"].get("digest") is None:
-        unknown.append("the input (an array-like tiler cannot digest)")
-    if unknown and not force:
-        raise OutputError(
-            f"{path}: cannot resume: cannot check that {' or '.join(unknown)} is unchanged; "
-            "pass resume='force' if it is"
-        )
-
-
-def _refuse_input_as_output(image: Any, out: Path) -> None:
-    """The output may not be the input, lie inside it, or contain it (``--overwrite`` would delete it)."""
-    target = out.resolve()
-    for path in input_paths(image):
-        source = path.resolve()
-        if target == source or source in target.parents or target in source.parents:
-            relation = ("is" if target == source else "is inside" if source in target.parents else "contains")
-            raise OutputError(f"{out}: the output {relation} the input {path}; choose another output path")
-
-
-def _refuse_existing(path: Path) -> None:
-    holder = read_owner(path)
-    if holder is not None and not holder.is_dead():
-        raise OutputError(f"{path}: another tiler run is writing this output: {holder.describe()}")
-    try:
-        complete = ZarrSink.open(path).attributes.get("tiler", {}).get("complete", False)
-    except OutputError:
-        raise OutputError(
-            f"{path}: already exists and is not a tiler output; choose another output path"
-        ) from None
-    if complete:
-        raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
-    raise OutputError(
-        f"{path}: an incomplete output exists; pass --resume to continue it or --overwrite to start again"
+def _open_sink(job: Job, path: Path, record: dict[str, Any], lock: OutputLock, *, resume: bool | str,
+               overwrite: bool, durable: bool) -> ZarrSink:
+    """Step 2: the output group, continued (checked against ``record``) or created (``complete: false``)."""
+    if resume and path.exists():
+        sink = ZarrSink.open(path, owner=lock, durable=durable)
+        try:
+            check_resumable(path, sink.attributes, record, force=resume == "force")
+        except BaseException:
+            sink.close()
+            raise
+        sink.set_run_id(lock.run_id)  # before any work: an earlier attempt's tasks stop
+        return sink
+    h, w, _ = job.source.shape
+    shape = job.output.shape(h, w)
+    attributes = {"tiler": {**record, "complete": False, "run_id": lock.run_id},
+                  "ome": ome_metadata(shape, job.source)}
+    return ZarrSink.create(
+        path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
+        stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite, owner=lock, durable=durable,
     )
 
 
-def _ome(shape: tuple[int, ...], source: Source) -> dict[str, Any]:
-    """OME-Zarr 0.5 ``multiscales`` for the full-resolution array (pixel size where known)."""
-    mpp = getattr(source.info, "mpp", None)
-    space = {"type": "space", "unit": "micrometer"} if mpp else {"type": "space"}
-    axes = [{"name": "y", **space}, {"name": "x", **space}]
-    scale = list(mpp) if mpp else [1.0, 1.0]
-    if len(shape) == 3:
-        axes.insert(0, {"name": "c", "type": "channel"})
-        scale.insert(0, 1.0)
-    return {
-        "version": "0.5",
-        "multiscales": [
-            {
-                "name": "prediction",
-                "axes": axes,
-                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
-            }
-        ],
-    }
+def _execute(job: Job, work: list[Block], sink: ZarrSink, path: Path, run_id: str, *,
+             progress: bool | Callable[[int, int], None], client: Any, image: Any, model: Any,
+             options: ModelOptions, level: int | None, mpp: float | None, durable: bool) -> BlockStats:
+    """Step 3: the blocks still to do, here or as tasks on ``client``'s workers."""
+    h, w, _ = job.source.shape
+    report = progress_counter(progress, sum(job.tiles_in(b) for b in work), h * w)
+    try:
+        if client is None:
+            stats = BlockStats()
+            for block in work:
+                stats += run_block(job, block, sink, on_tiles=report)
+            return stats
+        from .distributed.tasks import run_blocks
+
+        return run_blocks(client, job, work, path, image=image, model=model,
+                          model_options=options.runner_keywords(job.settings.batch_size), on_tiles=report,
+                          level=level, mpp=mpp, run_id=run_id, durable=durable)
+    finally:
+        report.close()
 
 
-class _Progress:
-    """Tile counts to a callback or a tqdm bar (tiles, megapixels/s, ETA)."""
+def _finalise(job: Job, sink: ZarrSink, path: Path, lock: OutputLock, *, pyramid: bool,
+              pyramid_levels: int | None) -> None:
+    """Step 4: check every stripe is recorded, add the pyramid, then record ``complete`` (last)."""
+    if not sink.done().all():  # never claim complete unless every stripe is recorded
+        raise OutputError(f"{path}: some blocks were not written; rerun with --resume")
+    if pyramid:
+        from .store.pyramid import build_pyramid
 
-    def __init__(self, callback: Callable[[int, int], None] | None, bar: Any, total: int, pixels: int) -> None:
-        self.callback, self.bar, self.total, self.done = callback, bar, total, 0
-        self.pixels, self.t0 = pixels, time.perf_counter()
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if self.bar is not None:
-            elapsed = max(time.perf_counter() - self.t0, 1e-9)
-            rate = self.pixels * self.done / max(self.total, 1) / elapsed / 1e6
-            self.bar.set_postfix_str(f"{rate:.1f} MP/s", refresh=False)
-            self.bar.update(n)
-        if self.callback is not None:
-            self.callback(self.done, self.total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _progress(progress: bool | Callable[[int, int], None], total: int, pixels: int) -> _Progress:
-    if callable(progress):
-        return _Progress(progress, None, total, pixels)
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="tile", dynamic_ncols=True, smoothing=0.1, leave=False)
-        return _Progress(None, bar, total, pixels)
-    return _Progress(None, None, total, pixels)
+        lock.check()
+        build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean", levels=pyramid_levels)
+    sink.set_complete()

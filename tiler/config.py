@@ -1,4 +1,14 @@
-"""The keywords that determine a run's values, defined once for every entry point.
+"""What a run can be told, defined once for every entry point, in three kinds.
+
+* :class:`Settings`: tiling, blending, output kind and layout; the fields of
+  :meth:`Settings.record` determine the values and are recorded and fingerprinted, the rest
+  (``batch_size``, ``prefetch``, ``stitch_threads``, ``block_height``) are run options: how fast,
+  never what.
+* :class:`ModelOptions`: how the model is loaded and run (device, precision, provider, trust, compile).
+* The keyword groups (:data:`READ_KEYWORDS`, :data:`MASK_KEYWORDS`, :data:`MODEL_KEYWORDS`,
+  :data:`VALUE_KEYWORDS`) and their check.
+
+May import: errors, plan (the window defaults).
 
 :func:`tiler.predict`, :func:`tiler.run`, :func:`tiler.predict_dask` and
 :func:`tiler.cli.batch.run_batch` all accept every name in :data:`VALUE_KEYWORDS`, with the same
@@ -84,6 +94,33 @@ def _pixels(name: str, value: Any, fix: str = "give a whole number") -> int:
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return int(value)
     raise SettingsError(f"{name} {value!r} is not a whole number; {fix}")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How the model is loaded and run: the :data:`MODEL_KEYWORDS` of every entry point.
+
+    >>> ModelOptions(device="cpu", compile=True).runner_keywords(batch_size=4)["compile"]
+    4
+    """
+
+    device: str | None = "auto"
+    precision: str = "fp32"
+    provider: str = "auto"
+    trust_model: bool = False
+    #: ``torch.compile`` the model, every batch padded to the batch size (compiled once).
+    compile: bool = False
+    #: Model metadata fields to replace (``ModelSpec`` names: in_channels, mean, std, ...).
+    overrides: dict[str, Any] | None = None
+
+    def keywords(self) -> dict[str, Any]:
+        """The options as keywords of :func:`tiler.run` and the other entry points."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def runner_keywords(self, batch_size: int | None = None) -> dict[str, Any]:
+        """Keywords of :func:`~tiler.runners.factory.load_runner`: with ``compile``, the batch size
+        every call is padded to (``True`` when not known yet: a worker pads to its job's)."""
+        return self.keywords() | {"compile": (batch_size or True) if self.compile else False}
 
 
 #: Fields of :class:`~tiler.config.Settings`: tiling, blending, output kind, layout, threads.

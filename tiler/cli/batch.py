@@ -130,7 +130,7 @@ def collect(inputs: Iterable[str], manifest: str | None = None) -> list[Item]:
 
 def assign_outputs(items: list[Item], out_dir: str | os.PathLike[str] | None) -> None:
     """Fill each pending item's output path; two inputs writing one output is a failure."""
-    from ..api import default_output_path
+    from ..store.paths import default_output_path
 
     owners: dict[str, str] = {}
     for item in items:
