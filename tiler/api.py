@@ -18,14 +18,12 @@ from typing import Any
 import numpy as np
 
 from .config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names
-from .engine.job import BlockStats, Job
+from .engine.job import BlockStats, Job, build_job
 from .engine.pipeline import run_block
 from .engine.progress import progress_counter
 from .errors import OutputError, SettingsError
-from .masks.skip import build_skip, skip_predicate
 from .masks.tissue import Mask
 from .plan.partition import Block
-from .runners.factory import load_runner
 from .sources import Source, open_at
 from .store.ome import ome_metadata
 from .store.ownership import OutputLock
@@ -108,11 +106,7 @@ def _make_job(
     tissue: Any = None, roi: Any = None, client: Any = None,
 ) -> tuple[Job, list[Mask]]:
     """Step 1: the runner, the job, its skip table (``tissue``/``roi``) and, on a cluster, its partition."""
-    runner = load_runner(model, **options.runner_keywords(settings.batch_size))
-    job = Job.create(source, runner, settings)
-    skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
-    if skip is not None:
-        job = replace(job, skip=skip_predicate(skip))
+    job, masks = build_job(image, source, model, options, settings, tissue=tissue, roi=roi)
     if client is not None:
         from .distributed.tasks import partition_for
 

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -156,12 +156,8 @@ def run_batch(
     items: list[Item],
     *,
     model: Any = None,
-    device: str | None = "auto",
-    precision: str = "fp32",
-    provider: str = "auto",
-    trust_model: bool = False,
-    compile: bool = False,
-    overrides: dict[str, Any] | None = None,
+    device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
+    compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     client: Any = None,
     report: str | os.PathLike[str] | None = None,
     log: Callable[[str], None] = print,
@@ -180,7 +176,7 @@ def run_batch(
     resume. The report (JSON) is rewritten after every item.
     """
     from ..api import run
-    from ..config import SETTING_KEYWORDS, Settings, check_keywords, keyword_names
+    from ..config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names
     from ..runners.factory import load_runner
 
     per_input = {"image", "model", "out", "client"}  # given by the items and by run_batch itself
@@ -191,14 +187,11 @@ def run_batch(
                    keyword_names(run_batch) | (keyword_names(run) - per_input) | set(SETTING_KEYWORDS))
     error = error or (lambda line: print(line, file=sys.stderr))
     write_report(report, items)  # an unwritable report path fails now, before any work
-    model_options = {"device": device, "precision": precision, "provider": provider, "trust_model": trust_model,
-                     "overrides": overrides}
+    model_options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
     if client is None and any(i.status == "pending" for i in items):
         # once for the archive (compiled once, for the batch size every image runs with)
-        padded = options.get("batch_size", Settings.batch_size) if compile else False
-        model = load_runner(model, **model_options, compile=padded)
-    elif compile:
-        model_options["compile"] = True
+        model = load_runner(model, **model_options.runner_keywords(options.get("batch_size", Settings.batch_size)))
+        model_options = replace(model_options, compile=False)  # the runner is loaded (and compiled)
     for item in items:
         if item.status == "failed" and item.error:
             error(f"error: {item.error}")
@@ -207,7 +200,7 @@ def run_batch(
             continue
         t0 = time.perf_counter()
         try:
-            result = run(item.input, model, out=item.output, client=client, **model_options, **options)
+            result = run(item.input, model, out=item.output, client=client, **model_options.keywords(), **options)
         except TilerError as exc:
             if debug:
                 raise

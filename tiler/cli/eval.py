@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .options import add_command, add_result_argument
+
 EXAMPLES = """\
 examples:
   $ tiler eval labels.zarr truth.tif
@@ -14,13 +16,12 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "eval", help="per-class Dice, IoU, mIoU and confusion matrix against ground truth",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "eval", help="per-class Dice, IoU, mIoU and confusion matrix against ground truth", examples=EXAMPLES,
         description="Compare an output group (labels, or the argmax of probabilities/logits) with a "
                     "ground-truth label image, chunk row by chunk row, never loading either whole.",
     )
-    p.add_argument("result", metavar="OUT.zarr", help="output group written by tiler run")
+    add_result_argument(p)
     p.add_argument("truth", metavar="TRUTH", help="label image of the output's size (class indices)")
     p.add_argument("--roi", metavar="MASK", help="evaluate only where this mask is nonzero "
                    "(the output's size or smaller)")

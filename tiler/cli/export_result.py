@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .options import positive_int
+from .options import add_command, add_result_argument, positive_int
 
 EXAMPLES = """\
 examples:
@@ -15,13 +15,13 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "export-result", help="write an output as a pyramidal OME-TIFF, GeoTIFF or PNG preview",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "export-result", help="write an output as a pyramidal OME-TIFF, GeoTIFF or PNG preview",
+        examples=EXAMPLES,
         description="Write the output group OUT (of tiler run) as a tiled, pyramidal TIFF, streamed "
                     "tile by tile from its zarr levels, or as a PNG preview over the input.",
     )
-    p.add_argument("result", metavar="OUT.zarr", help="output group written by tiler run")
+    add_result_argument(p)
     p.add_argument("--format", "-f", default="tiff", choices=("tiff", "geotiff", "png"),
                    help="tiff: OME-TIFF; geotiff: GeoTIFF with the recorded georeference; png: preview")
     p.add_argument("--out", "-o", metavar="FILE",

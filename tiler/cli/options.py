@@ -18,18 +18,19 @@ def _whole(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
 
 
-def positive_int(text: str) -> int:
+def _int_at_least(text: str, low: int, what: str) -> int:
     value = _whole(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1, "a positive number")
 
 
 def non_negative_int(text: str) -> int:
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
+    return _int_at_least(text, 0, "a number >= 0")
 
 
 def overlap_value(text: str) -> int | float:
@@ -61,10 +62,19 @@ def positive_float(text: str) -> float:
 
 
 def _series(text: str) -> int:
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a series number >= 0, got {value}")
-    return value
+    return _int_at_least(text, 0, "a series number >= 0")
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, description: str,
+                examples: str) -> argparse.ArgumentParser:
+    """A subcommand's parser: one-line ``help``, a ``description`` and an ``examples`` epilog."""
+    return sub.add_parser(name, help=help, description=description, epilog=examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_result_argument(p: argparse.ArgumentParser) -> None:
+    """The positional output group of a command that reads what ``tiler run`` wrote."""
+    p.add_argument("result", metavar="OUT.zarr", help="output group written by tiler run")
 
 
 def add_read_options(g: argparse._ActionsContainer) -> None:

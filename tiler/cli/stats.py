@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .options import add_command
+
 EXAMPLES = """\
 examples:
   $ tiler stats scan.tif
@@ -14,9 +16,8 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "stats", help="per-channel mean and std of an image (for normalisation)", epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "stats", help="per-channel mean and std of an image (for normalisation)", examples=EXAMPLES,
         description="Per-channel mean and standard deviation of INPUT, read block by block, scaled "
                     "like the model input (0-1 for integer images).",
     )

@@ -19,14 +19,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import SETTING_KEYWORDS, Settings, check_keywords, keyword_names
-from ..engine.job import BlockStats, Job, grid_for_workers
+from ..config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names
+from ..engine.job import BlockStats, Job, build_job, grid_for_workers
 from ..engine.pipeline import run_block
 from ..errors import SettingsError
 from ..plan.partition import Block, Partition
@@ -190,19 +189,11 @@ def predict_dask(
     model: Any = None,
     *,
     block: int = 8192,
-    device: str | None = "auto",
-    precision: str = "fp32",
-    provider: str = "auto",
-    trust_model: bool = False,
-    compile: bool = False,
-    overrides: dict[str, Any] | None = None,
-    level: int | None = None,
-    mpp: float | None = None,
-    series: int | None = None,
-    plane: Any = None,
-    channels: Any = None,
-    tissue: str | None = None,
-    roi: Any = None,
+    device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
+    compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
+    level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
+    channels: Any = None,  # sources.ReadOptions
+    tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> Any:
     """A lazy dask array of the blended model output over ``image``.
@@ -239,23 +230,15 @@ def predict_dask(
     import dask
     import dask.array as da
 
-    from ..masks.skip import build_skip, skip_predicate
-    from ..runners.factory import load_runner
-
     check_keywords("tiler.predict_dask", settings, keyword_names(predict_dask) | set(SETTING_KEYWORDS))
     if block < 1:
         raise SettingsError(f"block {block} must be a positive number of pixels")
     source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)
     base = Settings(**{"block_height": block, "block_width": block,
                        **{k: v for k, v in settings.items() if v is not None}})
-    model_options = {"device": device, "precision": precision, "provider": provider,
-                     "trust_model": trust_model, "overrides": overrides,
-                     "compile": base.batch_size if compile else False}
-    runner = load_runner(model, **model_options)
-    job = Job.create(source, runner, base)
-    skip, _masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
-    if skip is not None:
-        job = replace(job, skip=skip_predicate(skip))
+    options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
+    job, _masks = build_job(image, source, model, options, base, tissue=tissue, roi=roi)
+    runner, model_options = job.runner, options.runner_keywords(base.batch_size)
     by_path = model is None or isinstance(model, (str, os.PathLike))
     # a path is loaded by each worker with the same options; a loaded runner is shipped as it is
     ref = ModelRef.of(model, model_options) if by_path else ModelRef.of(runner, {})

@@ -9,17 +9,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ..config import Settings
+from ..config import ModelOptions, Settings
 from ..errors import ModelError
+from ..masks.skip import build_skip, skip_predicate
+from ..masks.tissue import Mask
 from ..plan import windows
 from ..plan.lattice import TilePlan
 from ..plan.partition import Block, Partition
 from ..runners.base import Runner
+from ..runners.factory import load_runner
 from ..sources import ChannelSource, Source
 from .outputs import OutputSpec
 
@@ -185,3 +188,16 @@ def _out_of_memory() -> ModelError:
         "out of device memory with a single tile per batch; use a smaller --tile or --precision bf16/fp16"
     )
 
+
+def build_job(
+    image: Any, source: Source, model: Any, options: ModelOptions, settings: Settings, *,
+    tissue: Any = None, roi: Any = None,
+) -> tuple[Job, list[Mask]]:
+    """The runner for ``model``, the job over ``source`` (opened from ``image``) and its skip table
+    for ``tissue``/``roi``; with the masks it was built from (recorded by :func:`tiler.run`)."""
+    runner = load_runner(model, **options.runner_keywords(settings.batch_size))
+    job = Job.create(source, runner, settings)
+    skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
+    if skip is not None:
+        job = replace(job, skip=skip_predicate(skip))
+    return job, masks
