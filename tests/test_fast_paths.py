@@ -62,7 +62,7 @@ def test_tiles_equal_the_reflect_padded_image(shape, tile, overlap, margin, chun
     seen = 0
     for batch in loader:
         for t, (i, j) in zip(batch.tiles, batch.index):
-            y0, x0, y1, x1 = plan.tile_box(int(i), int(j))
+            y0, y1, x0, x1 = plan.tile_box(int(i), int(j))
             ys = reflect_index(np.arange(y0, y1), shape[0])
             xs = reflect_index(np.arange(x0, x1), shape[1])
             np.testing.assert_array_equal(t, image[np.ix_(ys, xs)].transpose(2, 0, 1))
@@ -84,7 +84,7 @@ def _blend_reference(image: np.ndarray, plan: TilePlan, window: np.ndarray, comp
         for j in range(plan.cols.count):
             if not computed(i, j):
                 continue
-            y0, x0, y1, x1 = plan.tile_box(i, j)
+            y0, y1, x0, x1 = plan.tile_box(i, j)
             ys, xs = reflect_index(np.arange(y0, y1), h), reflect_index(np.arange(x0, x1), w)
             tile = image[np.ix_(ys, xs)].transpose(2, 0, 1).astype(np.float64) + 1
             a, b = max(y0, 0), min(y1, h)

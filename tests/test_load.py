@@ -36,7 +36,7 @@ def test_tiles_equal_slices_of_the_reflect_padded_image(shape, tile, overlap, ma
     for batch in loader:
         assert batch.tiles.shape[1:] == (shape[2], tile, tile)
         for t, (i, j) in zip(batch.tiles, batch.index):
-            y0, x0, y1, x1 = plan.tile_box(int(i), int(j))
+            y0, y1, x0, x1 = plan.tile_box(int(i), int(j))
             if padded is not None and y0 + pad >= 0 and x0 + pad >= 0:
                 expected = padded[y0 + pad : y1 + pad, x0 + pad : x1 + pad].transpose(2, 0, 1)
                 np.testing.assert_array_equal(t, expected)

@@ -100,7 +100,7 @@ def test_tile_skip_matches_brute_force(shape, tile, overlap, margin, mask_shape)
     assert skip.shape == (plan.rows.count, plan.cols.count)
     for i in range(plan.rows.count):
         for j in range(plan.cols.count):
-            y0, x0, y1, x1 = plan.tile_box(i, j)
+            y0, y1, x0, x1 = plan.tile_box(i, j)
             weighted = fg[max(0, y0 + margin) : max(0, y1 - margin), max(0, x0 + margin) : max(0, x1 - margin)]
             assert skip[i, j] == (not weighted.any()), (i, j)
 

@@ -25,6 +25,7 @@ from ..engine.job import Job
 from ..engine.outputs import OutputSpec
 from ..errors import DeviceWarning
 from ..plan import windows
+from ..plan.box import Box
 from ..plan.lattice import TilePlan, reflect_index
 from ..plan.partition import Block, Partition
 from ..sources import ChannelSource, ReadOptions, Source, SourceInfo, open_at, open_source
@@ -151,8 +152,8 @@ class WindowSource:
         return self.data[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
 
 
-def source_window(plan: TilePlan, block: Block) -> tuple[int, int, int, int] | None:
-    """``(y0, y1, x0, x1)``: the source pixels the tiles of ``block`` read (halo and reflection
+def source_window(plan: TilePlan, block: Block) -> Box | None:
+    """The :class:`~tiler.plan.box.Box`: the source pixels the tiles of ``block`` read (halo and reflection
     included), or None if no tile touches the block."""
     rows, cols = plan.tiles_touching(block)
     if not len(rows) or not len(cols):
@@ -160,7 +161,7 @@ def source_window(plan: TilePlan, block: Block) -> tuple[int, int, int, int] | N
     t, r, c = plan.tile, plan.rows, plan.cols
     ys = reflect_index(np.arange(r.origin(rows.start), r.origin(rows.stop - 1) + t), plan.height)
     xs = reflect_index(np.arange(c.origin(cols.start), c.origin(cols.stop - 1) + t), plan.width)
-    return int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    return Box(int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import ModelOutputError
 from ..models.spec import Normalisation
+from ..plan.box import Box
 from ..plan.partition import Block
 from ..runners.base import Runner
 from ..store.sink import Sink
@@ -159,7 +160,7 @@ def run_block(
     ]
     written: dict[int, int] = {}  # chunk row -> parts written (the writer thread's own)
 
-    def write(item: tuple[int, tuple[int, int, int, int], np.ndarray, Stitcher]) -> None:
+    def write(item: tuple[int, Box, np.ndarray, Stitcher]) -> None:
         index, (y0, y1, x0, x1), data, stitcher = item
         sink.write(y0, y1, x0, x1, data)
         stitcher.recycle(data)  # written: its buffer can hold a later chunk row (logits)
@@ -188,7 +189,7 @@ def run_block(
                     data = job.output.convert(row.logits, row.covered, out)
                     if data is not row.logits:
                         stitcher.recycle(row.logits)
-                    writer.put((row.index, (row.y0, row.y1, row.x0, row.x1), data, stitcher))
+                    writer.put((row.index, Box(row.y0, row.y1, row.x0, row.x1), data, stitcher))
         return stitch
 
     workers: list[Worker[Any]] = [

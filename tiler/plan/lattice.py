@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SettingsError
+from .box import Box
 from .partition import Block
 
 
@@ -162,10 +163,11 @@ class TilePlan:
     def n_tiles(self) -> int:
         return self.rows.count * self.cols.count
 
-    def tile_box(self, i: int, j: int) -> tuple[int, int, int, int]:
-        """``(y0, x0, y1, x1)`` of tile ``(i, j)`` in image coordinates (may reach outside)."""
+    def tile_box(self, i: int, j: int) -> Box:
+        """The :class:`~tiler.plan.box.Box` ``(y0, y1, x0, x1)`` of tile ``(i, j)`` in image coordinates
+        (may reach outside)."""
         y0, x0 = self.rows.origin(i), self.cols.origin(j)
-        return (y0, x0, y0 + self.tile, x0 + self.tile)
+        return Box(y0, y0 + self.tile, x0, x0 + self.tile)
 
     def tiles_touching(self, block: Block) -> tuple[range, range]:
         """Tile rows and tile columns whose weighted part meets ``block``."""
