@@ -73,7 +73,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, (flags, extra) in cases.items():
             cmd = [sys.executable, "-m", "tiler.cli.main", "run", str(image), "-m", str(model), "-o", str(out),
-                   "--overwrite", "--device", "cpu", "--output", args.output, *flags]
+                   "--overwrite", "--device", "cpu", "--kind", args.output, *flags]
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env={**env, **extra}, capture_output=True)
             best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)

@@ -20,7 +20,7 @@ def test_run_writes_a_complete_zarr_group(rgb_tiff, small_unet_checkpoint: Path,
     path, pixels = rgb_tiff
     out = tmp_path / "out.zarr"
     rc = main(["run", str(path), "--model", str(small_unet_checkpoint), "--tile", "128", "--overlap", "32",
-               "--output", "probs", "--chunk", "256", "-o", str(out), "--device", "cpu"])
+               "--kind", "probs", "--chunk", "256", "-o", str(out), "--device", "cpu"])
     assert rc == 0
     summary = capsys.readouterr().out
     assert f"wrote {out}" in summary and "3 x 600 x 900 uint8" in summary
@@ -57,7 +57,7 @@ def test_labels_are_uint8_height_by_width(rgb_tiff, tmp_path: Path) -> None:
         "tiler.json": json.dumps({"name": "brightness", "in_channels": 3, "out_channels": 2})})
     out = tmp_path / "labels.zarr"
     assert main(["run", str(path), "-m", str(model_file), "--tile", "128", "--overlap", "32",
-                 "--output", "labels", "-o", str(out), "--device", "cpu"]) == 0
+                 "--kind", "labels", "-o", str(out), "--device", "cpu"]) == 0
     arr = zarr.open_group(out, mode="r")["0"]
     assert arr.shape == (600, 900) and arr.dtype == np.uint8
     # the labels are the argmax of the blended logits of the same run (not just "some value <= 2")
@@ -83,7 +83,7 @@ def test_existing_output_is_never_overwritten_without_flag(rgb_tiff, small_unet_
     assert err.startswith("error: ") and "--overwrite" in err and err.count("\n") == 1
     np.testing.assert_array_equal(zarr.open_group(out, mode="r")["0"][:], before)  # refused: untouched
     # --overwrite replaces it: run with other settings, so a kept old output would show
-    assert main([*args, "--overwrite", "--output", "labels"]) == 0
+    assert main([*args, "--overwrite", "--kind", "labels"]) == 0
     after = zarr.open_group(out, mode="r")
     assert after["0"].shape == (600, 900) and after.attrs["tiler"]["settings"]["output"] == "labels"
     np.testing.assert_array_equal(after["0"][:], before.argmax(0))
@@ -138,3 +138,15 @@ def test_metadata_flags_override_the_model(rgb_tiff, small_unet_checkpoint: Path
     spec = b.attrs["tiler"]["model"]["spec"]
     assert spec["mean"] == [0.5, 0.5, 0.5] and spec["class_names"] == ["bg", "tissue", "nuclei"]
     assert np.abs(a["0"][:] - b["0"][:]).max() > 1e-3  # the normalisation really changed
+
+
+def test_output_kind_flag_is_kind_and_the_old_spelling_still_works_with_a_warning(rgb_tiff, tmp_path: Path) -> None:
+    """``--out`` is the path, ``--kind`` what is stored; ``--output`` (its old name) warns for one release."""
+    path, _ = rgb_tiff
+    args = ["run", str(path), "--tile", "128", "--overlap", "32", "--device", "cpu", "--no-pyramid"]
+    assert main([*args, "--kind", "labels", "-o", str(tmp_path / "new.zarr")]) == 0
+    with pytest.warns(FutureWarning, match="^--output is now --kind; --output will be removed in the next release$"):
+        assert main([*args, "--output", "labels", "-o", str(tmp_path / "old.zarr")]) == 0
+    new, old = (zarr.open_group(tmp_path / f"{n}.zarr", mode="r") for n in ("new", "old"))
+    assert old.attrs["tiler"]["settings"]["output"] == "labels"
+    np.testing.assert_array_equal(new["0"][...], old["0"][...])

@@ -76,7 +76,7 @@ def test_default_model_through_the_cli(tmp_path: Path) -> None:
 
     image = np.full((100, 120, 3), (242, 240, 244), np.uint8)  # bare glass, smaller than a tile
     tifffile.imwrite(tmp_path / "glass.tif", image, photometric="rgb")
-    assert main(["run", str(tmp_path / "glass.tif"), "--output", "labels", "--device", "cpu"]) == 0
+    assert main(["run", str(tmp_path / "glass.tif"), "--kind", "labels", "--device", "cpu"]) == 0
     import zarr
 
     labels = zarr.open_group(tmp_path / "glass.zarr", mode="r")["0"][:]

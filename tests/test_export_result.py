@@ -204,7 +204,7 @@ def test_run_preview_flag(outputs, tmp_path, capsys) -> None:
     torch.jit.script(Threshold()).save(str(tmp_path / "m.pt"))
     out = tmp_path / "cli.zarr"
     code = cli(["run", str(tmp / "in.tif"), "--model", str(tmp_path / "m.pt"), "--device", "cpu",
-                "-o", str(out), "--tile", "128", "--overlap", "32", "--output", "probs", "--preview",
+                "-o", str(out), "--tile", "128", "--overlap", "32", "--kind", "probs", "--preview",
                 "--no-pyramid"])
     assert code == 0 and "preview" in capsys.readouterr().out
     png = imagecodecs.png_decode((tmp_path / "cli.zarr.png").read_bytes())

@@ -223,7 +223,7 @@ def test_cli_tissue_reports_skipped_tiles(slide, tmp_path: Path, capsys, small_u
     path, _ = slide
     out = tmp_path / "cli.zarr"
     assert main(["run", str(path), "--tissue", "auto", "--mpp", "2", "-m", str(small_unet_checkpoint),
-                 "--tile", "64", "--overlap", "16", "--output", "labels", "-o", str(out),
+                 "--tile", "64", "--overlap", "16", "--kind", "labels", "-o", str(out),
                  "--device", "cpu"]) == 0
     summary = capsys.readouterr().out
     assert "192 x 256 uint8" in summary and "skipped" in summary

@@ -302,7 +302,7 @@ def test_compile_pads_every_call_to_the_batch_size(monkeypatch, tmp_path) -> Non
     model = save_model(tmp_path / "m.pt")
     image = write_tiff(tmp_path / "i.tif", (np.random.default_rng(0).random((150, 130, 3)) * 255).astype(np.uint8))
     args = ["--model", str(model), "--tile", "64", "--overlap", "16", "--batch-size", "5", "--device", "cpu",
-            "--output", "logits", "--no-pyramid"]
+            "--kind", "logits", "--no-pyramid"]
     assert main(["run", str(image), "-o", str(tmp_path / "c.zarr"), "--compile", *args]) == 0
     assert shapes and set(shapes) == {(5, 3, 64, 64)}
     assert main(["run", str(image), "-o", str(tmp_path / "e.zarr"), *args]) == 0

@@ -1,7 +1,7 @@
 """The demo: write a synthetic pyramidal whole-slide TIFF and run the built-in model on it.
 
 ``python -m tools.demo [--out-dir demo] [--size 8192]`` makes ``demo/slide.tif`` (if missing) and
-runs the equivalent of ``tiler run demo/slide.tif --output probs --out demo/slide.zarr``.
+runs the equivalent of ``tiler run demo/slide.tif --kind probs --out demo/slide.zarr``.
 
 :func:`make_slide` is also what tests and benchmarks use to get realistic input files. Slides are
 written tile by tile from a generator (every level rendered on its own by
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"using the existing {slide}")
     out = out_dir / "slide.zarr"
-    print(f"$ tiler run {slide} --output probs --out {out}")
+    print(f"$ tiler run {slide} --kind probs --out {out}")
     result = tiler.run(slide, out=out, overwrite=True, output="probs", progress=True,
                        device=args.device)
     print(result.summary())

@@ -22,7 +22,7 @@ Sliding-window inference for images too large to run a network on in one piece.
 
 examples:
   $ tiler run scan.tif                          # built-in UNet, logits to scan.zarr
-  $ tiler run scan.tif --output probs --tile 1024 --overlap 128 -o probs.zarr
+  $ tiler run scan.tif --kind probs --tile 1024 --overlap 128 -o probs.zarr
   $ tiler info scan.tif
   $ tiler export-result probs.zarr --format tiff     # pyramidal OME-TIFF
   $ tiler eval labels.zarr truth.tif --json
@@ -59,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.formatwarning = _one_line_warning  # catch_warnings does not restore this one
+            for old, new in getattr(args, "renamed_flags", None) or ():
+                warnings.warn(f"{old} is now {new}; {old} will be removed in the next release", FutureWarning,
+                              stacklevel=1)
             return int(args.func(args) or 0)
     except TilerError as exc:
         if args.debug:

@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from ..config import Settings
 from ..engine.outputs import OUTPUT_KINDS
 from ..plan.windows import list_windows
 
 _DEFAULTS = Settings()
+
+
+class RenamedFlag(argparse.Action):
+    """An old spelling of a renamed flag: stores like the new one and notes itself in
+    ``namespace.renamed_flags``, which :func:`tiler.cli.main.main` turns into one warning each."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, values)
+        renamed = getattr(namespace, "renamed_flags", None) or []
+        namespace.renamed_flags = [*renamed, (option_string, self.new)]
 
 
 def _whole(text: str) -> int:
@@ -173,9 +189,12 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", "-o", metavar="PATH",
                    help="output zarr group (default: scan.tif -> scan.zarr, scan.zarr -> scan.pred.zarr)")
-    g.add_argument("--output", default="logits", choices=OUTPUT_KINDS,
-                   help="logits (float32), probs (uint8 p*255 unless --dtype float32) or labels (uint8)")
-    g.add_argument("--dtype", choices=("uint8", "float32"), help="stored dtype for --output probs")
+    g.add_argument("--kind", dest="output", default="logits", choices=OUTPUT_KINDS,
+                   help="what is stored: logits (float32), probs (uint8 p*255 unless --dtype float32) or "
+                        "labels (uint8); --output, its old name, still works for one release")
+    g.add_argument("--output", dest="output", choices=OUTPUT_KINDS, action=RenamedFlag, new="--kind",
+                   help=argparse.SUPPRESS)
+    g.add_argument("--dtype", choices=("uint8", "float32"), help="stored dtype for --kind probs")
     g.add_argument("--chunk", type=positive_int, default=_DEFAULTS.chunk, metavar="N",
                    help=f"output chunk edge in pixels (default {_DEFAULTS.chunk})")
     g.add_argument("--overwrite", action="store_true",

@@ -18,9 +18,9 @@ from .options import (
 EXAMPLES = """\
 examples:
   $ tiler run scan.tif
-  $ tiler run scan.tif --output labels -o labels.zarr --overwrite
+  $ tiler run scan.tif --kind labels -o labels.zarr --overwrite
   $ tiler run scene.tif --model unet.pt --tile 1024 --overlap 128 --window cosine
-  $ tiler run slide.svs --mpp 1.0 --tissue auto --output labels  # 1 µm pixels, skip the glass
+  $ tiler run slide.svs --mpp 1.0 --tissue auto --kind labels  # 1 µm pixels, skip the glass
   $ tiler run slides/ --out-dir preds/ --report report.json      # every image in a directory
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster

@@ -49,7 +49,7 @@ class OutputSpec:
             raise SettingsError(f"unknown output {self.kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
         allowed = {"logits": ("float32",), "probs": ("uint8", "float32"), "labels": ("uint8",)}[self.kind]
         if self.dtype is not None and self.dtype not in allowed:
-            raise SettingsError(f"--dtype {self.dtype} does not work with --output {self.kind}")
+            raise SettingsError(f"--dtype {self.dtype} does not work with --kind {self.kind}")
         if self.kind == "labels" and self.channels > 255:
             raise SettingsError(f"{self.channels} classes do not fit uint8 labels")
         if self.store_dtype == np.uint8 and not 0 <= self.fill <= 255:
