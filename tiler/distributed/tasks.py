@@ -247,7 +247,7 @@ def predict_dask(
     h, w, c = source.shape
     lazy = isinstance(image, (str, os.PathLike))
     src_ref = SourceRef.of(image, read=getattr(job.source.info, "read", None)) if lazy else None
-    array = None
+    array: Any = None
     if not lazy:
         chunks = (2048, 2048) + (-1,) * (image.ndim - 2)
         array = image if hasattr(image, "dask") else da.from_array(image, chunks=chunks)

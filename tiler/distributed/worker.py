@@ -142,8 +142,11 @@ class WindowSource:
         self.data = data if data.ndim == 3 else data[..., None]
         self.origin, self.shape, self.name = origin, shape, name
         self.dtype = self.data.dtype
-        self.chunks = (1, shape[1])  # read exactly the rows asked for: never outside the window
+        self.chunks: tuple[int, int] | None = (1, shape[1])  # read exactly the rows asked for: never outside the window
         self.info = SourceInfo(format="window")
+
+    def close(self) -> None:
+        """Nothing to close: the window is an array."""
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         oy, ox = self.origin

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 
@@ -210,7 +211,7 @@ class TileLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         c, t, n = self.source.shape[2], self.plan.tile, self.batch_size
-        k, rows_done = 0, []
+        k, rows_done = 0, cast("list[int]", [])
         buf, index = self.pool.take((n, c, t, t), self.dtype), np.empty((n, 2), np.int64)
         for i in self.rows:
             wanted = [j for j in self.cols if not (self.skip and self.skip(i, j))]

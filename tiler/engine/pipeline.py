@@ -8,6 +8,7 @@ inference, blending and compression overlap and memory stays bounded.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -150,10 +151,16 @@ def run_block(
     )
     view = getattr(sink, "view", None)
     in_place = view is not None and job.output.kind == "logits" and job.skip is None
+
+    def target(part: Block) -> Callable[[int, int], np.ndarray] | None:
+        """Rows ``[y0, y1)`` of ``part`` in the sink's own array, to blend into in place."""
+        if not in_place or view is None:
+            return None
+        return lambda y0, y1: view(y0, y1, part.x0, part.x1)
+
     stitchers = [
         Stitcher(
-            job.plan, part, job.window, job.output.channels, job.partition.chunk,
-            (lambda y0, y1, p=part: view(y0, y1, p.x0, p.x1)) if in_place else None,
+            job.plan, part, job.window, job.output.channels, job.partition.chunk, target(part),
             complete=job.skip is None, target_zeroed=getattr(sink, "zeroed", False),
         )
         for part in parts
@@ -207,7 +214,7 @@ def run_block(
                 if outputs is None or not np.may_share_memory(outputs, batch.tiles):
                     pool.give(batch.tiles)
                 else:
-                    release = _Countdown(len(workers), lambda tiles=batch.tiles: pool.give(tiles))
+                    release = _Countdown(len(workers), functools.partial(pool.give, batch.tiles))
                 for worker in workers:
                     worker.put((outputs, batch.index, batch.rows_done, release))
                 if on_tiles:

@@ -241,6 +241,7 @@ class Stitcher:
         if acc is None:  # no computed tile touched this row (all skipped)
             acc = np.zeros((self.channels, y1 - y0, w), np.float32)
             wsum = np.zeros((y1 - y0, w), np.float32)
+        assert wsum is not None  # pending rows hold both sums
         if self._added.pop(j, 0) == len(self.plan.rows.touching(y0, y1)) * self._cols:
             # every lattice tile touching the row was added: every pixel is covered (the lattice
             # invariant), so no coverage scan and no masked division

@@ -109,7 +109,7 @@ class GeoReference:
         at source raster ``i`` is at output ``i / f``; for PixelIsPoint rasters a centre ``i`` is at
         ``(i + 0.5) / f - 0.5``.
         """
-        fy, fx = (factor, factor) if np.isscalar(factor) else factor  # type: ignore[misc]
+        fy, fx = (factor, factor) if isinstance(factor, (int, float, np.number)) else factor
         fy, fx = float(fy), float(fx)
         if fy == 1.0 and fx == 1.0:
             return self

@@ -187,7 +187,8 @@ def auto_tissue(image: Any, source: Source) -> Mask:
         k = max((i for i, (lh, lw) in enumerate(levels) if max(h0 / lh, w0 / lw) <= want), default=0)
         if low.info.level != k:  # the same series, plane and channels as the processed source
             read = source.info.read or low.info.read
-            same = {} if read is None else {"series": read.series, "plane": read.plane, "channels": read.channels}
+            same: dict[str, Any] = (
+                {} if read is None else {"series": read.series, "plane": read.plane, "channels": read.channels})
             low = opened = open_source(image, level=k, **same)
     lh, lw = low.shape[:2]
     reduce = max(1, int(want * lh / h0))

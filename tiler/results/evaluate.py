@@ -120,7 +120,7 @@ def metrics_from_confusion(confusion: np.ndarray) -> dict[str, np.ndarray]:
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
     """(K, K) int64 counts of (truth, prediction) pairs; inputs are equal-shape integer arrays."""
-    dtype = np.uint16 if classes * classes <= 65536 else np.int64
+    dtype: Any = np.uint16 if classes * classes <= 65536 else np.int64
     idx = truth.astype(dtype).ravel() * dtype(classes) + pred.astype(dtype).ravel()
     return np.bincount(idx, minlength=classes * classes).reshape(classes, classes).astype(np.int64)
 

@@ -111,7 +111,7 @@ class TorchRunner(Runner):
     def fingerprint(self) -> str:
         """SHA-256 over every parameter and buffer (names, shapes, dtypes, bytes), the precision and
         the spec: equal for the same weights on any device, different after any weight change."""
-        if getattr(self, "_fingerprint", None) is None:
+        if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(repr((type(self._weights).__qualname__, self.precision, self.spec.to_dict())).encode())
             for name, tensor in self._weights.state_dict().items():

@@ -27,7 +27,7 @@ def _parse_plane(plane: Any) -> tuple[tuple[str, int], ...]:
     elif isinstance(plane, dict):
         items = list(plane.items())
     else:
-        items = [tuple(p) for p in plane]  # type: ignore[misc]
+        items = [tuple(p) for p in plane]
     out: dict[str, int] = {}
     for key, value in items:
         axis = str(key).strip().upper()

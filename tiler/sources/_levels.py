@@ -58,7 +58,7 @@ def open_at(
 
 def _open_at(image: Any, options: ReadOptions) -> Source:
     level, mpp = options.level, options.mpp
-    what = {"series": options.series, "plane": options.plane, "channels": options.channels}
+    what: dict[str, Any] = {"series": options.series, "plane": options.plane, "channels": options.channels}
     if level is not None and mpp is not None:
         raise SettingsError("--level and --mpp both choose the resolution; give one of them")
     if level is not None and level < 0:

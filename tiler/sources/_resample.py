@@ -83,7 +83,7 @@ class ResampledSource:
     def __init__(
         self, source: Source, factor: float | tuple[float, float], *, mpp: tuple[float, float] | None = None
     ) -> None:
-        fy, fx = (factor, factor) if np.isscalar(factor) else factor  # type: ignore[misc]
+        fy, fx = (factor, factor) if isinstance(factor, (int, float, np.number)) else factor
         self.factor = (float(fy), float(fx))
         if not (self.factor[0] > 0 and self.factor[1] > 0):
             raise ValueError(f"resampling factor must be > 0, got {factor}")
@@ -93,7 +93,7 @@ class ResampledSource:
         self.shape = (resampled_size(h, self.factor[0]), resampled_size(w, self.factor[1]), c)
         self.dtype = source.dtype
         self.chunks = (
-            (max(1, round(source.chunks[0] / fy)), max(1, round(source.chunks[1] / fx)))
+            (max(1, round(source.chunks[0] / self.factor[0])), max(1, round(source.chunks[1] / self.factor[1])))
             if source.chunks else None
         )
         info = source.info

@@ -59,7 +59,7 @@ def array_crc(array: Any) -> str:
     step = max(1, _BAND_BYTES // row_bytes)
     for y in range(0, arr.shape[0], step):
         band = np.ascontiguousarray(arr[y : y + step])
-        crc = zlib.crc32(memoryview(band).cast("B"), crc)
+        crc = zlib.crc32(band.data.cast("B"), crc)
     return f"crc32:{crc:08x}"
 
 

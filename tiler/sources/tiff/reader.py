@@ -359,7 +359,7 @@ class TiffSource:
         stored = (h, w, layout.channels)
         self.shape = check_image_shape(self.name, (h, w, self._photo.channels), self._photo.dtype)
         self.dtype = self._photo.dtype
-        self.chunks = (
+        self.chunks: tuple[int, int] | None = (
             (int(page.chunks[0]), int(page.chunks[1])) if page.is_tiled else (int(page.rowsperstrip), w)
         )
         self.level = level
