@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test test-fast lint typecheck demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,16 @@ install: $(VENV)/.installed
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+# mypy's level (default checks; see [tool.mypy] in pyproject.toml): tiler/ passes it with no error.
+typecheck: install
+	$(BIN)/python -m mypy
+
+test: lint typecheck
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+
+# Without the `slow` tests (subprocess runs, signals, clusters): a quick check while working.
+test-fast: lint typecheck
+	$(BIN)/python -m pytest -q --durations=15 -m "not slow" $(PYTEST_ARGS)
 
 demo: install
 	$(BIN)/python -m tools.demo
@@ -33,4 +41,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_engine.py
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo .pytest_cache .ruff_cache .mypy_cache

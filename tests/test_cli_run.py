@@ -126,6 +126,7 @@ def test_console_script_help_has_examples() -> None:
     assert res.returncode == 0 and "$ tiler run scan.tif" in res.stdout
 
 
+@pytest.mark.slow
 def test_metadata_flags_override_the_model(rgb_tiff, small_unet_checkpoint: Path, tmp_path: Path) -> None:
     """``--mean/--std/--class-names`` replace the model's recorded normalisation and names."""
     path, _ = rgb_tiff

@@ -55,6 +55,7 @@ def heldout(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.nd
     return label_rule(rgb), pred, truth
 
 
+@pytest.mark.slow
 def test_default_model_finds_glass_and_tissue(heldout) -> None:
     _, pred, truth = heldout
     assert 0.3 < truth.mean() < 0.6  # the slide has both

@@ -92,6 +92,7 @@ def test_label_rule_on_known_colours() -> None:
     assert 80 < (labels == 2).sum() < 140
 
 
+@pytest.mark.slow
 def test_demo_main_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["--out-dir", str(tmp_path), "--size", "640", "--device", "cpu"])
     assert rc == 0

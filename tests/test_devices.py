@@ -92,6 +92,7 @@ def two_tiffs(tmp_path):
     return paths
 
 
+@pytest.mark.slow
 @needs_no_cuda
 def test_cli_device_auto_prints_one_cpu_line_and_the_report_names_the_runtime(two_tiffs, tmp_path):
     """In a subprocess: pytest records warnings itself instead of letting the CLI print them."""
@@ -150,3 +151,55 @@ def test_workers_beyond_the_gpus_say_so(monkeypatch):
         assert len(_cluster.local_cluster_spec(2)) == 2  # as many GPUs as workers: nothing to say
         cpu = _cluster.local_cluster_spec(4, gpus=False)  # --device cpu: CPU workers, not GPU ones
     assert len(cpu) == 4 and all("CUDA_VISIBLE_DEVICES" not in w["options"]["env"] for w in cpu.values())
+
+
+# --- on a CUDA GPU (marked ``gpu``: skipped without one, see tests/conftest.py) -------------------
+
+def _unet_checkpoint(tmp_path: Path) -> Path:
+    from tiler.models.unet import UNet
+
+    torch.manual_seed(0)
+    net = UNet(3, 3, base_channels=8).eval()
+    path = tmp_path / "unet.pt"
+    torch.save({"state_dict": net.state_dict(), "config": net.config()}, path)
+    return path
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision, atol", [("fp32", 1e-3), ("fp16", 5e-2), ("bf16", 2e-1)])
+def test_cuda_predict_agrees_with_the_cpu(tmp_path, precision, atol):
+    model = _unet_checkpoint(tmp_path)
+    image = smooth_image((300, 260, 3), seed=5)
+    cpu = tiler.predict(image, model, tile=128, overlap=32, device="cpu")
+    gpu = tiler.predict(image, model, tile=128, overlap=32, device="cuda", precision=precision)
+    assert gpu.shape == cpu.shape and gpu.dtype == np.float32
+    np.testing.assert_allclose(gpu, cpu, rtol=0, atol=atol * max(1.0, float(np.abs(cpu).max())))
+
+
+@pytest.mark.gpu
+def test_cuda_run_records_the_gpu_and_equals_predict(tmp_path):
+    import zarr
+
+    model = _unet_checkpoint(tmp_path)
+    image = smooth_image((200, 300, 3), seed=6)
+    result = tiler.run(image, model, out=tmp_path / "o.zarr", tile=128, overlap=32, chunk=64, device="cuda",
+                       pyramid=False)
+    assert "on cuda" in result.runtime
+    expected = tiler.predict(image, model, tile=128, overlap=32, device="cuda")
+    np.testing.assert_allclose(zarr.open_group(result.path, mode="r")["0"][...], expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_cuda_onnx_provider_agrees_with_the_cpu_provider(tmp_path):
+    import onnxruntime as ort
+
+    from exporters import export
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDAExecutionProvider")
+    onnx_file = tmp_path / "unet.onnx"
+    export(_unet_checkpoint(tmp_path), onnx_file, format="onnx", log=None)
+    image = smooth_image((200, 200, 3), seed=7)
+    cpu = tiler.predict(image, onnx_file, tile=128, overlap=32, device="cpu", provider="cpu")
+    gpu = tiler.predict(image, onnx_file, tile=128, overlap=32, device="cuda", provider="cuda")
+    np.testing.assert_allclose(gpu, cpu, rtol=0, atol=1e-3)

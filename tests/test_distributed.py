@@ -63,6 +63,7 @@ def test_two_workers_equal_one_process(tmp_path, client, tiff, output):
     assert multi.tiles >= single.tiles  # block borders repeat a little work, never less
 
 
+@pytest.mark.slow
 def test_worker_processes_with_model_file_equal_one_process(tmp_path, tiff, model_file):
     """Real worker processes, the model given as a path (loaded once per worker process)."""
     single = tiler.run(tiff, model_file, out=tmp_path / "one.zarr", device="cpu", **SETTINGS)

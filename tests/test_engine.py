@@ -77,6 +77,7 @@ def test_without_margin_tiling_differs_from_whole_image() -> None:
     assert np.abs(out - whole).max() > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", ["logits", "probs", "labels"])
 def test_result_is_independent_of_the_partition(tmp_path: Path, small_unet_checkpoint: Path, output: str) -> None:
     """Blocks of any size give the same outputs: floats within 1e-6, integers identical.

@@ -66,6 +66,7 @@ def _output(out: Path) -> tuple[np.ndarray, dict]:
     return np.asarray(group["0"][:]), dict(group.attrs)["tiler"]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted(case, tmp_path):
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -102,6 +103,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(case, tmp_pat
     np.testing.assert_allclose(data, expected, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resumes(case, tmp_path):
     out = tmp_path / "interrupted.zarr"
     proc = _cli(case, out)
@@ -161,6 +163,7 @@ def _owner_appears(proc: subprocess.Popen, out: Path, timeout: float = 60) -> di
     return json.loads(out.with_name(out.name + ".owner.json").read_text())
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_live_output_is_refused_and_a_killed_one_does_not_block_resume(
     case, tmp_path, capsys
 ):
