@@ -43,7 +43,7 @@ SIZES = {
 UNET_ROUNDS = 3
 
 #: Level 0 only, like the competitors' scripts: the default OME-Zarr pyramid (levels 1, 2, ...
-#: built after level 0, see tiler/pyramid.py) is extra work that they do not do.
+#: built after level 0, see tiler/store/pyramid.py) is extra work that they do not do.
 RUN_OPTIONS = {"pyramid": False}
 
 

@@ -1,4 +1,4 @@
-"""Review fixes: a dask-array input on a cluster is not materialised all at once."""
+"""tiler/distributed/tasks.py on a cluster: a dask-array input is not materialised all at once."""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import tiler
 from tiler.cli.main import main as cli
 from tiler.errors import OutputError
 from tiler.models.spec import ModelSpec
+from tiler.results import export as er
 from tiler.results.export import export_result, iter_tiles
 from tiler.results.preview import centres, class_colours, overlay, render_preview, sample
 from tiler.results.result import Result
@@ -210,3 +211,41 @@ def test_run_preview_flag(outputs, tmp_path, capsys) -> None:
     png = imagecodecs.png_decode((tmp_path / "cli.zarr.png").read_bytes())
     assert png.shape == (600, 900, 3)  # never enlarged; 900 < 1536
     assert sorted(zarr.open_group(str(out), mode="r").array_keys()) == ["0", "progress"]
+
+
+# --- never a half-written file at the target path ----------------------------------------------------
+
+@pytest.fixture()
+def result(tmp_path):
+    runner = FunctionRunner(lambda x: x[:, :1] - 0.5, normalise=False)
+    tiler.run(np.random.default_rng(0).random((300, 200, 1), np.float32), runner, out=tmp_path / "o.zarr",
+              tile=64, overlap=16, chunk=64, pyramid_levels=2)
+    return tmp_path / "o.zarr"
+
+
+def test_a_failed_export_keeps_the_earlier_file_and_leaves_no_partial_one(result, monkeypatch) -> None:
+    target = result.parent / "o.tif"
+    target.write_bytes(b"earlier export")
+
+    def failing(array, tile):
+        yield np.zeros((tile, tile), array.dtype)
+        raise RuntimeError("read error in the middle of the export")
+
+    monkeypatch.setattr(er, "iter_tiles", failing)
+    with pytest.raises(RuntimeError):
+        er.export_result(result, target, tile=64, overwrite=True)
+    assert target.read_bytes() == b"earlier export"
+    assert sorted(p.name for p in result.parent.iterdir()) == ["o.tif", "o.zarr"]
+
+
+def test_a_failed_export_leaves_no_file(result, monkeypatch) -> None:
+    def failing(array, tile):
+        raise RuntimeError("read error")
+        yield
+
+    monkeypatch.setattr(er, "iter_tiles", failing)
+    with pytest.raises(RuntimeError):
+        er.export_result(result, result.parent / "new.tif", tile=64)
+    assert sorted(p.name for p in result.parent.iterdir()) == ["o.zarr"]
+    monkeypatch.undo()
+    assert er.export_result(result, result.parent / "new.tif", tile=64).is_file()  # and it still works

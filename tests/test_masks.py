@@ -255,3 +255,22 @@ def test_skip_table_pickles_and_matches_the_array() -> None:
     skip = np.random.default_rng(0).random((13, 29)) < 0.5
     p = pickle.loads(pickle.dumps(skip_predicate(skip)))
     assert all(p(i, j) == skip[i, j] for i in range(13) for j in range(29))
+
+
+def test_run_eval_and_stats_read_one_roi_mask_the_same_way() -> None:
+    """One reader (tiler/masks/roi.py): a mask larger than the image, inside only in its second
+    channel, is the same region for run's skip table, eval's regions and stats' counts."""
+    from tiler.masks.roi import RoiMask
+    from tiler.results.stats import channel_stats
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((80, 120, 3), np.uint8)  # twice the image's size
+    mask[10:50, 20:100, 1] = rng.integers(1, 255, (40, 80))
+    image = rng.random((40, 60, 3)).astype(np.float32)
+    expected = mask[::2, ::2].any(axis=2)  # nearest: image pixel (y, x) <- mask pixel (2y, 2x)
+    with RoiMask(mask, (40, 60)) as roi:
+        np.testing.assert_array_equal(roi.region(0, 40, 0, 60), expected)
+    low = load_roi(mask, (40, 60))  # run: the skip table's mask, at the mask's resolution
+    np.testing.assert_array_equal(low.array, mask.any(axis=2))
+    assert low.scale == (0.5, 0.5)
+    assert channel_stats(image, roi=mask, block=16).count == expected.sum()

@@ -1,4 +1,4 @@
-"""Review fixes: output conversion (activation "none")."""
+"""Output kinds and their conversion (tiler/engine/outputs.py), activation "none" included."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review fixes: the zarr output sink."""
+"""The zarr output sink (tiler/store/sink.py)."""
 
 from __future__ import annotations
 

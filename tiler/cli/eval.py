@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_result_argument(p)
     p.add_argument("truth", metavar="TRUTH", help="label image of the output's size (class indices)")
     p.add_argument("--roi", metavar="MASK", help="evaluate only where this mask is nonzero "
-                   "(the output's size or smaller)")
+                   "(any resolution, read as by tiler run --roi)")
     p.add_argument("--ignore-index", type=int, metavar="V", help="leave out truth pixels with value V")
     p.add_argument("--truth-threshold", type=float, metavar="T",
                    help="binary truth: class 1 where TRUTH >= T (for 0/255 masks)")

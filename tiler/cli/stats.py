@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", metavar="INPUT", help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image")
     p.add_argument("--roi", metavar="MASK", help="count only pixels where this mask is nonzero "
-                   "(the image's size or smaller)")
+                   "(any resolution, read as by tiler run --roi)")
     p.add_argument("--tissue", choices=("auto", "none"), default="none",
                    help="auto: count only tissue, detected as tiler run --tissue auto does")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -140,7 +140,7 @@ def evaluate(
     result : an output group of :func:`tiler.run`.
     truth : an (H, W) label image of the output's full-resolution size (path or array); values are
         class indices 0..K-1.
-    roi : optional mask (path or array, nonzero = evaluate; same size or smaller, scaled).
+    roi : optional mask (path or array, nonzero = evaluate; any resolution, see :mod:`tiler.masks.roi`).
     ignore_index : a truth value to leave out (e.g. 255 for "unlabelled").
     truth_threshold : for binary masks stored as 0/255: truth = (value >= threshold).
 

@@ -97,7 +97,7 @@ def channel_stats(
     Parameters
     ----------
     image : (H, W) or (H, W, C) image.
-    roi : optional mask (nonzero = counted), the image's size or smaller.
+    roi : optional mask (see :mod:`tiler.masks.roi`: any resolution, nonzero in any channel = counted).
     tissue : count only detected tissue (as ``tiler run --tissue auto`` finds it); with ``roi``,
         only pixels inside both.
     block : block edge in pixels; memory is about ``block**2 * C * 8`` bytes.

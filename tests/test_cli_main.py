@@ -1,4 +1,4 @@
-"""Review fixes: the CLI entry point."""
+"""The CLI entry point (tiler/cli/main.py): it leaves the warning format as it found it."""
 
 from __future__ import annotations
 

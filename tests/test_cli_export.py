@@ -1,4 +1,4 @@
-"""Review fixes: `tiler export` flags that set the model's metadata (issue 3: "flags override")."""
+"""`tiler export` (tiler/cli/export.py): the flags that set the model's metadata ("flags override")."""
 
 from __future__ import annotations
 
