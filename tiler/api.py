@@ -21,7 +21,7 @@ import numpy as np
 from . import __version__
 from .engine import BlockStats, Job, Settings, run_block
 from .errors import OutputError, SettingsError
-from .identity import input_digest, input_paths
+from .identity import _store_root, input_digest, input_paths
 from .keywords import SETTING_KEYWORDS, check_keywords, keyword_names
 from .masks import build_skip, skip_predicate
 from .models.load import load_runner
@@ -174,6 +174,14 @@ def default_output_path(image: Any) -> Path:
         raise OutputError("an output path (out=...) is needed when the input is not a file")
     path = Path(image)
     name = path.name
+    store = _store_root(path.resolve()) if path.exists() else path.resolve()
+    if store != path.resolve():  # a node inside a zarr store (scan.zarr/0): beside the store
+        inner = path.resolve().relative_to(store).parts
+        outer = path
+        for _ in inner:
+            outer = outer.parent
+        stem = store.name[: -len(".zarr")] if store.name.lower().endswith(".zarr") else store.name
+        return outer.with_name(f"{stem}.{'-'.join(inner)}.pred.zarr")
     if name.lower().endswith((".zarr", ".zarr/")) or path.is_dir():  # a zarr store: never itself
         for suffix in (".ome.zarr", ".zarr"):
             if name.lower().endswith(suffix):
@@ -198,6 +206,8 @@ def _input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) 
                           for m in masks}
         if isinstance(roi, (str, os.PathLike)):
             record["mask"]["roi"]["path"] = str(Path(roi).resolve())
+        if roi is not None and "roi" in record["mask"]:  # the same area elsewhere is another mask
+            record["mask"]["roi"]["digest"] = input_digest(roi)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image).resolve()
         record["path"] = str(path)
@@ -299,11 +309,12 @@ def run(
     with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
         t0 = time.perf_counter()
         out_path = Path(out) if out is not None else default_output_path(image)
-        _refuse_input_as_output(image, out_path)
+        _refuse_input_as_output(image, source, out_path)
+        target = out_path.resolve()  # one name for the lock, the sink and the tasks (symlinks)
         if out_path.exists() and not (overwrite or resume):
-            _refuse_existing(out_path)
+            _refuse_existing(out_path, target)
         if overwrite and out_path.exists():
-            refuse_unless_tiler_output(out_path)
+            refuse_unless_tiler_output(target)
         runner = load_runner(model, **model_options)
         job = Job.create(source, runner, _settings(**settings))
         skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
@@ -317,18 +328,18 @@ def run(
         shape = job.output.shape(h, w)
         record = _run_record(image, source, runner, job, masks, roi)
         run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing
-        lock = OutputLock(out_path, run_id)
+        lock = OutputLock(target, run_id)
         lock.acquire(break_lock=break_lock)
         sink: ZarrSink | None = None
         try:
             if resume and out_path.exists():
-                sink = ZarrSink.open(out_path, owner=lock, durable=durable)
+                sink = ZarrSink.open(target, owner=lock, durable=durable)
                 _check_resumable(out_path, sink.attributes, record, force=resume == "force")
                 sink.set_run_id(run_id)  # before any work: an earlier attempt's tasks stop
             else:
                 attributes = {"tiler": {**record, "complete": False, "run_id": run_id}, "ome": _ome(shape, source)}
                 sink = ZarrSink.create(
-                    out_path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
+                    target, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
                     stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite,
                     owner=lock, durable=durable,
                 )
@@ -345,7 +356,7 @@ def run(
                 else:
                     from .distributed import run_blocks
 
-                    stats = run_blocks(client, job, work, out_path, image=image, model=model,
+                    stats = run_blocks(client, job, work, target, image=image, model=model,
                                        model_options=model_options, on_tiles=report, level=level, mpp=mpp,
                                        run_id=run_id, durable=durable)
             finally:
@@ -417,18 +428,21 @@ def _check_resumable(path: Path, attributes: dict[str, Any], record: dict[str, A
         )
 
 
-def _refuse_input_as_output(image: Any, out: Path) -> None:
-    """The output may not be the input, lie inside it, or contain it (``--overwrite`` would delete it)."""
+def _refuse_input_as_output(image: Any, source: Source, out: Path) -> None:
+    """The output may not be the input, lie inside it (or inside its zarr store), or contain it
+    (``--overwrite`` would delete it)."""
     target = out.resolve()
-    for path in input_paths(image):
-        source = path.resolve()
-        if target == source or source in target.parents or target in source.parents:
-            relation = ("is" if target == source else "is inside" if source in target.parents else "contains")
+    for path in dict.fromkeys([*input_paths(image), *input_paths(source)]):  # in order, each once
+        source_path = path.resolve()
+        if target == source_path or source_path in target.parents or target in source_path.parents:
+            relation = ("is" if target == source_path else "is inside" if source_path in target.parents
+                        else "contains")
             raise OutputError(f"{out}: the output {relation} the input {path}; choose another output path")
 
 
-def _refuse_existing(path: Path) -> None:
-    holder = read_owner(path)
+def _refuse_existing(path: Path, target: Path) -> None:
+    """The error for an existing output without --overwrite or --resume (``target``: its real path)."""
+    holder = read_owner(target)
     if holder is not None and not holder.is_dead():
         raise OutputError(f"{path}: another tiler run is writing this output: {holder.describe()}")
     try:
