@@ -213,6 +213,8 @@ def test_complete_is_recorded_only_after_every_file_is_flushed(tmp_path, monkeyp
         mark = events.index(f"mark {row}")
         folder = str(out / "0" / "c" / "0" / str(row))
         assert any(e.startswith(f"fsync {folder}/") for e in events[mark:mark + 20]), events[mark:mark + 5]
+        # ... and the folder that names the new chunk row folder (else a power loss can drop it)
+        assert f"fsync {out / '0' / 'c' / '0'}" in events[mark:mark + 20]
 
 
 def test_a_failed_model_export_keeps_the_earlier_file(tmp_path, small_unet_checkpoint, monkeypatch) -> None:
