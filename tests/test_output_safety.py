@@ -213,6 +213,8 @@ def test_complete_is_recorded_only_after_every_file_is_flushed(tmp_path, monkeyp
         mark = events.index(f"mark {row}")
         folder = str(out / "0" / "c" / "0" / str(row))
         assert any(e.startswith(f"fsync {folder}/") for e in events[mark:mark + 20]), events[mark:mark + 5]
+        # ... and the folder that names the new chunk row folder (else a power loss can drop it)
+        assert f"fsync {out / '0' / 'c' / '0'}" in events[mark:mark + 20]
 
 
 def test_a_failed_model_export_keeps_the_earlier_file(tmp_path, small_unet_checkpoint, monkeypatch) -> None:
@@ -242,3 +244,129 @@ def test_no_background_flush_or_heartbeat_thread_outlives_a_run(tmp_path, model_
         tiler.run(image, model_file, out=tmp_path / "a.zarr", **SETTINGS)
     names = [t.name for t in threading.enumerate()]
     assert not [n for n in names if n in ("tiler-flush", "tiler-heartbeat")], names
+
+
+# ------------------------------------------------------------------ review findings, each a regression
+def test_an_earlier_output_read_through_dask_or_a_source_is_never_overwritten(tmp_path, model_file) -> None:
+    da = pytest.importorskip("dask.array")
+    from tiler.sources import open_source
+
+    out = tmp_path / "chain.zarr"
+    tiler.run(make_image((96, 96, 3)), model_file, out=out, **SETTINGS)
+    before = zarr.open_group(out, mode="r")["0"][:]
+    logits = da.from_zarr(str(out), component="0").transpose(1, 2, 0)
+    first = FunctionRunner(lambda t: t[:, :1], normalise=False)
+    with pytest.raises(OutputError, match="the output contains the input .*chain.zarr/0"):
+        tiler.run(logits, first, out=out, overwrite=True, **SETTINGS)
+    with pytest.raises(OutputError, match="the output (is|contains) the input"):
+        tiler.run(open_source(out), first, out=out, overwrite=True, **SETTINGS)
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["0"][:], before)
+
+
+def test_resume_sees_new_data_behind_a_dask_array_and_a_new_roi(tmp_path, model_file) -> None:
+    da = pytest.importorskip("dask.array")
+    store = tmp_path / "scan.zarr"
+    _zarr_input(store)
+    out = tmp_path / "d.zarr"
+
+    def interrupt():
+        group = zarr.open_group(str(out))
+        group.attrs["tiler"] = {**dict(group.attrs)["tiler"], "complete": False}
+        group["progress"][1:] = 0
+
+    tiler.run(da.from_zarr(str(store), component="0"), model_file, out=out, **SETTINGS)
+    interrupt()
+    zarr.open_array(str(store / "0"), mode="r+")[:] = 250
+    with pytest.raises(OutputError, match="input differs"):
+        tiler.run(da.from_zarr(str(store), component="0"), model_file, out=out, resume=True, **SETTINGS)
+
+    image = make_image((128, 128, 3))
+    left, right = np.zeros((128, 128), np.uint8), np.zeros((128, 128), np.uint8)
+    left[:, :64], right[:, 64:] = 1, 1  # the same area: only the content tells them apart
+    out = tmp_path / "roi.zarr"
+    tiler.run(image, model_file, out=out, roi=left, **SETTINGS)
+    interrupt()
+    with pytest.raises(OutputError, match="input differs"):
+        tiler.run(image, model_file, out=out, roi=right, resume=True, **SETTINGS)
+
+
+def test_a_symlinked_output_is_locked_and_replaced_as_the_real_one(tmp_path, model_file) -> None:
+    from tiler.store.ownership import OutputLock
+
+    image = make_image((96, 96, 3))
+    real, link = tmp_path / "real.zarr", tmp_path / "link.zarr"
+    tiler.run(image, model_file, out=real, **SETTINGS)
+    link.symlink_to(real)
+    holder = OutputLock(real, "a-live-run")
+    holder.acquire()
+    try:
+        with pytest.raises(OutputError, match="another tiler run is writing this output"):
+            tiler.run(image, model_file, out=link, overwrite=True, **SETTINGS)
+    finally:
+        holder.release()
+    tiler.run(image, model_file, out=link, overwrite=True, **SETTINGS)  # not "rmtree on a symlink"
+    assert link.is_symlink() and zarr.open_group(real, mode="r").attrs["tiler"]["complete"] is True
+
+
+def test_the_default_output_of_an_array_inside_a_store_is_beside_the_store(tmp_path, model_file) -> None:
+    from tiler.store.paths import default_output_path
+
+    _zarr_input(tmp_path / "scan.zarr")
+    assert default_output_path(tmp_path / "scan.zarr" / "0") == tmp_path / "scan.0.pred.zarr"
+    with pytest.raises(OutputError, match="the output is inside the input"):
+        tiler.run(tmp_path / "scan.zarr" / "0", model_file, out=tmp_path / "scan.zarr" / "pred.zarr", **SETTINGS)
+
+
+def test_holders_are_judged_by_their_process_on_this_host_and_by_the_lease_elsewhere() -> None:
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from tiler.store.ownership import Owner, _boot_id, _proc_start
+
+    paused = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        stale = time.time() - 10_000
+        here = Owner("r", socket.gethostname(), paused.pid, _proc_start(paused.pid), _boot_id(), stale)
+        assert not here.is_dead()  # alive (a paused run), however old its heartbeat
+        paused.kill()
+        paused.wait()
+        assert here.is_dead()  # gone: at once
+        assert Owner("r", "elsewhere", 1, None, "", time.time()).is_dead() is False
+        assert Owner("r", "elsewhere", 1, None, "", stale).is_dead() is True
+    finally:
+        paused.kill()
+
+
+def test_the_lock_works_without_hard_links(tmp_path, model_file, monkeypatch) -> None:
+    import errno
+
+    real_link = os.link
+
+    def no_links(src, dst):  # for the owner record only (zarr's own exclusive writes link too)
+        if str(dst).endswith(".owner.json"):
+            raise OSError(errno.EPERM, "Operation not permitted")
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", no_links)
+    out = tmp_path / "o.zarr"
+    tiler.run(make_image((64, 64, 3)), model_file, out=out, **SETTINGS)
+    assert zarr.open_group(out, mode="r").attrs["tiler"]["complete"] is True
+    from tiler.store.ownership import OutputLock
+
+    with OutputLock(out, "a"), pytest.raises(OutputError, match="another tiler run"):
+        OutputLock(out, "b").acquire()
+
+
+def test_a_run_killed_while_creating_its_output_leaves_a_group_it_can_replace(tmp_path, model_file,
+                                                                            monkeypatch) -> None:
+    real = zarr.Group.create_array
+    monkeypatch.setattr(zarr.Group, "create_array", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    out = tmp_path / "o.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        tiler.run(make_image((64, 64, 3)), model_file, out=out, **SETTINGS)
+    monkeypatch.setattr(zarr.Group, "create_array", real)
+    with pytest.raises(OutputError, match="is not a complete tiler output .*pass --overwrite"):
+        tiler.run(make_image((64, 64, 3)), model_file, out=out, resume=True, **SETTINGS)
+    tiler.run(make_image((64, 64, 3)), model_file, out=out, overwrite=True, **SETTINGS)

@@ -245,7 +245,8 @@ def test_spec_from_graph_without_metadata(tmp_path):
 
 
 def test_tensorrt_options(sum_onnx, tmp_path):
-    runner = onnx_runner.OnnxRunner(sum_onnx, provider="cpu", precision="fp32", device="cuda:1")
+    runner = onnx_runner.OnnxRunner(sum_onnx, provider="cpu", precision="fp32")
+    runner.device_id = 1  # as for device="cuda:1" (the options only; no GPU here)
     opts = runner._provider_options(onnx_runner.PROVIDERS["tensorrt"], tmp_path / "engines", (8, 512, 256))
     assert opts["device_id"] == 1 and opts["trt_fp16_enable"] is False
     assert opts["trt_engine_cache_enable"] and opts["trt_engine_cache_path"] == str(tmp_path / "engines")
@@ -383,3 +384,46 @@ def test_compile_with_a_ready_runner_is_refused() -> None:
 
     with pytest.raises(SettingsError, match="not to a ready Runner"):
         load_runner(FunctionRunner(lambda x: x), compile=8)
+
+
+def test_fingerprints_follow_the_code_and_external_weights(tmp_path):
+    """Same weights, other code (a TorchScript re-export); an ONNX model's external data edited."""
+    import onnx
+
+    from tiler.runners.torch import TorchRunner
+
+    class A(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    class B(A):
+        def forward(self, x):
+            return -10 * self.conv(x)
+
+    spec = ModelSpec(in_channels=3, out_channels=2)
+    fp = [TorchRunner(torch.jit.script(m().eval()), spec, device="cpu").fingerprint() for m in (A, B)]
+    assert fp[0] != fp[1]
+    assert TorchRunner(A().eval(), spec, device="cpu").fingerprint() != TorchRunner(B().eval(), spec,
+                                                                                    device="cpu").fingerprint()
+    from exporters.onnx import export_onnx
+
+    path = tmp_path / "m.onnx"
+    export_onnx(A().eval(), spec, path, log=None)
+    proto = onnx.load(str(path))
+    onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="m.data",
+              size_threshold=0)
+    before = onnx_runner.OnnxRunner(path, provider="cpu").fingerprint()
+    data = bytearray((tmp_path / "m.data").read_bytes())
+    data[0] ^= 0xFF
+    (tmp_path / "m.data").write_bytes(bytes(data))
+    assert onnx_runner.OnnxRunner(path, provider="cpu").fingerprint() != before
+
+
+def test_device_cuda_with_provider_cpu_is_a_contradiction():
+    with pytest.raises(SettingsError, match="provider cpu contradicts device cuda"):
+        onnx_runner.choose_providers("cpu", "cuda")

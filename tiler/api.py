@@ -207,20 +207,21 @@ def run(
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
     with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
         t0 = time.perf_counter()
-        out_path = _output_path(image, out, overwrite=overwrite, resume=resume)
+        out_path, target = _output_path(image, source, out, overwrite=overwrite, resume=resume)
         job, masks = _make_job(image, source, model, options, _settings(settings), tissue=tissue, roi=roi,
                                client=client)
         record = run_record(image, source, job.runner, job.settings.record(), masks, roi)
         run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing
-        lock = OutputLock(out_path, run_id)
+        lock = OutputLock(target, run_id)
         lock.acquire(break_lock=break_lock)
         sink: ZarrSink | None = None
         try:
-            sink = _open_sink(job, out_path, record, lock, resume=resume, overwrite=overwrite, durable=durable)
+            sink = _open_sink(job, out_path, target, record, lock, resume=resume, overwrite=overwrite,
+                              durable=durable)
             done = sink.done()
             todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
             work = [r for _, r in todo if r is not None]
-            stats = _execute(job, work, sink, out_path, run_id, progress=progress, client=client, image=image,
+            stats = _execute(job, work, sink, target, run_id, progress=progress, client=client, image=image,
                              model=model, options=options, level=level, mpp=mpp, durable=durable)
             _finalise(job, sink, out_path, lock, pyramid=pyramid, pyramid_levels=pyramid_levels)
         finally:
@@ -242,22 +243,25 @@ def run(
         )
 
 
-def _output_path(image: Any, out: Any, *, overwrite: bool, resume: bool | str) -> Path:
-    """The output path (``out``, or beside the input), refused where writing it would be unsafe."""
+def _output_path(image: Any, source: Source, out: Any, *, overwrite: bool, resume: bool | str) -> tuple[Path, Path]:
+    """The output path (``out``, or beside the input) and its real path (one name for the lock, the
+    sink and the tasks: symlinks resolved), refused where writing it would be unsafe."""
     out_path = Path(out) if out is not None else default_output_path(image)
-    refuse_input_as_output(image, out_path)
+    refuse_input_as_output(image, source, out_path)
+    target = out_path.resolve()
     if out_path.exists() and not (overwrite or resume):
-        refuse_existing(out_path)
+        refuse_existing(out_path, target)
     if overwrite and out_path.exists():
-        refuse_unless_tiler_output(out_path)
-    return out_path
+        refuse_unless_tiler_output(target)
+    return out_path, target
 
 
-def _open_sink(job: Job, path: Path, record: dict[str, Any], lock: OutputLock, *, resume: bool | str,
-               overwrite: bool, durable: bool) -> ZarrSink:
-    """Step 2: the output group, continued (checked against ``record``) or created (``complete: false``)."""
+def _open_sink(job: Job, path: Path, target: Path, record: dict[str, Any], lock: OutputLock, *,
+               resume: bool | str, overwrite: bool, durable: bool) -> ZarrSink:
+    """Step 2: the output group at ``target`` (``path`` resolved), continued (checked against
+    ``record``) or created (``complete: false``)."""
     if resume and path.exists():
-        sink = ZarrSink.open(path, owner=lock, durable=durable)
+        sink = ZarrSink.open(target, owner=lock, durable=durable)
         try:
             check_resumable(path, sink.attributes, record, force=resume == "force")
         except BaseException:
@@ -270,7 +274,7 @@ def _open_sink(job: Job, path: Path, record: dict[str, Any], lock: OutputLock, *
     attributes = {"tiler": {**record, "complete": False, "run_id": lock.run_id},
                   "ome": ome_metadata(shape, job.source)}
     return ZarrSink.create(
-        path, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
+        target, shape=shape, dtype=job.output.store_dtype, chunk=job.partition.chunk,
         stripes=job.partition.stripes, attributes=attributes, overwrite=overwrite, owner=lock, durable=durable,
     )
 

@@ -81,6 +81,8 @@ def choose_providers(provider: str = "auto", device: str | None = "auto") -> lis
     if str(device) == "cpu" or provider == "cpu":
         if provider not in ("auto", "cpu"):
             raise SettingsError(f"provider {provider} contradicts device cpu")
+        if str(device).startswith("cuda"):
+            raise SettingsError(f"provider cpu contradicts device {device}; drop one of them")
         return [PROVIDERS["cpu"]]
     available = ort.get_available_providers()
     if provider == "auto":
@@ -226,6 +228,9 @@ class OnnxRunner(Runner):
         """Hash of the model file and the spec (recorded for resume)."""
         if self._fingerprint is None:
             h = hashlib.sha256(self.path.read_bytes())
+            for data in _external_data(self.path):  # weights stored beside the graph
+                h.update(data.name.encode())
+                h.update(data.read_bytes())
             h.update(self.spec.to_json().encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
@@ -254,6 +259,19 @@ class OnnxRunner(Runner):
                 "tiler needs (N, C_out, h, w) outputs of the input's size"
             )
         return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _external_data(path: Path) -> list[Path]:
+    """The external-data files an ONNX model's initializers name (sorted, each once)."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # unreadable here: the session creation reports it
+        return []
+    names = {entry.value for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+             for entry in t.external_data if entry.key == "location"}
+    return sorted(path.parent / n for n in names if (path.parent / n).is_file())
 
 
 def _one_line(exc: BaseException) -> str:

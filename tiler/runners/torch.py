@@ -46,6 +46,30 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return dev
 
 
+def _module_code(module: torch.nn.Module) -> str | None:
+    """What computes ``module``'s outputs besides its weights: TorchScript code, else the source of
+    every module class in it (None if a class's source is not available)."""
+    import inspect
+
+    parts = []
+    for name, sub in module.named_modules():
+        if isinstance(sub, torch.jit.ScriptModule):
+            try:
+                parts.append(f"{name}:{sub.code}")
+            except (RuntimeError, AttributeError):  # a module without methods of its own (a ModuleList)
+                parts.append(f"{name}:{sub.original_name}")
+            continue
+        cls = type(sub)
+        if cls.__module__.startswith("torch.nn."):
+            parts.append(f"{name}:{cls.__qualname__}:{sub.extra_repr()}")  # PyTorch's own layers
+            continue
+        try:
+            parts.append(f"{name}:{inspect.getsource(cls)}")
+        except (OSError, TypeError):
+            return None
+    return "\n".join(parts)
+
+
 class TorchRunner(Runner):
     """Run ``module`` under ``torch.inference_mode``; normalisation happens on the device.
 
@@ -108,12 +132,19 @@ class TorchRunner(Runner):
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def fingerprint(self) -> str:
-        """SHA-256 over every parameter and buffer (names, shapes, dtypes, bytes), the precision and
-        the spec: equal for the same weights on any device, different after any weight change."""
+    def fingerprint(self) -> str | None:
+        """SHA-256 over the model's code and every parameter and buffer (names, shapes, dtypes,
+        bytes), the precision and the spec: equal for the same model on any device, different after
+        any change of weights or code. The code is TorchScript's compiled code, or the source of each
+        module class of an ``nn.Module``; None (resume needs ``force``) when that source cannot be
+        found (classes defined in an interactive session)."""
         if self._fingerprint is None:
+            code = _module_code(self._weights)
+            if code is None:
+                return None
             h = hashlib.sha256()
             h.update(repr((type(self._weights).__qualname__, self.precision, self.spec.to_dict())).encode())
+            h.update(code.encode())
             for name, tensor in self._weights.state_dict().items():
                 t = tensor.detach().to("cpu").contiguous()
                 h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())

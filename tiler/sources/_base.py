@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -161,3 +162,17 @@ class Source(Protocol):
     def close(self) -> None:
         """Release open files (a no-op for arrays)."""
         ...
+
+
+#: Whole names of images that show a slide's label or overview (which carry patient identifiers on
+#: real slides): SVS ``Label``/``Macro``, OME/bioformats "label image", "macro image", "slide label".
+_PROTECTED_NAME = re.compile(r"^\s*(slide[ _-]?)?(label|macro)([ _-]?(image|photo))?\s*$", re.IGNORECASE)
+
+
+def is_label_or_macro(name: str | None) -> bool:
+    """True for a label/macro image's name, never for names that merely contain the word.
+
+    >>> [is_label_or_macro(n) for n in ("Label", "macro image", "Label-free brightfield", "cell labels")]
+    [True, True, False, False]
+    """
+    return bool(name) and _PROTECTED_NAME.match(name or "") is not None

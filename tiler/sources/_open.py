@@ -12,7 +12,7 @@ import numpy as np
 from ..errors import InputError, InputNotFoundError, SettingsError
 from ._array import ArraySource, check_image_shape
 from ._axes import AxisLayout, axis_layout
-from ._base import ReadOptions, Source, SourceInfo
+from ._base import ReadOptions, Source, SourceInfo, is_label_or_macro
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -162,7 +162,7 @@ def _open_bioformats(path: Path, root: Any, *, level: int, plane: tuple[tuple[st
     while str(count) in root and isinstance(root[str(count)], zarr.Group):
         count += 1
     names = _bioformats_names(path) + [""] * count
-    protected = [any(w in names[k].lower() for w in ("label", "macro")) for k in range(count)]
+    protected = [is_label_or_macro(names[k]) for k in range(count)]
     listing = "; ".join(f"series {k}" + (f" {names[k]!r}" if names[k] else "") for k in range(count))
     if series is None:
         series = next((k for k in range(count) if not protected[k]), None)

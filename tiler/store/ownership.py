@@ -6,7 +6,8 @@ group, so zarr readers never meet a foreign file, and replacing the group leaves
 
     out.zarr.owner.json   {"run_id", "host", "pid", "started", "boot_id", "heartbeat", "lease"}
 
-- It is **created exclusively** (``O_CREAT | O_EXCL``; on an object store a conditional put
+- It is **created exclusively** (a hard link of a complete temporary file, or ``O_CREAT | O_EXCL``
+  where the file system has no hard links; on an object store a conditional put
   ``If-None-Match: *``), so of two runs starting together exactly one gets it.
 - The holder **renews the heartbeat** every ``lease / 4`` seconds from a background thread
   (an atomic replace), and releases (deletes) the record when it stops.
@@ -15,9 +16,10 @@ group, so zarr readers never meet a foreign file, and replacing the group leaves
   task left over from an earlier attempt (another ``run_id``), stop before their next write.
 - A holder is **dead** when it is on this host and its process is gone (pid not running, or a
   new process with that pid that started later) — recognised at once, so a SIGKILLed run does
-  not block an immediate ``--resume`` — or, from any host, when its heartbeat is older than its
-  lease. ``break_lock=True`` (``--break-lock``) removes any record, for holders that are gone
-  but cannot be recognised as such.
+  not block an immediate ``--resume``, while a paused one (Ctrl-Z) stays the holder — or, on
+  another host, when its heartbeat is older than its lease. ``break_lock=True``
+  (``--break-lock``) removes any record, for holders that are gone but cannot be recognised as
+  such (a paused run, a host that is down within the lease).
 
 The three store operations used (exclusive create, atomic replace, delete) are the ones an
 object store offers as conditional writes, which the archives work plugs in here.
@@ -100,10 +102,9 @@ class Owner:
     def is_dead(self, now: float | None = None) -> bool:
         """True when this holder can be known to be gone (see the module docstring)."""
         now = time.time() if now is None else now
-        if now - self.heartbeat > self.lease:
-            return True
         if self.host != socket.gethostname() or (self.boot_id and self.boot_id != _boot_id()):
-            return False  # another machine (or a reboot: then the heartbeat tells)
+            return now - self.heartbeat > self.lease  # another machine (or a reboot): the lease tells
+        # this machine: the process tells, even past the lease (a run paused with Ctrl-Z is alive)
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
@@ -133,8 +134,33 @@ class RecordFile:
             return True
         except FileExistsError:
             return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+            return self._create_exclusive(data)  # no hard links here (FUSE, SMB, exFAT)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _create_exclusive(self, data: bytes) -> bool:
+        """``O_CREAT | O_EXCL`` and one small write: exclusive, though a reader may catch it empty
+        (an unreadable record younger than a second is then taken as being written, not stale)."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def age(self) -> float:
+        """Seconds since the record was last written (inf if there is none)."""
+        try:
+            return time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return float("inf")
 
     def read(self) -> bytes | None:
         try:
@@ -181,8 +207,8 @@ def check_owner(root: str | os.PathLike[str], run_id: str) -> None:
     owner = read_owner(root)
     if owner is None or owner.run_id != run_id:
         raise OutputError(f"{root}: the output was replaced by another run; this task stops")
-    if time.time() - owner.heartbeat > owner.lease:
-        raise OutputError(f"{root}: the run writing this output stopped renewing its lock; this task stops")
+    if owner.is_dead():
+        raise OutputError(f"{root}: the run writing this output is gone (its lock is stale); this task stops")
 
 
 class OutputLock:
@@ -229,6 +255,9 @@ class OutputLock:
             holder = Owner.from_bytes(data)
             if holder is not None and holder.run_id == self.run_id:
                 raise OutputError(f"{self.root}: this run already holds the output")
+            if holder is None and not break_lock and self._record.age() < 1.0:
+                time.sleep(0.1)  # being written (see RecordFile._create_exclusive): read it again
+                continue
             if holder is None or break_lock or holder.is_dead():
                 self._record.remove_if(data)
                 continue

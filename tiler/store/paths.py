@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
-from .identity import input_paths
+from ..sources import Source
+from .identity import _store_root, input_paths
 from .ownership import read_owner
 from .sink import ZarrSink
 
@@ -26,6 +27,14 @@ def default_output_path(image: Any) -> Path:
         raise OutputError("an output path (out=...) is needed when the input is not a file")
     path = Path(image)
     name = path.name
+    store = _store_root(path.resolve()) if path.exists() else path.resolve()
+    if store != path.resolve():  # a node inside a zarr store (scan.zarr/0): beside the store
+        inner = path.resolve().relative_to(store).parts
+        outer = path
+        for _ in inner:
+            outer = outer.parent
+        stem = store.name[: -len(".zarr")] if store.name.lower().endswith(".zarr") else store.name
+        return outer.with_name(f"{stem}.{'-'.join(inner)}.pred.zarr")
     if name.lower().endswith((".zarr", ".zarr/")) or path.is_dir():  # a zarr store: never itself
         for suffix in (".ome.zarr", ".zarr"):
             if name.lower().endswith(suffix):
@@ -39,18 +48,21 @@ def default_output_path(image: Any) -> Path:
     return path.with_name(name + ".zarr")
 
 
-def refuse_input_as_output(image: Any, out: Path) -> None:
-    """The output may not be the input, lie inside it, or contain it (``--overwrite`` would delete it)."""
+def refuse_input_as_output(image: Any, source: Source, out: Path) -> None:
+    """The output may not be the input, lie inside it (or inside its zarr store), or contain it
+    (``--overwrite`` would delete it)."""
     target = out.resolve()
-    for path in input_paths(image):
-        source = path.resolve()
-        if target == source or source in target.parents or target in source.parents:
-            relation = ("is" if target == source else "is inside" if source in target.parents else "contains")
+    for path in dict.fromkeys([*input_paths(image), *input_paths(source)]):  # in order, each once
+        source_path = path.resolve()
+        if target == source_path or source_path in target.parents or target in source_path.parents:
+            relation = ("is" if target == source_path else "is inside" if source_path in target.parents
+                        else "contains")
             raise OutputError(f"{out}: the output {relation} the input {path}; choose another output path")
 
 
-def refuse_existing(path: Path) -> None:
-    holder = read_owner(path)
+def refuse_existing(path: Path, target: Path) -> None:
+    """The error for an existing output without --overwrite or --resume (``target``: its real path)."""
+    holder = read_owner(target)
     if holder is not None and not holder.is_dead():
         raise OutputError(f"{path}: another tiler run is writing this output: {holder.describe()}")
     try:

@@ -61,6 +61,8 @@ def input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) -
                           for m in masks}
         if isinstance(roi, (str, os.PathLike)):
             record["mask"]["roi"]["path"] = str(Path(roi).resolve())
+        if roi is not None and "roi" in record["mask"]:  # the same area elsewhere is another mask
+            record["mask"]["roi"]["digest"] = input_digest(roi)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image).resolve()
         record["path"] = str(path)

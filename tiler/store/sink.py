@@ -81,13 +81,22 @@ def is_tiler_output(path: Path) -> bool:
         return False
 
 
-def fsync_tree(root: Path, *, under: str | None = None) -> None:
-    """Flush every file below ``root`` (or ``root / under``) and their folders to disk."""
+def fsync_tree(root: Path, *, under: str | None = None, parents: bool = False) -> None:
+    """Flush every file below ``root`` (or ``root / under``: a folder or one file) and their folders
+    to disk; with ``parents``, also the folders from ``root / under`` up to ``root``, whose entries
+    name new folders (without that a power loss can lose a new chunk row folder)."""
     top = root / under if under else root
+    if top.is_file():
+        _fsync(top)
     for folder, _, files in os.walk(top):
         for name in files:
             _fsync(Path(folder) / name)
         _fsync(Path(folder), directory=True)
+    if parents and under:
+        for parent in (top.parent, *top.parent.parents):
+            _fsync(parent, directory=True)
+            if parent == root:
+                break
 
 
 class Flusher:
@@ -251,8 +260,9 @@ class ZarrSink:
         dims = ("c", "y", "x") if len(shape) == 3 else ("y", "x")
         chunks = (shape[0], chunk, chunk) if len(shape) == 3 else (chunk, chunk)
         try:
-            group = zarr.open_group(str(path), mode="w-", zarr_format=3)
-            group.attrs.update(attributes)
+            # the attributes in the group's first metadata write: a run killed right after it
+            # leaves a group recognisably tiler's (so --overwrite and --resume can act on it)
+            group = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attributes)
             group.create_array(
                 "0", shape=shape, chunks=chunks, dtype=dtype, dimension_names=dims, fill_value=0
             )
@@ -277,15 +287,15 @@ class ZarrSink:
         path = Path(path)
         try:
             group = zarr.open_group(str(path), mode="r+")
-            if "0" not in group or "progress" not in group:
-                raise OutputError(
-                    f"{path}: is not a tiler output (no array '0' or 'progress'); "
-                    "pass --overwrite to start again"
-                )
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise OutputError(
                 f"{path}: is not a readable zarr output ({exc}); pass --overwrite to start again"
             ) from None
+        if "0" not in group or "progress" not in group:
+            raise OutputError(
+                f"{path}: is not a complete tiler output (no array '0' or 'progress': its run was "
+                "stopped while creating it); pass --overwrite to start again"
+            )
         return cls(path, group, run_id, owner=owner, durable=durable)
 
     @property
@@ -309,12 +319,12 @@ class ZarrSink:
         self._check_run()
         try:
             if self.durable:
-                fsync_tree(self.path, under=self._chunk_row_folder(chunk_row))
+                fsync_tree(self.path, under=self._chunk_row_folder(chunk_row), parents=True)
             else:  # flushed behind the run, ready for the flush before complete
                 self._flusher.submit(self._chunk_row_folder(chunk_row))
             self.progress[chunk_row, block_col] = 1
-            if self.durable:
-                fsync_tree(self.path, under="progress")
+            if self.durable:  # the one progress chunk just written, and the folders naming it
+                fsync_tree(self.path, under=f"progress/c/{chunk_row}/{block_col}", parents=True)
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
 

@@ -27,7 +27,7 @@ from ...errors import InputError, SettingsError
 from ...geo.georef import GeoReference
 from .._array import check_image_shape
 from .._axes import AxisLayout, axis_layout
-from .._base import ReadOptions, SourceInfo
+from .._base import ReadOptions, SourceInfo, is_label_or_macro
 from .tiles import TiffTileReader
 
 #: Exceptions tifffile and imagecodecs raise for broken files or tiles.
@@ -149,14 +149,9 @@ def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage, k: int = 0) -> tuple[f
 _PLAIN = {tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB}
 #: JPEG compression codes (tifffile's JPEG decoder returns RGB for YCbCr data).
 _JPEG_CODES = {6, 7, 33007, 34892}
-#: Series names of images that show the slide's label (patient identifiers): never read.
-_PROTECTED = ("label", "macro")
-
-
 def is_protected(series: tifffile.TiffPageSeries) -> bool:
-    """A label or macro image (SVS ``Label``/``Macro`` series, OME images named so)."""
-    name = (series.name or "").lower()
-    return any(word in name for word in _PROTECTED)
+    """A label or macro image (SVS ``Label``/``Macro`` series, OME images named so): never read."""
+    return is_label_or_macro(series.name)
 
 
 def _yx(series: tifffile.TiffPageSeries) -> tuple[int, int]:
