@@ -17,7 +17,7 @@ from tiler.models.spec import ModelSpec
 from tiler.results import export as er
 from tiler.results.export import export_result, iter_tiles
 from tiler.results.preview import centres, class_colours, overlay, render_preview, sample
-from tiler.results.result import Result
+from tiler.results.result import StoredResult
 from tiler.runners.base import FunctionRunner
 
 GEO = {"transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0],
@@ -137,7 +137,7 @@ def test_refuses_to_overwrite(outputs) -> None:
 
 
 def test_overlay_colours_exactly() -> None:
-    result = Result(path=None, levels=(np.zeros((2, 1, 3)),), attributes={})  # type: ignore[arg-type]
+    result = StoredResult(path=None, levels=(np.zeros((2, 1, 3)),), attributes={})  # type: ignore[arg-type]
     base = np.full((1, 3, 3), 100.0, np.float32)
     probs = np.array([[[255, 0, 128]], [[0, 255, 127]]], np.uint8)  # (C=2, h=1, w=3)
     out = overlay(base, probs, result, alpha=0.4)

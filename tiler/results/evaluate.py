@@ -24,7 +24,7 @@ from ..errors import InputError, OutputError
 from ..masks.roi import RoiMask
 from ..sources import Source
 from .opened import opened
-from .result import Result, open_result, to_labels
+from .result import StoredResult, open_result, to_labels
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def confusion_matrix(truth: np.ndarray, pred: np.ndarray, classes: int) -> np.nd
 
 
 def evaluate(
-    result: str | os.PathLike[str] | Result,
+    result: str | os.PathLike[str] | StoredResult,
     truth: Any,
     *,
     roi: Any = None,
@@ -148,7 +148,7 @@ def evaluate(
     -------
     :class:`Scores`. Raises :class:`~tiler.errors.InputError` when the truth does not fit.
     """
-    if not isinstance(result, Result):
+    if not isinstance(result, StoredResult):
         result = open_result(result)
     h, w = result.shape
     with ExitStack() as stack:
@@ -158,7 +158,7 @@ def evaluate(
     return Scores(confusion=confusion, class_names=tuple(result.class_names(len(confusion))))
 
 
-def _confusion(result: Result, src: Source, mask: RoiMask | None, ignore_index: int | None,
+def _confusion(result: StoredResult, src: Source, mask: RoiMask | None, ignore_index: int | None,
                truth_threshold: float | None) -> np.ndarray:
     h, w = result.shape
     if src.shape[:2] != (h, w) or src.shape[2] != 1:

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import OutputError, SettingsError
 from ..geo.tiff_tags import geotiff_tags
-from .result import Result, open_result
+from .result import StoredResult, open_result
 
 FORMATS = ("tiff", "geotiff", "png")
 
@@ -63,7 +63,7 @@ def iter_tiles(array: Any, tile: int) -> Iterator[np.ndarray]:
                     yield band[:, x0 : x0 + tile]
 
 
-def _resolution(result: Result, k: int) -> dict[str, Any]:
+def _resolution(result: StoredResult, k: int) -> dict[str, Any]:
     mpp = result.mpp
     if not mpp:
         return {}
@@ -71,7 +71,7 @@ def _resolution(result: Result, k: int) -> dict[str, Any]:
     return {"resolution": (1e4 / (mpp[1] * f), 1e4 / (mpp[0] * f)), "resolutionunit": "CENTIMETER"}
 
 
-def _ome_metadata(result: Result) -> dict[str, Any]:
+def _ome_metadata(result: StoredResult) -> dict[str, Any]:
     meta: dict[str, Any] = {"axes": "YX" if result.levels[0].ndim == 2 else "CYX", "Name": "prediction"}
     if result.mpp:
         meta.update(PhysicalSizeY=result.mpp[0], PhysicalSizeYUnit="µm",
@@ -81,7 +81,7 @@ def _ome_metadata(result: Result) -> dict[str, Any]:
     return meta
 
 
-def _write_tiff(result: Result, path: Path, *, geotiff: bool, tile: int, compression: str) -> None:
+def _write_tiff(result: StoredResult, path: Path, *, geotiff: bool, tile: int, compression: str) -> None:
     import tifffile
 
     levels = result.levels
@@ -110,7 +110,7 @@ def _write_tiff(result: Result, path: Path, *, geotiff: bool, tile: int, compres
 
 
 def export_result(
-    result: str | os.PathLike[str] | Result,
+    result: str | os.PathLike[str] | StoredResult,
     out: str | os.PathLike[str] | None = None,
     *,
     format: str = "tiff",
@@ -133,7 +133,7 @@ def export_result(
         raise SettingsError(f"unknown export format {format!r}; choose one of {', '.join(FORMATS)}")
     if tile < 16 or tile % 16:
         raise SettingsError(f"--tile {tile}: TIFF tiles must be a positive multiple of 16")
-    if not isinstance(result, Result):
+    if not isinstance(result, StoredResult):
         result = open_result(result)
     path = Path(out) if out is not None else default_export_path(result.path, format)
     if path.exists() and not overwrite:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .result import Result, open_result
+from .result import StoredResult, open_result
 
 #: Class colours (RGB); class 0 is background and never drawn. Class c uses PALETTE[(c - 1) % 12 + 1].
 PALETTE = np.array([
@@ -102,7 +102,7 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
     return np.clip((f - lo) / max(float(hi - lo), 1e-12) * 255.0, 0, 255).astype(np.uint8)
 
 
-def _probabilities(values: np.ndarray, result: Result) -> np.ndarray:
+def _probabilities(values: np.ndarray, result: StoredResult) -> np.ndarray:
     """(C, h, w) stored values -> float32 probabilities."""
     if values.dtype == np.uint8:
         return values.astype(np.float32) / 255.0
@@ -114,7 +114,7 @@ def _probabilities(values: np.ndarray, result: Result) -> np.ndarray:
     return OutputSpec(channels=v.shape[0], activation=result.activation).probabilities(v)
 
 
-def overlay(base: np.ndarray, values: np.ndarray, result: Result, alpha: float = 0.4) -> np.ndarray:
+def overlay(base: np.ndarray, values: np.ndarray, result: StoredResult, alpha: float = 0.4) -> np.ndarray:
     """Blend a prediction thumbnail over a (h, w, 3) uint8 image.
 
     ``values`` is (h, w) labels or (C, h, w) probabilities/logits. Returns (h, w, 3) uint8.
@@ -138,7 +138,7 @@ def overlay(base: np.ndarray, values: np.ndarray, result: Result, alpha: float =
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray | None:
+def _input_thumbnail(result: StoredResult, out_shape: tuple[int, int]) -> np.ndarray | None:
     from ..errors import TilerError
     from .opened import opened
 
@@ -166,10 +166,10 @@ def _input_thumbnail(result: Result, out_shape: tuple[int, int]) -> np.ndarray |
     return to_rgb(raw)
 
 
-def render_preview(result: Result | str | os.PathLike[str], *, max_side: int = 1536,
+def render_preview(result: StoredResult | str | os.PathLike[str], *, max_side: int = 1536,
                    alpha: float = 0.4) -> np.ndarray:
     """The preview of an output as an (h, w, 3) uint8 RGB array, at most ``max_side`` pixels long."""
-    if not isinstance(result, Result):
+    if not isinstance(result, StoredResult):
         result = open_result(result)
     thumb = thumbnail_shape(*result.shape, max_side)
     arr = result.levels[result.level_for(max(thumb))]
@@ -191,14 +191,14 @@ def default_preview_path(out: str | os.PathLike[str]) -> Path:
     return Path(f"{os.fspath(out).rstrip('/')}.png")
 
 
-def write_preview(result: Result | str | os.PathLike[str], path: str | os.PathLike[str] | None = None,
+def write_preview(result: StoredResult | str | os.PathLike[str], path: str | os.PathLike[str] | None = None,
                   *, max_side: int = 1536, alpha: float = 0.4) -> Path:
     """Render the preview of an output and write it as PNG; return the PNG's path."""
     import imagecodecs
 
     from ..errors import OutputError
 
-    if not isinstance(result, Result):
+    if not isinstance(result, StoredResult):
         result = open_result(result)
     target = Path(path) if path is not None else default_preview_path(result.path)
     if result.input_path is not None and target.resolve() == result.input_path.resolve():

@@ -19,8 +19,9 @@ from ..store.sink import check_format
 
 
 @dataclass(frozen=True)
-class Result:
-    """A tiler output group, opened read-only.
+class StoredResult:
+    """A tiler output group as stored, opened read-only (what :func:`tiler.run` returns is a
+    :class:`~tiler.api.RunResult`: what the run did).
 
     Attributes
     ----------
@@ -109,7 +110,7 @@ class Result:
         return best
 
 
-def open_result(path: str | os.PathLike[str], *, require_complete: bool = True) -> Result:
+def open_result(path: str | os.PathLike[str], *, require_complete: bool = True) -> StoredResult:
     """Open a tiler output group.
 
     Raises :class:`~tiler.errors.OutputError` if the path is not a tiler output, or (with
@@ -139,7 +140,7 @@ def open_result(path: str | os.PathLike[str], *, require_complete: bool = True) 
         levels = tuple(group[p] for p in paths)
     except KeyError as exc:
         raise OutputError(f"{path}: the multiscales metadata names a missing level ({exc})") from None
-    return Result(path=path, levels=levels, attributes=attributes)
+    return StoredResult(path=path, levels=levels, attributes=attributes)
 
 
 def to_labels(values: np.ndarray, kind: str, activation: str = "softmax") -> np.ndarray:
