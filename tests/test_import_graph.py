@@ -10,6 +10,7 @@ A new sub-package fails here until it is given a layer.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,20 @@ def test_tools_and_exporters_stay_outside_the_runtime():
         assert not any(n == "tools" or n.startswith("tools.") for n in names), path
         if any(n == "exporters" or n.startswith("exporters.") for n in names):
             assert path == PACKAGE / "cli" / "export.py", path
+
+
+def test_each_sub_package_imports_only_what_its_docstring_allows():
+    """The ``May import:`` line of each sub-package's docstring is the truth (``anything``: no limit)."""
+    graph = unit_graph()
+    wrong = []
+    for init in sorted(PACKAGE.glob("*/__init__.py")):
+        unit = init.parent.name
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        line = " ".join(doc.split("May import:", 1)[1].split("\n\n", 1)[0].split()) if "May import:" in doc else ""
+        if line.startswith("anything"):
+            continue
+        allowed = set(re.findall(r"[a-z_]+", line)) & set(RANK)
+        extra = sorted(set(graph.get(unit, {})) - allowed)
+        if extra:
+            wrong.append(f"{unit} imports {extra}, which its docstring does not allow ({line!r})")
+    assert not wrong, "\n".join(wrong)
