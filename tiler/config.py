@@ -131,7 +131,7 @@ READ_KEYWORDS: tuple[str, ...] = ("level", "mpp", "series", "plane", "channels")
 #: Which tiles are computed at all (the rest get ``fill``).
 MASK_KEYWORDS: tuple[str, ...] = ("tissue", "roi")
 #: How the model is loaded and run.
-MODEL_KEYWORDS: tuple[str, ...] = ("device", "precision", "provider", "trust_model", "compile", "overrides")
+MODEL_KEYWORDS: tuple[str, ...] = tuple(f.name for f in fields(ModelOptions))
 #: Every keyword that changes the values computed: all four entry points accept each of them.
 VALUE_KEYWORDS: frozenset[str] = frozenset(SETTING_KEYWORDS + READ_KEYWORDS + MASK_KEYWORDS + MODEL_KEYWORDS)
 

@@ -1,4 +1,4 @@
-"""API traps: one set of value-determining keywords for predict, run, predict_dask and run_batch;
+"""tiler/config.py: one set of value-determining keywords for predict, run, predict_dask and run_batch;
 unknown keywords named with the valid ones; overlap as a fraction of the tile (MONAI's convention)."""
 
 from __future__ import annotations
@@ -127,3 +127,17 @@ def test_predict_dask_on_an_array_reads_the_chosen_channels(plus_one):
     lazy = tiler.predict_dask(image, plus_one, tile=32, overlap=8, block=64, chunk=32, channels=(3, 0))
     np.testing.assert_array_equal(lazy.compute(), expected)
     np.testing.assert_allclose(expected, np.moveaxis(image[..., [3, 0]], -1, 0) + 1, rtol=1e-6)
+
+
+def test_settings_record_only_what_determines_the_values():
+    """Run options (batch size, prefetch, stitch threads, block height) change speed, never values:
+    they are not recorded, so a resume may change them."""
+    from tiler.config import ModelOptions
+
+    base, other = Settings(), Settings(batch_size=3, prefetch=1, stitch_threads=1, block_height=2048)
+    assert base.record() == other.record()
+    assert Settings(tile=256).record() != base.record()
+    options = ModelOptions(device="cpu", compile=True)
+    assert options.runner_keywords(batch_size=4)["compile"] == 4 and options.runner_keywords()["compile"] is True
+    assert ModelOptions().runner_keywords(batch_size=4)["compile"] is False
+    assert set(options.keywords()) == {"device", "precision", "provider", "trust_model", "compile", "overrides"}
