@@ -155,20 +155,10 @@ def test_workers_beyond_the_gpus_say_so(monkeypatch):
 
 # --- on a CUDA GPU (marked ``gpu``: skipped without one, see tests/conftest.py) -------------------
 
-def _unet_checkpoint(tmp_path: Path) -> Path:
-    from tiler.models.unet import UNet
-
-    torch.manual_seed(0)
-    net = UNet(3, 3, base_channels=8).eval()
-    path = tmp_path / "unet.pt"
-    torch.save({"state_dict": net.state_dict(), "config": net.config()}, path)
-    return path
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision, atol", [("fp32", 1e-3), ("fp16", 5e-2), ("bf16", 2e-1)])
-def test_cuda_predict_agrees_with_the_cpu(tmp_path, precision, atol):
-    model = _unet_checkpoint(tmp_path)
+def test_cuda_predict_agrees_with_the_cpu(tmp_path, small_unet_checkpoint, precision, atol):
+    model = small_unet_checkpoint
     image = smooth_image((300, 260, 3), seed=5)
     cpu = tiler.predict(image, model, tile=128, overlap=32, device="cpu")
     gpu = tiler.predict(image, model, tile=128, overlap=32, device="cuda", precision=precision)
@@ -177,10 +167,10 @@ def test_cuda_predict_agrees_with_the_cpu(tmp_path, precision, atol):
 
 
 @pytest.mark.gpu
-def test_cuda_run_records_the_gpu_and_equals_predict(tmp_path):
+def test_cuda_run_records_the_gpu_and_equals_predict(tmp_path, small_unet_checkpoint):
     import zarr
 
-    model = _unet_checkpoint(tmp_path)
+    model = small_unet_checkpoint
     image = smooth_image((200, 300, 3), seed=6)
     result = tiler.run(image, model, out=tmp_path / "o.zarr", tile=128, overlap=32, chunk=64, device="cuda",
                        pyramid=False)
@@ -190,7 +180,7 @@ def test_cuda_run_records_the_gpu_and_equals_predict(tmp_path):
 
 
 @pytest.mark.gpu
-def test_cuda_onnx_provider_agrees_with_the_cpu_provider(tmp_path):
+def test_cuda_onnx_provider_agrees_with_the_cpu_provider(tmp_path, small_unet_checkpoint):
     import onnxruntime as ort
 
     from exporters import export
@@ -198,7 +188,7 @@ def test_cuda_onnx_provider_agrees_with_the_cpu_provider(tmp_path):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime has no CUDAExecutionProvider")
     onnx_file = tmp_path / "unet.onnx"
-    export(_unet_checkpoint(tmp_path), onnx_file, format="onnx", log=None)
+    export(small_unet_checkpoint, onnx_file, format="onnx", log=None)
     image = smooth_image((200, 200, 3), seed=7)
     cpu = tiler.predict(image, onnx_file, tile=128, overlap=32, device="cpu", provider="cpu")
     gpu = tiler.predict(image, onnx_file, tile=128, overlap=32, device="cuda", provider="cuda")
