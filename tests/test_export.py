@@ -204,3 +204,21 @@ def test_export_of_a_module_from_python(tmp_path):
     assert runner.spec == ModelSpec.from_dict({**spec.to_dict(), "name": "d.onnx"})
     x = np.random.default_rng(0).random((1, 3, 16, 16)).astype(np.float32)
     np.testing.assert_allclose(runner(x)[:, :3], 2 * x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bilinear", [True, False])
+def test_the_torchscript_tiler_writes_exports_to_onnx_with_parity(tmp_path, bilinear):
+    """A TorchScript UNet (the form `tiler export --format torchscript` writes) through ONNX export:
+    the shape branch ``if dy or dx`` used to make an If node with an int64 condition."""
+    net = trained_like(UNet(3, 2, base_channels=8, bilinear=bilinear))
+    ckpt = tmp_path / "unet.pt"
+    torch.save({"state_dict": net.state_dict(), "config": net.config()}, ckpt)
+    scripted = tmp_path / "unet.ts"
+    export(ckpt, scripted, format="torchscript", log=None)
+    onnx_file = tmp_path / "unet.onnx"
+    result = export(scripted, onnx_file, format="onnx", log=None)
+    assert result.max_abs_diff <= FP32_TOLERANCE
+    x = np.random.default_rng(1).integers(0, 256, (2, 3, 48, 80)).astype(np.uint8)  # odd-sized levels
+    want = load_runner(ckpt, device="cpu")(x)
+    np.testing.assert_allclose(load_runner(onnx_file, provider="cpu")(x), want, atol=1e-4)
+    np.testing.assert_allclose(load_runner(scripted, device="cpu")(x), want, atol=1e-5)

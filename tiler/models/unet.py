@@ -63,8 +63,10 @@ class Up(nn.Module):
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
         dy, dx = skip.shape[2] - x.shape[2], skip.shape[3] - x.shape[3]
-        if dy or dx:  # odd sizes: pad to the skip's size
-            x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        # odd sizes: pad to the skip's size. Always padded (by zero when the sizes match) rather than
+        # under ``if dy or dx``: that branch on shape integers breaks the ONNX export of the
+        # TorchScript form (an If node whose condition is int64, not bool).
+        x = F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
         return self.conv(torch.cat([skip, x], dim=1))
 
 
