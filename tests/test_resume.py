@@ -244,3 +244,18 @@ def test_tasks_of_an_earlier_attempt_stop_once_the_output_is_resumed(case, tmp_p
     tiler.run(small, model_file, out=out, resume=True, progress=spy, **SETTINGS)
     assert "replaced by another run" in resumed["error"]
     assert dict(zarr.open_group(str(out)).attrs)["tiler"]["run_id"] != first
+
+
+def test_resume_of_a_complete_output_says_so_and_changes_nothing(case, tmp_path, capsys, model_file):
+    out = tmp_path / "done.zarr"
+    small = write_tiff(tmp_path / "s.tif", make_image((256, 192, 3), seed=5), compression=None)
+    base = ["run", str(small), "--model", str(model_file), "-o", str(out), *ARGS]
+    assert main(base) == 0
+    capsys.readouterr()
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert main([*base, "--resume"]) == 0
+    said = capsys.readouterr().out.strip()
+    assert said == f"{out}: already complete (same input, model and settings); nothing to do"
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files  # untouched
+    other = save_model(tmp_path / "other.pt", layers=2)  # still checked: another model is refused
+    assert main(["run", str(small), "--model", str(other), "-o", str(out), *ARGS, "--resume"]) == 1

@@ -132,8 +132,12 @@ class RunResult:
     #: (``PyTorch 2.x on cuda:0 (fp16)``, ``ONNX Runtime 1.x CUDAExecutionProvider on cuda:0 (fp32)``).
     runtime: str = ""
     input_read: str | None = None  # the series / plane read, e.g. "series 1 'big' (the largest of 2; ...)"
+    #: ``resume`` found the output complete (same input, model and settings) and changed nothing.
+    already_complete: bool = False
 
     def summary(self) -> str:
+        if self.already_complete:
+            return f"{self.path}: already complete (same input, model and settings); nothing to do"
         rate = self.megapixels / self.seconds if self.seconds > 0 else float("inf")
         shape = " x ".join(str(s) for s in self.shape)
         skipped = f", {self.skipped} skipped" if self.skipped else ""
@@ -221,9 +225,13 @@ def run(
             done = sink.done()
             todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
             work = [r for _, r in todo if r is not None]
-            stats = _execute(job, work, sink, target, run_id, progress=progress, client=client, image=image,
-                             model=model, options=options, level=level, mpp=mpp, durable=durable)
-            _finalise(job, sink, out_path, lock, pyramid=pyramid, pyramid_levels=pyramid_levels)
+            complete = bool(resume) and sink.attributes.get("tiler", {}).get("complete") is True
+            stats = BlockStats()
+            if not complete:  # a resumed complete output (checked: the same run) is left as it is
+                stats = _execute(job, work, sink, target, run_id, progress=progress, client=client,
+                                 image=image, model=model, options=options, level=level, mpp=mpp,
+                                 durable=durable)
+                _finalise(job, sink, out_path, lock, pyramid=pyramid, pyramid_levels=pyramid_levels)
         finally:
             if sink is not None:
                 sink.close()
@@ -239,7 +247,7 @@ def run(
             skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
             resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
             runtime=job.runner.describe(),
-            input_read=source.info.series_name,
+            input_read=source.info.series_name, already_complete=complete,
         )
 
 
@@ -267,7 +275,8 @@ def _open_sink(job: Job, path: Path, target: Path, record: dict[str, Any], lock:
         except BaseException:
             sink.close()
             raise
-        sink.set_run_id(lock.run_id)  # before any work: an earlier attempt's tasks stop
+        if sink.attributes.get("tiler", {}).get("complete") is not True:  # complete: nothing to do
+            sink.set_run_id(lock.run_id)  # before any work: an earlier attempt's tasks stop
         return sink
     h, w, _ = job.source.shape
     shape = job.output.shape(h, w)
