@@ -225,7 +225,7 @@ def run(
             done = sink.done()
             todo = [(b, job.remaining(b, done)) for b in job.partition.blocks()]
             work = [r for _, r in todo if r is not None]
-            complete = bool(resume) and sink.attributes.get("tiler", {}).get("complete") is True
+            complete = bool(resume) and sink.complete
             stats = BlockStats()
             if not complete:  # a resumed complete output (checked: the same run) is left as it is
                 stats = _execute(job, work, sink, target, run_id, progress=progress, client=client,
@@ -275,7 +275,7 @@ def _open_sink(job: Job, path: Path, target: Path, record: dict[str, Any], lock:
         except BaseException:
             sink.close()
             raise
-        if sink.attributes.get("tiler", {}).get("complete") is not True:  # complete: nothing to do
+        if not sink.complete:  # complete: nothing to do, nothing written
             sink.set_run_id(lock.run_id)  # before any work: an earlier attempt's tasks stop
         return sink
     h, w, _ = job.source.shape

@@ -124,7 +124,7 @@ def _dask_digest(array: Any) -> str | None:
     return "dask:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _store_root(path: Path) -> Path:
+def store_root(path: Path) -> Path:
     """The outermost zarr store folder that holds ``path`` (a node inside a group), else ``path``."""
     root = path
     for parent in path.parents:
@@ -141,7 +141,7 @@ def input_paths(image: Any) -> list[Path]:
     path, dask arrays over zarr arrays."""
     def with_store(path: Path) -> list[Path]:
         path = path.resolve()
-        root = _store_root(path)
+        root = store_root(path)
         return [path] if root == path else [path, root]
 
     if isinstance(image, (str, os.PathLike)):

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import OutputError
 from ..sources import Source
-from .identity import _store_root, input_paths
+from .identity import input_paths, store_root
 from .ownership import read_owner
 from .sink import ZarrSink
 
@@ -27,12 +27,10 @@ def default_output_path(image: Any) -> Path:
         raise OutputError("an output path (out=...) is needed when the input is not a file")
     path = Path(image)
     name = path.name
-    store = _store_root(path.resolve()) if path.exists() else path.resolve()
+    store = store_root(path.resolve()) if path.exists() else path.resolve()
     if store != path.resolve():  # a node inside a zarr store (scan.zarr/0): beside the store
         inner = path.resolve().relative_to(store).parts
-        outer = path
-        for _ in inner:
-            outer = outer.parent
+        outer = path.parents[len(inner) - 1]  # the store, as the user named it
         stem = store.name[: -len(".zarr")] if store.name.lower().endswith(".zarr") else store.name
         return outer.with_name(f"{stem}.{'-'.join(inner)}.pred.zarr")
     if name.lower().endswith((".zarr", ".zarr/")) or path.is_dir():  # a zarr store: never itself

@@ -302,6 +302,11 @@ class ZarrSink:
     def attributes(self) -> dict[str, Any]:
         return dict(self.group.attrs)
 
+    @property
+    def complete(self) -> bool:
+        """Whether the run record says ``complete: true``."""
+        return self.group.attrs.get("tiler", {}).get("complete") is True
+
     def _check_run(self) -> None:
         if self.owner is not None:
             self.owner.check()
