@@ -90,7 +90,8 @@ class RowCache:
         stored = source.chunks[0] if source.chunks else MIN_BAND
         self.align = stored * max(1, -(-MIN_BAND // stored))
         # the rows the source holds: all of them, or a dask task's window (bands start there)
-        self.base, self.end = getattr(source, "rows", (0, source.shape[0]))
+        self.base: int = getattr(source, "rows", (0, source.shape[0]))[0]
+        self.end: int = getattr(source, "rows", (0, source.shape[0]))[1]
         self.bands: dict[int, np.ndarray] = {}
         self.rows_read = 0  # statistics: source rows decoded
 

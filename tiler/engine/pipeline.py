@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 import time
 import warnings
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cores import pool_threads
 from ..errors import ModelOutputError
 from ..models.spec import Normalisation
 from ..plan.box import Box
@@ -271,7 +271,8 @@ def run_block(
 
 
 def default_stitch_threads() -> int:
-    """Stitcher threads when the settings leave it open: one per core, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Stitcher threads when the settings leave it open: one per core of this process's share of the
+    host (:func:`~tiler.cores.available_cores`), at most 4."""
+    return pool_threads()
 
 

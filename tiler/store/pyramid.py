@@ -21,12 +21,13 @@ pixels, the centre of the block it summarises.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import zarr
+
+from ..cores import pool_threads
 
 #: Stop adding levels once the smaller side is at most this many pixels.
 MIN_SIZE = 1024
@@ -224,7 +225,7 @@ def build_pyramid(
     The shapes of all levels, full resolution first.
     """
     _check_method(method)
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
+    workers = workers or pool_threads()
     arrays, shapes = _create_levels(group, levels=levels, min_size=min_size)
     for src, dst in zip(arrays, arrays[1:]):
         _downsample_level(src, dst, method, workers)
