@@ -21,7 +21,7 @@ from tiler.sources import open_source
 from tiler.sources.openslide import OpenSlideSource
 
 from ._source_conformance import Case, SourceConformance
-from ._wsi_files import downsample, slide_image, write_svs
+from ._wsi_files import downsample, slide_image, write_philips, write_svs
 
 
 def write_generic_pyramid(path: Path, img: np.ndarray, *, levels: int = 3, factor: int = 2,
@@ -60,6 +60,46 @@ class TestSvs(SourceConformance):
         with tifffile.TiffFile(path) as tif:  # the reference: tifffile's own decoding, level by level
             pyramid = [level.asarray() for level in tif.series[0].levels]
         return Case(path, "openslide", pyramid, 0.499, truncate=_truncate(path))
+
+
+class TestPhilips(SourceConformance):
+    """A Philips TIFF (DPUfsImport XML, levels padded to whole tiles): OpenSlide's levels and pixel
+    spacing, pixels equal to tifffile's decoding."""
+
+    @pytest.fixture
+    def case(self, tmp_path: Path) -> Case:
+        path = tmp_path / "slide.tiff"
+        write_philips(path, slide_image((250, 300), seed=3), levels=3, mpp=0.25)
+        with tifffile.TiffFile(path) as tif:
+            pyramid = [level.asarray() for level in tif.series[0].levels]
+        return Case(path, "openslide", pyramid, 0.25, truncate=_truncate(path))
+
+
+def test_philips_through_tifffile_has_its_pixel_size_and_the_same_pixels(tmp_path):
+    path = tmp_path / "slide.tiff"
+    truth = write_philips(path, slide_image((250, 300), seed=3), levels=3, mpp=0.25)
+    for level in range(3):
+        a, b = open_source(path, level=level), open_source(path, level=level, reader="openslide")
+        assert a.info.reader == "tifffile" and a.info.format == "philips" and b.info.format == "philips"
+        assert a.info.mpp == b.info.mpp == (0.25 * 2**level,) * 2
+        np.testing.assert_array_equal(a.read(0, a.shape[0], 0, a.shape[1]), b.read(0, b.shape[0], 0, b.shape[1]))
+        h, w = truth[level].shape[:2]
+        assert np.abs(a.read(0, h, 0, w).astype(float) - truth[level]).mean() < 3  # JPEG of the true pixels
+
+
+def test_a_vendor_tiff_tifffile_cannot_read_falls_back_to_openslide_and_a_plain_one_does_not(tmp_path, monkeypatch):
+    philips, plain = tmp_path / "p.tiff", tmp_path / "g.tif"
+    write_philips(philips, slide_image((128, 128), seed=1), levels=2)
+    write_generic_pyramid(plain, slide_image((128, 128), seed=1), levels=2)
+
+    def fails(path, **kw):
+        raise InputError(f"{path}: not a readable TIFF (simulated)")
+
+    monkeypatch.setattr("tiler.sources._open._open_tifffile", fails)
+    source = open_source(philips)
+    assert source.info.reader == "openslide" and source.info.format == "philips"
+    with pytest.raises(InputError, match="simulated"):  # tifffile's own error: OpenSlide is not a fallback here
+        open_source(plain)
 
 
 @pytest.mark.parametrize("kind", ["generic", "svs"])
