@@ -74,8 +74,8 @@ def _describe(src, args: argparse.Namespace) -> int:
         lines.append("  alpha        the last channel is transparency (dropped for a model taking one channel fewer)")
     if info.chunks:
         kind = "tiles" if info.extra.get("tiled", True) else "strips"
-        lines.append(f"  storage      {kind} of {info.chunks[0]} x {info.chunks[1]}, "
-                     f"compression {info.compression or 'none'}")
+        codec = info.compression or ("(decoded by OpenSlide)" if info.reader == "openslide" else "none")
+        lines.append(f"  storage      {kind} of {info.chunks[0]} x {info.chunks[1]}, compression {codec}")
     if info.mpp:
         lines.append(f"  pixel size   {info.mpp[0]:.4g} x {info.mpp[1]:.4g} µm (y x)")
     else:

@@ -106,6 +106,8 @@ class DicomSource:
             spacing = base.pixel_spacing
             base_mpp = (float(spacing.height) * 1000.0, float(spacing.width) * 1000.0) if spacing else None
             tile = lvl.tile_size
+            syntax = lvl.default_instance.image_data.transfer_syntax
+            compression = None if syntax.name.startswith(("Explicit VR", "Implicit VR")) else str(syntax.name)
         except InputError:
             self.close()
             raise
@@ -119,7 +121,7 @@ class DicomSource:
         shapes = tuple((int(lv.size.height), int(lv.size.width)) for lv in levels)
         downsample = (shapes[0][0] / h, shapes[0][1] / w)
         self.info = SourceInfo(
-            format="dicom-wsi", chunks=self.chunks, levels=shapes,
+            format="dicom-wsi", compression=compression, chunks=self.chunks, levels=shapes,
             mpp=(base_mpp[0] * downsample[0], base_mpp[1] * downsample[1]) if base_mpp else None,
             level=level, downsample=downsample, base_mpp=base_mpp,
             series=self._pyramid, series_name=f"pyramid {self._pyramid} of {count}" if count > 1 else None,
