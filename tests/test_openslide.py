@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,39 @@ def test_tiler_info_names_the_reader(tmp_path, capsys):
     assert "reader       openslide" in out and "format       aperio" in out and "0.499" in out
     assert main(["info", str(path)]) == 0
     assert "reader       tifffile" in capsys.readouterr().out
+
+
+def test_an_openslide_input_gets_its_tissue_mask_and_preview_from_openslide(tmp_path, plus_one):
+    tif = tmp_path / "scan.tif"
+    img = slide_image((256, 320), seed=11, background=0.6)
+    write_generic_pyramid(tif, img, levels=3)
+    ndpi = tmp_path / "scan.ndpi"
+    shutil.copy(tif, ndpi)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "cannot read the input for the preview"
+        a = tiler.run(ndpi, plus_one, out=tmp_path / "a.zarr", tile=64, overlap=16, tissue="auto", preview=True,
+                      pyramid=False)
+    b = tiler.run(tif, plus_one, out=tmp_path / "b.zarr", tile=64, overlap=16, tissue="auto", pyramid=False)
+    assert a.skipped == b.skipped > 0 and a.preview is not None and a.preview.exists()
+    np.testing.assert_array_equal(zarr.open_group(a.path, mode="r")["0"][...],
+                                  zarr.open_group(b.path, mode="r")["0"][...])
+
+
+def test_resume_with_another_reader_is_refused_naming_it(tmp_path, plus_one):
+    path = tmp_path / "slide.svs"
+    write_svs(path, slide_image((128, 160), seed=12), levels=2)
+    tiler.run(path, plus_one, out=tmp_path / "o.zarr", reader="openslide", tile=64, overlap=16, pyramid=False)
+    with pytest.raises(tiler.errors.OutputError, match=r"input differs \(reader: 'openslide' recorded, None now"):
+        tiler.run(path, plus_one, out=tmp_path / "o.zarr", resume=True, tile=64, overlap=16, pyramid=False)
+    done = tiler.run(path, plus_one, out=tmp_path / "o.zarr", reader="openslide", resume="force", tile=64, overlap=16,
+                     pyramid=False)
+    assert done.already_complete
+
+
+def test_cli_run_with_reader_openslide(tmp_path):
+    path = tmp_path / "slide.svs"
+    write_svs(path, slide_image((128, 160), seed=13), levels=2)
+    out = tmp_path / "o.zarr"
+    assert main(["run", str(path), "--reader", "openslide", "--tile", "64", "--overlap", "16", "--device", "cpu",
+                 "--no-pyramid", "-o", str(out)]) == 0
+    assert zarr.open_group(out, mode="r").attrs["tiler"]["input"]["reader"] == "openslide"
