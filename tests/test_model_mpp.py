@@ -140,3 +140,11 @@ def test_model_mpp_has_help_with_an_example(capsys):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--model-mpp X" in text and "e.g. --model-mpp 0.5" in text and "--reader" in text
+
+
+@pytest.mark.slow  # the export verifies the TorchScript against PyTorch (about 8 s)
+def test_export_model_mpp_writes_the_pixel_size_into_the_exported_file(tmp_path, small_unet_checkpoint):
+    out = tmp_path / "unet.torchscript.pt"
+    assert main(["export", str(small_unet_checkpoint), "--format", "torchscript", "--out", str(out),
+                 "--model-mpp", "0.5"]) == 0
+    assert load_runner(out, device="cpu").spec.mpp == 0.5

@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", metavar="INPUT", nargs="*",
-                   help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image, a directory of them, or a glob")
+                   help="TIFF, OME-TIFF, SVS, NDPI/MRXS/SCN/BIF/VMS (OpenSlide), DICOM WSI folder or file, zarr, "
+                        "PNG or JPEG image, a directory of them, or a glob")
     add_model_options(p)
     add_spec_options(p)
     add_tiling_options(p)
