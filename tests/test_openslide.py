@@ -232,6 +232,7 @@ def test_tiler_info_names_the_reader(tmp_path, capsys):
     assert main(["info", str(path), "--reader", "openslide"]) == 0
     out = capsys.readouterr().out
     assert "reader       openslide" in out and "format       aperio" in out and "0.499" in out
+    assert "associated   thumbnail (OpenSlide's other images: never read)" in out
     assert main(["info", str(path)]) == 0
     assert "reader       tifffile" in capsys.readouterr().out
 

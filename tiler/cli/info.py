@@ -70,6 +70,8 @@ def _describe(src, args: argparse.Namespace) -> int:
                    "ycbcr": "YCbCr JPEG (decoded to RGB)"}.get(str(info.extra.get("photometric")))
     if photometric:
         lines.append(f"  photometric  {photometric}")
+    if info.extra.get("associated"):
+        lines.append(f"  associated   {', '.join(info.extra['associated'])} (OpenSlide's other images: never read)")
     if info.alpha:
         lines.append("  alpha        the last channel is transparency (dropped for a model taking one channel fewer)")
     if info.chunks:

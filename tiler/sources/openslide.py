@@ -154,7 +154,7 @@ class OpenSlideSource:
             base_mpp = (my or mx or 0.0, mx or my or 0.0)
         levels = tuple(shape for _, shape in self._frames)
         downsample = (levels[0][0] / h, levels[0][1] / w)
-        extra: dict[str, Any] = {"vendor": vendor}
+        extra: dict[str, Any] = {"vendor": vendor, "associated": sorted(str(n) for n in slide.associated_images)}
         if (bx, by, bw, bh) != (0, 0, w0, h0):
             extra["bounds"] = {"x": bx, "y": by, "width": bw, "height": bh}
         self.info = SourceInfo(
