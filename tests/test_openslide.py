@@ -150,7 +150,7 @@ class _BoundedSlide:
             "openslide.bounds-x": str(bx), "openslide.bounds-y": str(by), "openslide.bounds-width": str(bw),
             "openslide.bounds-height": str(bh), "openslide.background-color": "20A040"}
         self.level_count, self.level_dimensions = self._slide.level_count, self._slide.level_dimensions
-        self.level_downsamples = self._slide.level_downsamples
+        self.level_downsamples, self.associated_images = self._slide.level_downsamples, {}
         self.hole = hole
 
     def read_region(self, location, level, size):
@@ -271,3 +271,12 @@ def test_cli_run_with_reader_openslide(tmp_path):
     assert main(["run", str(path), "--reader", "openslide", "--tile", "64", "--overlap", "16", "--device", "cpu",
                  "--no-pyramid", "-o", str(out)]) == 0
     assert zarr.open_group(out, mode="r").attrs["tiler"]["input"]["reader"] == "openslide"
+
+
+def test_a_tall_read_split_into_bands_across_threads_equals_one_read(tmp_path):
+    path = tmp_path / "tall.tif"
+    img = slide_image((1100, 200), seed=14)
+    write_generic_pyramid(path, img, levels=1)
+    source = open_source(path, reader="openslide")
+    np.testing.assert_array_equal(source.read(0, 1100, 0, 200), img)  # 5 bands of 256 rows
+    np.testing.assert_array_equal(source.read(3, 1097, 5, 190), img[3:1097, 5:190])
