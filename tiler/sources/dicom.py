@@ -27,12 +27,18 @@ from ._base import ReadOptions, SourceInfo
 INSTALL_HINT = "pip install 'tiler-engine[dicom]' (wsidicom and pydicom)"
 
 
+def _one_line(exc: BaseException) -> str:
+    """A library's message on one line (C libraries' messages may span several)."""
+    return " ".join(str(exc).split())
+
+
 def import_wsidicom(name: str) -> Any:
     """The ``wsidicom`` module, or a one-line InputError naming the extra to install."""
     try:
         import wsidicom
     except ImportError as exc:
-        raise InputError(f"{name}: DICOM whole-slide images need the dicom extra ({exc}): {INSTALL_HINT}") from None
+        raise InputError(f"{name}: DICOM whole-slide images need the dicom extra: {INSTALL_HINT}; "
+                         f"import failed: {_one_line(exc)}") from None
     return wsidicom
 
 
@@ -85,7 +91,7 @@ class DicomSource:
             self._wsi = wsidicom.WsiDicom.open(files)
         except errors as exc:
             raise InputError(f"{self.name}: not a readable DICOM whole-slide image ({type(exc).__name__}: "
-                             f"{exc})") from None
+                             f"{_one_line(exc)})") from None
         try:
             pyramids = list(self._wsi.pyramids)
             count = len(pyramids)
@@ -114,7 +120,7 @@ class DicomSource:
         except errors as exc:
             self.close()
             raise InputError(f"{self.name}: unreadable DICOM whole-slide metadata ({type(exc).__name__}: "
-                             f"{exc})") from None
+                             f"{_one_line(exc)})") from None
         self.shape = check_image_shape(self.name, (h, w, 3), np.dtype(np.uint8))
         self.dtype = np.dtype(np.uint8)
         self.chunks: tuple[int, int] | None = (int(tile.height), int(tile.width))
@@ -135,7 +141,7 @@ class DicomSource:
                                            as_array=True)
         except self._errors as exc:
             raise InputError(f"{self.name}: cannot decode the image data at rows {y0}:{y1}, columns {x0}:{x1} "
-                             f"({type(exc).__name__}: {exc})") from None
+                             f"({type(exc).__name__}: {_one_line(exc)})") from None
         region = np.asarray(region)
         if region.ndim == 2:
             region = np.repeat(region[..., None], 3, axis=2)

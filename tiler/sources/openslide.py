@@ -51,6 +51,11 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool)
 _POOL_LOCK = threading.Lock()
 
 
+def _one_line(exc: BaseException) -> str:
+    """A library's message on one line (C libraries' messages may span several)."""
+    return " ".join(str(exc).split())
+
+
 def _pool() -> ThreadPoolExecutor:
     """One pool per process for OpenSlide reads (threads: cores, at most 4). OpenSlide is
     thread-safe and ``read_region`` releases the GIL, so bands of a region decode side by side."""
@@ -68,7 +73,7 @@ def import_openslide(name: str) -> Any:
         import openslide
     except ImportError as exc:
         raise InputError(f"{name}: this slide is read through OpenSlide, which is not installed "
-                         f"({exc}); {INSTALL_HINT}") from None
+                         f"({_one_line(exc)}); {INSTALL_HINT}") from None
     return openslide
 
 
@@ -135,7 +140,7 @@ class OpenSlideSource:
         except openslide.OpenSlideUnsupportedFormatError:
             raise InputError(f"{self.name}: not a slide format OpenSlide can read") from None
         except (openslide.OpenSlideError, OSError, ValueError) as exc:
-            raise InputError(f"{self.name}: OpenSlide cannot open the slide ({exc})") from None
+            raise InputError(f"{self.name}: OpenSlide cannot open the slide ({_one_line(exc)})") from None
         slide = self._slide
         self._errors: tuple[type[BaseException], ...] = (openslide.OpenSlideError, OSError, ValueError)
         props = slide.properties
@@ -196,8 +201,9 @@ class OpenSlideSource:
         try:
             rgba = np.asarray(self._slide.read_region(location, self.level, (w, h)))
         except self._errors as exc:
-            raise InputError(f"{self.name}: OpenSlide cannot read level {self.level} rows {y - self._oy}:"
-                             f"{y - self._oy + h}, columns {x - self._ox}:{x - self._ox + w} ({exc})") from None
+            rows, cols = f"{y - self._oy}:{y - self._oy + h}", f"{x - self._ox}:{x - self._ox + w}"
+            raise InputError(f"{self.name}: OpenSlide cannot read level {self.level} rows {rows}, columns {cols} "
+                             f"({_one_line(exc)})") from None
         rgb = rgba[..., :3]
         alpha = rgba[..., 3]
         if alpha.min() == 255:
