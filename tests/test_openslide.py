@@ -280,3 +280,11 @@ def test_a_tall_read_split_into_bands_across_threads_equals_one_read(tmp_path):
     source = open_source(path, reader="openslide")
     np.testing.assert_array_equal(source.read(0, 1100, 0, 200), img)  # 5 bands of 256 rows
     np.testing.assert_array_equal(source.read(3, 1097, 5, 190), img[3:1097, 5:190])
+
+
+def test_dask_tasks_reopen_an_openslide_input_the_same_way(tmp_path, plus_one):
+    path = tmp_path / "slide.svs"
+    write_svs(path, slide_image((200, 240), seed=15), levels=2)
+    expected = tiler.predict(path, plus_one, reader="openslide", level=1, tile=32, overlap=8)
+    lazy = tiler.predict_dask(path, plus_one, reader="openslide", level=1, tile=32, overlap=8, block=32, chunk=32)
+    np.testing.assert_array_equal(lazy.compute(scheduler="threads"), expected)
