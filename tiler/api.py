@@ -21,9 +21,11 @@ from .config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, ke
 from .engine.job import BlockStats, Job, build_job
 from .engine.pipeline import run_block
 from .engine.progress import progress_counter
+from .engine.resolution import model_mpp
 from .errors import OutputError, SettingsError
 from .masks.tissue import Mask
 from .plan.partition import Block
+from .runners.factory import load_runner
 from .sources import Source, open_at
 from .store.ome import ome_metadata
 from .store.ownership import OutputLock
@@ -45,7 +47,7 @@ def predict(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None,  # sources.ReadOptions
+    channels: Any = None, reader: str | None = None,  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> np.ndarray:
@@ -70,6 +72,8 @@ def predict(
     series, plane, channels : which image of a multi-series file (default: the largest, never a
         label/macro image), which plane of a stack (``"z=3"``), which input channels (``"0,1,2"``);
         see :class:`~tiler.sources.ReadOptions`.
+    reader : the library that opens a file: ``"auto"``/None (by content and name), ``"tifffile"``,
+        ``"openslide"``, ``"wsidicom"`` (:data:`tiler.sources.READERS`).
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
         touching no foreground are not computed; pixels no computed tile covers get ``fill``.
     **settings : the other fields of :class:`~tiler.config.Settings` (output, dtype, chunk, ...);
@@ -92,14 +96,30 @@ def predict(
     check_keywords("tiler.predict", settings, keyword_names(predict) | set(SETTING_KEYWORDS))
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
     job_settings = _settings(settings, block_width=None)  # in memory: one block column
-    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
-        job, _masks = _make_job(image, source, model, options, job_settings, tissue=tissue, roi=roi)
+    runner, local, mpp = _runner_and_mpp(image, model, options, job_settings, level=level, mpp=mpp,
+                                         read={"series": series, "plane": plane, "channels": channels,
+                                               "reader": reader})
+    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
+                         reader=reader)) as source:
+        job, _masks = _make_job(image, source, runner, local, job_settings, tissue=tissue, roi=roi)
         h, w, _ = source.shape
         out = np.zeros(job.output.shape(h, w), job.output.store_dtype)  # lazily zeroed by the kernel
         sink = MemorySink(out, job.partition.stripes, zeroed=True)
         for block in job.partition.blocks():
             run_block(job, block, sink)
         return out
+
+
+def _runner_and_mpp(
+    image: Any, model: Any, options: ModelOptions, settings: Settings, *, level: int | None, mpp: float | None,
+    read: dict[str, Any],
+) -> tuple[Any, ModelOptions, float | None]:
+    """Step 0: the runner (loaded once), the options to build the job with, and the pixel size to
+    read at: ``mpp``, or the model's own where neither ``level`` nor ``mpp`` is given (see
+    :func:`~tiler.engine.resolution.model_mpp`)."""
+    runner = load_runner(model, **options.runner_keywords(settings.batch_size))
+    chosen = model_mpp(image, runner.spec, level=level, mpp=mpp, **read)
+    return runner, replace(options, compile=False), chosen  # compiled already, if asked
 
 
 def _make_job(
@@ -162,7 +182,7 @@ def run(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None,  # sources.ReadOptions
+    channels: Any = None, reader: str | None = None,  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> RunResult:
@@ -191,7 +211,7 @@ def run(
         :mod:`tiler.distributed.tasks`); the input and ``out`` must be at the same path on every worker.
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
         image's size and records its pixel size (OME scale) and georeference.
-    series, plane, channels : as for :func:`predict` (recorded with the input).
+    series, plane, channels, reader : as for :func:`predict` (recorded with the input).
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
         foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
     **settings : fields of :class:`~tiler.config.Settings` (tile, overlap, margin, window,
@@ -210,10 +230,15 @@ def run(
     if resume not in (False, True, "force"):
         raise SettingsError(f"resume must be True, False or 'force', got {resume!r}")
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
-    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
+    job_settings = _settings(settings)
+    runner, local, mpp = _runner_and_mpp(image, model, options, job_settings, level=level, mpp=mpp,
+                                         read={"series": series, "plane": plane, "channels": channels,
+                                               "reader": reader})
+    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
+                         reader=reader)) as source:
         t0 = time.perf_counter()
         out_path, target = _output_path(image, source, out, overwrite=overwrite, resume=resume)
-        job, masks = _make_job(image, source, model, options, _settings(settings), tissue=tissue, roi=roi,
+        job, masks = _make_job(image, source, runner, local, job_settings, tissue=tissue, roi=roi,
                                client=client)
         record = run_record(image, source, job.runner, job.settings.record(), masks, roi)
         run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing

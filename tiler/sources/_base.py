@@ -71,6 +71,8 @@ class ReadOptions:
         macro image).
     plane : one index per extra axis, e.g. ``(("Z", 3),)`` for ``--plane z=3``.
     channels : input channels to keep, in this order (``--channels 0,1,2``); None = all.
+    reader : the library that opens a file (``--reader``: a name of
+        :data:`~tiler.sources.READERS`); None = ``"auto"``, chosen by content and name.
     """
 
     level: int | None = None
@@ -78,14 +80,18 @@ class ReadOptions:
     series: int | None = None
     plane: tuple[tuple[str, int], ...] = ()
     channels: tuple[int, ...] | None = None
+    reader: str | None = None
 
     @classmethod
     def of(cls, *, level: int | None = None, mpp: float | None = None, series: int | None = None,
-           plane: Any = None, channels: Any = None) -> ReadOptions:
+           plane: Any = None, channels: Any = None, reader: str | None = None) -> ReadOptions:
         """Options from user values: ``plane`` as ``"z=3,t=0"``/dict, ``channels`` as ``"0,1,2"``/ints."""
         if series is not None and (not isinstance(series, int) or series < 0):
             raise SettingsError(f"--series must be a series number >= 0, got {series!r}")
-        return cls(level, mpp, series, _parse_plane(plane), _parse_channels(channels))
+        if reader is not None and not isinstance(reader, str):
+            raise SettingsError(f"--reader must be a reader's name, got {reader!r}")
+        reader = None if reader in (None, "", "auto") else reader
+        return cls(level, mpp, series, _parse_plane(plane), _parse_channels(channels), reader)
 
     @property
     def is_default(self) -> bool:
@@ -114,6 +120,7 @@ class SourceInfo:
     series_list : one line per series in the file (``tiler info``), if the file has several.
     alpha : the last channel is transparency (RGBA, grey + alpha), not image content.
     read : how the source was opened (:class:`ReadOptions`): workers reopen it with the same.
+    reader : the library that read it ("tifffile", "openslide", "wsidicom", "zarr", ...).
     """
 
     format: str
@@ -131,6 +138,7 @@ class SourceInfo:
     series_list: tuple[str, ...] = ()
     alpha: bool = False
     read: ReadOptions | None = None
+    reader: str | None = None
 
     def level_downsample(self, k: int) -> tuple[float, float]:
         """(y, x) level-0 pixels per pixel of pyramid level ``k`` (from the level shapes)."""

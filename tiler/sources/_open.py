@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -222,49 +223,157 @@ class ChannelSource:
 
 def open_source(
     image: Any, *, level: int = 0, series: int | None = None, plane: Any = (), channels: Any = None,
-    palette: str = "rgb",
+    palette: str = "rgb", reader: str | None = None,
 ) -> Source:
-    """Open ``image``: a path (TIFF family, zarr, PNG, JPEG), an array-like or a Source.
+    """Open ``image``: a path (TIFF family, slide formats, DICOM WSI, zarr, PNG, JPEG), an array-like or a Source.
 
     ``series`` chooses the image of a multi-series TIFF, ``plane`` (``"z=3"`` or pairs) one plane
     of a stack, ``channels`` (``"0,1,2"`` or ints) the input channels (see :class:`ReadOptions`);
-    ``palette="index"`` reads a palette TIFF's indices instead of its colours (masks).
+    ``palette="index"`` reads a palette TIFF's indices instead of its colours (masks). ``reader``
+    names the library that opens a file (a key of :data:`READERS`; None or ``"auto"``: by content
+    and name, see :func:`auto_reader`); the source's ``info.reader`` says which one did.
     Raises :class:`~tiler.errors.InputError` naming the file for anything unreadable.
     """
-    options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels)
-    source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette)
+    options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels, reader=reader)
+    source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette,
+                         reader=options.reader)
     if options.channels is not None:
         source = ChannelSource(source, options.channels)
     return source
 
 
+#: An opener: ``(path, *, level, series, plane, palette) -> Source``.
+Opener = Callable[..., Source]
+
+
+def _open_tifffile(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                   palette: str = "rgb") -> Source:
+    from .tiff.reader import TiffSource
+
+    return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
+
+
+def _open_openslide(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                    palette: str = "rgb") -> Source:
+    from .openslide import OpenSlideSource
+
+    return OpenSlideSource(path, level=level, series=series, plane=plane)
+
+
+def _open_wsidicom(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                   palette: str = "rgb") -> Source:
+    from .dicom import DicomSource
+
+    return DicomSource(path, level=level, series=series, plane=plane)
+
+
+#: The readers ``--reader NAME`` chooses from, by name (``auto``: :func:`auto_reader`). A new reader
+#: is one entry here and one module beside this one.
+READERS: dict[str, Opener] = {
+    "tifffile": _open_tifffile,
+    "openslide": _open_openslide,
+    "wsidicom": _open_wsidicom,
+}
+#: The names ``--reader`` accepts.
+READER_NAMES: tuple[str, ...] = ("auto", *READERS)
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM Part 10 file: ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_folder(path: Path) -> bool:
+    """A folder whose files are DICOM (a whole-slide series: one file per level, label, overview)."""
+    files = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    return bool(files) and any(p.suffix.lower() == ".dcm" or _is_dicom(p) for p in files[:16])
+
+
+def auto_reader(path: Path, head: bytes) -> str | None:
+    """The reader ``--reader auto`` uses for the file ``path`` starting with ``head`` (None: not a
+    file for any of :data:`READERS`): OpenSlide for the slide formats tifffile cannot read
+    (:data:`~tiler.sources.openslide.OPENSLIDE_SUFFIXES`), wsidicom for DICOM, tifffile for TIFF."""
+    from .openslide import OPENSLIDE_SUFFIXES
+
+    if path.suffix.lower() in OPENSLIDE_SUFFIXES:
+        return "openslide"
+    if _is_dicom(path):
+        return "wsidicom"
+    if head[:4] in _TIFF_MAGIC:
+        return "tifffile"
+    return None
+
+
+#: OpenSlide vendors of TIFF-based slides that tifffile may not read (never Aperio or generic TIFF:
+#: tifffile reads those, so its error is the one to show).
+_FALLBACK = frozenset({"philips", "ventana", "leica", "hamamatsu", "trestle", "sakura"})
+
+
+def _open_tiff_or_slide(path: Path, **kw: Any) -> Source:
+    """tifffile, and OpenSlide where tifffile cannot read a TIFF that OpenSlide knows as a vendor's
+    slide (Philips, Ventana, ...); tifffile's error where neither reads it."""
+    from .openslide import detect_format
+
+    try:
+        return _open_tifffile(path, **kw)
+    except InputError as first:
+        broken = any(word in str(first) for word in ("truncated", "corrupt"))
+        if broken or kw.get("series") is not None or kw.get("plane") or detect_format(path) not in _FALLBACK:
+            raise
+        try:
+            return _open_openslide(path, **kw)
+        except InputError:
+            raise first from None
+
+
+def _named(source: Source, reader: str) -> Source:
+    if isinstance(getattr(source, "info", None), SourceInfo) and source.info.reader is None:
+        source.info = replace(source.info, reader=reader)
+    return source
+
+
 def _open_plain(
-    image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb"
+    image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb",
+    reader: str | None = None,
 ) -> Source:
+    if reader is not None and reader not in READERS:
+        raise SettingsError(f"--reader {reader!r}: unknown reader; choose one of {', '.join(READER_NAMES)}")
     if series is not None and not isinstance(image, (str, os.PathLike)):
         raise SettingsError("--series chooses an image inside a TIFF file; the input is not a file")
+    if reader is not None and not isinstance(image, (str, os.PathLike)):
+        raise SettingsError(f"--reader {reader} opens files; the input is a {type(image).__name__}")
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
             raise InputNotFoundError(f"{path}: no such file or directory")
+        kw: dict[str, Any] = {"level": level, "series": series, "plane": plane, "palette": palette}
+        if reader is not None:
+            return _named(READERS[reader](path, **kw), reader)
         if path.is_dir():
             if (path / "zarr.json").exists() or (path / ".zarray").exists() or (path / ".zgroup").exists():
-                return _open_zarr(path, level=level, plane=plane, series=series)
-            raise InputError(f"{path}: is a directory, not an image (nor a zarr store)")
+                return _named(_open_zarr(path, level=level, plane=plane, series=series), "zarr")
+            if is_dicom_folder(path):
+                return _named(_open_wsidicom(path, **kw), "wsidicom")
+            raise InputError(f"{path}: is a directory, not an image (nor a zarr store or a DICOM series)")
         with open(path, "rb") as fh:
             head = fh.read(8)
         if not head:
             raise InputError(f"{path}: file is empty (0 bytes)")
-        if head[:4] in _TIFF_MAGIC:
-            from .tiff.reader import TiffSource
-
-            return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
+        chosen = auto_reader(path, head)
+        if chosen == "tifffile":
+            return _named(_open_tiff_or_slide(path, **kw), "tifffile")
+        if chosen is not None:
+            return _named(READERS[chosen](path, **kw), chosen)
         if series is not None or plane:
             raise SettingsError(f"{path}: --series and --plane are for TIFF and OME-Zarr inputs")
         if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
-            return _open_small_image(path)
+            return _named(_open_small_image(path), "imagecodecs")
         raise InputError(
-            f"{path}: not an image tiler can read (expected TIFF, PNG, JPEG or zarr; "
+            f"{path}: not an image tiler can read (expected TIFF, a slide format, DICOM, PNG, JPEG or zarr; "
             f"file starts with {head[:4]!r})"
         )
     if plane:
