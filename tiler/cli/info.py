@@ -5,22 +5,29 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .options import add_read_options
+from .options import add_command, add_read_options, non_negative_int, positive_int
 
 EXAMPLES = """\
 examples:
   $ tiler info scan.tif
+  $ tiler info slide.svs --tile 1024 --overlap 256  # levels, µm/px and the tile count at these settings
   $ tiler info stack.ome.tif --plane z=3      # one plane of a Z stack
   $ tiler info slide.ome.tif --series 1       # another image of a multi-series file
 """
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show an image's shape, dtype, storage and levels", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", metavar="INPUT")
-    p.add_argument("--tile", type=int, default=512, help="tile edge for the tiling line (default 512)")
-    p.add_argument("--overlap", type=int, default=128, help="overlap for the tiling line (default 128)")
+    p = add_command(
+        sub, "info", help="show an image's shape, dtype, storage and levels", examples=EXAMPLES,
+        description="Describe INPUT without reading its pixels: format, shape and dtype, the image "
+                    "series, storage (tiles or strips, compression), pixel size, pyramid levels with "
+                    "their downsample and µm/px, a georeference, and how tiler run would tile it.",
+    )
+    p.add_argument("input", metavar="INPUT", help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image")
+    p.add_argument("--tile", type=positive_int, default=512, metavar="N",
+                   help="tile edge for the tiling line (default 512)")
+    p.add_argument("--overlap", type=non_negative_int, default=128, metavar="N",
+                   help="overlap for the tiling line (default 128)")
     add_read_options(p)
     p.set_defaults(func=main)
 

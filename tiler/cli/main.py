@@ -16,6 +16,7 @@ from . import export_result as export_result_cmd
 from . import info as info_cmd
 from . import run as run_cmd
 from . import stats as stats_cmd
+from .options import Parser
 
 DESCRIPTION = """\
 Sliding-window inference for images too large to run a network on in one piece.
@@ -36,7 +37,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tiler", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"tiler {__version__}")

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .options import (
+    add_command,
     add_model_options,
     add_output_options,
     add_slide_options,
@@ -17,11 +18,17 @@ from .options import (
 
 EXAMPLES = """\
 examples:
-  $ tiler run scan.tif
+  $ tiler run scan.tif                                             # logits -> scan.zarr
+  $ tiler run scan.tif --kind probs --preview -o probs.zarr        # + probs.zarr.png overlay
   $ tiler run scan.tif --kind labels -o labels.zarr --overwrite
+  $ tiler run slide.svs --level 1 --kind labels                    # pyramid level 1 (see tiler info)
+  $ tiler run slide.svs --mpp 1.0 --tissue auto --kind labels      # 1 µm pixels, skip the glass
+  $ tiler run slide.svs --roi mask.png                             # only tiles inside the mask
   $ tiler run scene.tif --model unet.pt --tile 1024 --overlap 128 --window cosine
-  $ tiler run slide.svs --mpp 1.0 --tissue auto --kind labels  # 1 µm pixels, skip the glass
-  $ tiler run slides/ --out-dir preds/ --report report.json      # every image in a directory
+  $ tiler run scene.tif --model unet.onnx --provider cuda          # ONNX Runtime on CUDA, or an error
+  $ tiler stats scan.tif --json > stats.json && tiler run scan.tif --stats stats.json
+  $ tiler run slide.svs --resume                                   # continue a killed run
+  $ tiler run slides/ --out-dir preds/ --report report.json        # every image in a directory
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster
   $ tiler run big.tif --scheduler tcp://head:8786                  # existing dask cluster
@@ -29,11 +36,10 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run", help="run a model over images, write zarr groups", epilog=EXAMPLES,
+    p = add_command(
+        sub, "run", help="run a model over images, write zarr groups", examples=EXAMPLES,
         description="Run a model over each INPUT tile by tile and stream the blended result to zarr. "
         "A failed input is reported and the others go on; the exit code is 1 if any failed.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", metavar="INPUT", nargs="*",
                    help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image, a directory of them, or a glob")
