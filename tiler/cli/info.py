@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from .options import add_command, add_read_options, non_negative_int, positive_int
@@ -88,6 +89,8 @@ def _describe(src, args: argparse.Namespace) -> int:
         mpp = info.level_mpp(k)
         size = f", {mpp[0]:.4g} µm" if mpp else ""
         lines.append(f"  level {k:<6} {lh} x {lw} (downsample {down}{size})")
+    for line in info.extra.get("unreadable", ()):
+        lines.append(f"  unreadable   {line}")
     if info.georeference is not None:
         g = info.georeference
         a, b, c, d, e, f = g.affine
@@ -110,11 +113,15 @@ def _series_listing(path: str) -> list[str]:
 
     from ..sources.tiff.reader import describe_series
 
+    quiet = logging.Filter("tiler")  # tifffile's own log lines about a broken file: the error says it
+    logging.getLogger("tifffile").addFilter(quiet)
     try:
         with tifffile.TiffFile(path) as tif:
             return [describe_series(tif, k) for k in range(len(tif.series))]
     except (OSError, ValueError, RuntimeError, tifffile.TiffFileError):
         return []
+    finally:
+        logging.getLogger("tifffile").removeFilter(quiet)
 
 
 def _epsg(geokeys: tuple[int, ...]) -> int | None:
