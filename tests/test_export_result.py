@@ -191,7 +191,7 @@ def test_preview_without_input_and_cli_png(outputs, tmp_path) -> None:
     with pytest.warns(UserWarning, match="not available"):
         assert cli(["export-result", str(out), "--format", "png", "--max-side", "60"]) == 0
     png = imagecodecs.png_decode((tmp_path / "arr.zarr.png").read_bytes())
-    assert png.shape == (40, 60, 3)
+    assert png.shape[1:] == (60, 3) and png.shape[0] > 40  # 40 x 60 and the legend below
 
 
 def test_run_preview_flag(outputs, tmp_path, capsys) -> None:
@@ -209,7 +209,7 @@ def test_run_preview_flag(outputs, tmp_path, capsys) -> None:
                 "--no-pyramid"])
     assert code == 0 and "preview" in capsys.readouterr().out
     png = imagecodecs.png_decode((tmp_path / "cli.zarr.png").read_bytes())
-    assert png.shape == (600, 900, 3)  # never enlarged; 900 < 1536
+    assert png.shape[1:] == (900, 3) and 600 < png.shape[0] < 700  # never enlarged; 900 < 1536; a legend
     assert sorted(zarr.open_group(str(out), mode="r").array_keys()) == ["0", "progress"]
 
 
@@ -249,3 +249,50 @@ def test_a_failed_export_leaves_no_file(result, monkeypatch) -> None:
     assert sorted(p.name for p in result.parent.iterdir()) == ["o.zarr"]
     monkeypatch.undo()
     assert er.export_result(result, result.parent / "new.tif", tile=64).is_file()  # and it still works
+
+
+def _labels_output(tmp_path, colours=None):
+    labels = np.zeros((60, 200), np.uint8)
+    labels[:, 50:100], labels[:, 100:150], labels[:, 150:] = 1, 2, 3
+    g = zarr.open_group(str(tmp_path / "lab.zarr"), mode="w", zarr_format=3)
+    g.create_array("0", shape=labels.shape, chunks=(32, 32), dtype="uint8")
+    g["0"][...] = labels
+    spec = {"out_channels": 4, "class_names": ["background", "tumour", "stroma", "necrosis"]}
+    if colours:
+        spec["class_colours"] = colours
+    g.attrs["tiler"] = {"format": 2, "complete": True, "settings": {"output": "labels"}, "model": {"spec": spec}}
+    return tmp_path / "lab.zarr"
+
+
+def _has_colour(img: np.ndarray, rgb) -> bool:
+    return bool((img.reshape(-1, 3) == np.asarray(rgb, np.uint8)).all(axis=1).any())
+
+
+def test_preview_png_has_a_legend_with_the_model_colours_or_okabe_ito_and_opacity(tmp_path) -> None:
+    from tiler.results.preview import OKABE_ITO, legend
+
+    out = _labels_output(tmp_path)
+    with pytest.warns(UserWarning, match="not available"):
+        assert cli(["export-result", str(out), "--format", "png", "--opacity", "1"]) == 0
+    png = imagecodecs.png_decode((tmp_path / "lab.zarr.png").read_bytes())
+    image, strip = png[:60], png[60:]
+    for k in (1, 2, 3):  # opacity 1: the class colour itself, in the image and in the legend
+        colour = OKABE_ITO[k - 1].astype(np.uint8)
+        np.testing.assert_array_equal(image[30, 50 * k + 25], colour)
+        assert _has_colour(strip, colour)
+    np.testing.assert_array_equal(image[30, 10], [128, 128, 128])  # background: the grey base, undrawn
+    # the names are drawn: another name gives another strip
+    colours = class_colours(4)
+    assert not np.array_equal(legend(["background", "tumour", "stroma", "necrosis"], colours, 200),
+                              legend(["background", "tumour", "stroma", "fat"], colours, 200))
+    # the model's colours win where it records them
+    mine = ["#000000", "#ff0000", "#00ff00", "#0000ff"]
+    (tmp_path / "m").mkdir()
+    out = _labels_output(tmp_path / "m", mine)
+    with pytest.warns(UserWarning, match="not available"):
+        assert cli(["export-result", str(out), "--format", "png", "--opacity", "0.5"]) == 0
+    png = imagecodecs.png_decode((out.parent / "lab.zarr.png").read_bytes())
+    np.testing.assert_array_equal(png[30, 75], np.floor(128 * 0.5 + np.array([255, 0, 0]) * 0.5 + 0.5))
+    assert _has_colour(png[60:], [0, 0, 255])
+    with pytest.raises(SystemExit):
+        cli(["export-result", str(out), "--format", "png", "--opacity", "1.5", "--overwrite"])

@@ -156,7 +156,7 @@ def run(
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False, resume: bool | str = False, break_lock: bool = False, durable: bool = False,
     progress: bool | Callable[[int, int], None] = False,
-    pyramid: bool = True, pyramid_levels: int | None = None, preview: bool = False,
+    pyramid: bool = True, pyramid_levels: int | None = None, preview: bool | float = False,
     client: Any = None,
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
@@ -185,7 +185,8 @@ def run(
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
     pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.store.pyramid`);
         ``pyramid_levels`` = total level count (default: down to about 1024 pixels).
-    preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid.
+    preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid and a
+        legend; a number from 0 to 1 is the overlay's opacity (``True``: 0.4).
     client : a ``dask.distributed.Client``: run the blocks as tasks on its workers (see
         :mod:`tiler.distributed.tasks`); the input and ``out`` must be at the same path on every worker.
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
@@ -240,7 +241,7 @@ def run(
         if preview:
             from .results.preview import write_preview
 
-            preview_path = write_preview(out_path)
+            preview_path = write_preview(out_path, alpha=0.4 if preview is True else float(preview))
         h, w, _ = source.shape
         return RunResult(
             path=out_path, shape=job.output.shape(h, w), dtype=str(job.output.store_dtype), tiles=stats.tiles,

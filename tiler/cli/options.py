@@ -95,6 +95,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    """A number from 0 to 1 (``--opacity``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value:g}")
+    return value
+
+
 def _series(text: str) -> int:
     return _int_at_least(text, 0, "a series number >= 0")
 
@@ -167,11 +178,13 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=("softmax", "sigmoid", "none"),
                    help="how logits become probabilities (none: the model outputs probabilities)")
     g.add_argument("--class-names", type=name_list, metavar="A,B,...", help="names of the output channels")
+    g.add_argument("--class-colours", type=name_list, metavar="#RRGGBB,...",
+                   help="a colour per output class for previews and OME-Zarr labels (default: Okabe-Ito)")
 
 
 def spec_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The :func:`add_spec_options` flags given, as ``ModelSpec`` fields."""
-    fields = ("in_channels", "multiple", "scale", "mean", "std", "activation", "class_names")
+    fields = ("in_channels", "multiple", "scale", "mean", "std", "activation", "class_names", "class_colours")
     given = {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
     if getattr(args, "stats", None):
         return {**read_stats(args.stats), **given}

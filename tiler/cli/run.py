@@ -14,6 +14,7 @@ from .options import (
     add_tiling_options,
     positive_int,
     spec_overrides,
+    unit_interval,
 )
 
 EXAMPLES = """\
@@ -65,7 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pyramid-levels", type=positive_int, metavar="N",
                    help="levels in all, full resolution included (default: halve down to ~1024 px)")
     g.add_argument("--preview", action="store_true",
-                   help="also write <OUT>.png (scan.zarr.png): the input's thumbnail, prediction overlaid")
+                   help="also write <OUT>.png (scan.zarr.png): the input's thumbnail, prediction overlaid, "
+                        "with a legend of the class names and colours")
+    g.add_argument("--opacity", type=unit_interval, default=0.4, metavar="X",
+                   help="--preview: opacity of the class colours, 0 to 1 (default 0.4)")
     p.set_defaults(func=main)
 
 
@@ -98,7 +102,7 @@ def main(args: argparse.Namespace) -> int:
             progress=progress, tile=args.tile,
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,
-            pyramid_levels=args.pyramid_levels, preview=args.preview,
+            pyramid_levels=args.pyramid_levels, preview=args.opacity if args.preview else False,
             level=args.level, mpp=args.mpp, series=args.series, plane=args.plane, channels=args.channels,
             tissue=args.tissue, roi=args.roi, fill=args.fill,
         )

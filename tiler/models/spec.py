@@ -9,6 +9,7 @@ in TorchScript ``extra_files``; command-line flags override it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -58,6 +59,9 @@ class ModelSpec:
     mean, std : per-channel normalisation after scaling; empty = none.
     activation : "softmax", "sigmoid" or "none": how logits become probabilities.
     class_names : names of the output channels.
+    class_colours : ``"#rrggbb"`` per output class, for previews and OME-Zarr labels; empty = a
+        colour-blind-safe palette. Left out of :meth:`to_dict` when empty (so the records and
+        fingerprints of models without it are what they were).
     """
 
     name: str = "model"
@@ -69,8 +73,12 @@ class ModelSpec:
     std: tuple[float, ...] = ()
     activation: str = "softmax"
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    class_colours: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
+        bad = [c for c in self.class_colours if not re.fullmatch(r"#[0-9a-fA-F]{6}", str(c))]
+        if bad:
+            raise ModelError(f"model metadata has class colours that are not #rrggbb: {bad}")
         if self.activation not in ("softmax", "sigmoid", "none"):
             raise ModelError(f"unknown activation {self.activation!r} in model metadata")
         if len(self.mean) != len(self.std):
@@ -80,14 +88,16 @@ class ModelSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("mean", "std", "class_names"):
+        for k in ("mean", "std", "class_names", "class_colours"):
             d[k] = list(d[k])
+        if not d["class_colours"]:
+            del d["class_colours"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("mean", "std", "class_names"):
+        for k in ("mean", "std", "class_names", "class_colours"):
             if k in known:
                 known[k] = tuple(known[k])
         try:

@@ -117,6 +117,7 @@ def export_result(
     tile: int = 512,
     compression: str = "zlib",
     max_side: int = 1536,
+    opacity: float = 0.4,
     overwrite: bool = False,
 ) -> Path:
     """Write an output group as ``format`` ("tiff", "geotiff" or "png"); return the file's path.
@@ -143,7 +144,7 @@ def export_result(
     if format == "png":
         from .preview import write_preview
 
-        return write_preview(result, path, max_side=max_side)
+        return write_preview(result, path, max_side=max_side, alpha=opacity)
     comp = None if compression == "none" else compression
     # Written beside the target and renamed when whole: a failed export leaves no partial file and
     # keeps an earlier one.
