@@ -269,7 +269,8 @@ def _has_colour(img: np.ndarray, rgb) -> bool:
 
 
 def test_preview_png_has_a_legend_with_the_model_colours_or_okabe_ito_and_opacity(tmp_path) -> None:
-    from tiler.results.preview import OKABE_ITO, legend
+    from tiler.models.colours import OKABE_ITO
+    from tiler.results.preview import legend
 
     out = _labels_output(tmp_path)
     with pytest.warns(UserWarning, match="not available"):

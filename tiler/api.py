@@ -320,4 +320,29 @@ def _finalise(job: Job, sink: ZarrSink, path: Path, lock: OutputLock, *, pyramid
 
         lock.check()
         build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean", levels=pyramid_levels)
+    lock.check()
+    _add_class_metadata(job, sink)
     sink.set_complete()
+
+
+def _add_class_metadata(job: Job, sink: ZarrSink) -> None:
+    """Class names and colours where viewers look: ``omero`` channels for probabilities/logits, an
+    OME-Zarr label image (``labels/prediction``) for labels (see :mod:`tiler.store.ome`)."""
+    from .models.colours import class_colours, hex_colour
+    from .store.ome import add_label_image, omero_metadata
+
+    spec, output = job.runner.spec, job.output
+    classes = max(output.channels, 2)
+    names = list(spec.class_names) if len(spec.class_names) == classes else [str(k) for k in range(classes)]
+    if output.channels == 1 and len(spec.class_names) == 1:
+        names = ["background", spec.class_names[0]]
+    colours = class_colours(classes, spec.class_colours)
+    if output.kind == "labels":
+        add_label_image(sink.group, sink.path, names, [(int(c[0]), int(c[1]), int(c[2])) for c in colours])
+        return
+    channel_colours = colours[1:] if output.channels == 1 else colours  # one channel: the foreground
+    channel_names = names[1:] if output.channels == 1 else names
+    ome = dict(sink.group.attrs["ome"])
+    ome["omero"] = omero_metadata(channel_names, [hex_colour(c) for c in channel_colours], kind=output.kind,
+                                  dtype=str(output.store_dtype))
+    sink.group.attrs["ome"] = ome
