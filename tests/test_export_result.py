@@ -52,15 +52,16 @@ def test_ome_tiff_levels_equal_zarr_levels(outputs, name) -> None:
     path = export_result(tmp / name, tile=64)
     assert path == tmp / (name[0] + ".pred.ome.tif")
     g = zarr.open_group(str(tmp / name), mode="r")
+    viewer = name == "l.zarr"  # uint8, one channel: the levels also in the main IFD chain (OpenSlide)
     with tifffile.TiffFile(path) as tif:
-        assert tif.is_ome and len(tif.series) == 1
+        assert tif.is_ome and len(tif.series) == (3 if viewer else 1)
         series = tif.series[0]
         assert series.axes == ("CYX" if name == "p.zarr" else "YX")  # tifffile squeezes C = 1
         assert len(series.levels) == 3
         for k, level in enumerate(series.levels):
             np.testing.assert_array_equal(level.asarray().reshape(g[str(k)].shape), g[str(k)][...])
         assert series.keyframe.is_tiled and series.keyframe.tilewidth == 64
-        assert len(tif.pages) == (1 if name == "l.zarr" else g["0"].shape[0])  # levels are SubIFDs
+        assert len(tif.pages) == (3 if viewer else g["0"].shape[0])  # levels are SubIFDs (and pages)
 
 
 def test_tiles_are_read_one_band_of_one_channel_at_a_time(outputs) -> None:
@@ -297,3 +298,35 @@ def test_preview_png_has_a_legend_with_the_model_colours_or_okabe_ito_and_opacit
     assert _has_colour(png[60:], [0, 0, 255])
     with pytest.raises(SystemExit):
         cli(["export-result", str(out), "--format", "png", "--opacity", "1.5", "--overwrite"])
+
+
+@pytest.mark.parametrize("kind", ["probs", "labels"])
+def test_uint8_ome_tiff_pyramid_is_seen_by_openslide_and_tifffile(outputs, tmp_path, kind) -> None:
+    """Three-class probabilities (as RGB) and labels: every level, as OpenSlide and tifffile read it,
+    equals the zarr level. (pyvips is not installed here, so it is not checked.)"""
+    openslide = pytest.importorskip("openslide")
+    tmp, _ = outputs
+    three = FunctionRunner(lambda x: np.concatenate([x[:, :1] * 0, (x[:, :1] - 0.5) * 20, (x[:, 1:2] - 0.5) * 20], 1),
+                           spec=ModelSpec(name="three", class_names=("bg", "a", "b")))
+    out = tmp_path / f"{kind}.zarr"
+    tiler.run(tmp / "in.tif", three, out=out, output=kind, tile=128, overlap=32, chunk=128, pyramid_levels=3)
+    path = export_result(out, tile=64)
+    g = zarr.open_group(str(out), mode="r")
+    levels = [np.asarray(g[str(k)]) for k in range(3)]
+    rgb = [np.moveaxis(v, 0, -1) if kind == "probs" else np.repeat(v[..., None], 3, -1) for v in levels]
+    slide = openslide.OpenSlide(str(path))
+    try:
+        assert slide.level_count == 3
+        for k, want in enumerate(rgb):
+            h, w = want.shape[:2]
+            assert slide.level_dimensions[k] == (w, h)
+            region = np.asarray(slide.read_region((0, 0), k, (w, h)))
+            np.testing.assert_array_equal(region[..., :3], want)
+            assert (region[..., 3] == 255).all()
+    finally:
+        slide.close()
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        assert series.axes == ("YXS" if kind == "probs" else "YX") and len(series.levels) == 3
+        for k, level in enumerate(series.levels):
+            np.testing.assert_array_equal(level.asarray(), rgb[k] if kind == "probs" else levels[k])
