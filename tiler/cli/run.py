@@ -29,6 +29,7 @@ examples:
   $ tiler run scene.tif --model unet.onnx --provider cuda          # ONNX Runtime on CUDA, or an error
   $ tiler stats scan.tif --json > stats.json && tiler run scan.tif --stats stats.json
   $ tiler run slide.svs --resume                                   # continue a killed run
+  $ tiler run slides/ --out-dir preds/ --tissue auto --dry-run     # tiles, sizes, free space, ETA
   $ tiler run slides/ --out-dir preds/ --report report.json        # every image in a directory
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster
@@ -58,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", type=positive_int, metavar="N",
                    help="start a local dask cluster: one worker per GPU, or N CPU workers")
     g.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask cluster")
+    p.add_argument("--dry-run", action="store_true",
+                   help="write nothing; per input print the level and pixel size it would read, the tile "
+                        "count, the output size against the free space there and an ETA from a short probe")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     g = p.add_argument_group("pyramid and preview")
@@ -87,6 +91,10 @@ def main(args: argparse.Namespace) -> int:
             raise SettingsError(f"--out names one output but there are {len(items)} inputs; use --out-dir")
         items[0].output = args.out
     batch.assign_outputs(items, args.out_dir)
+    if args.dry_run:
+        from .dry_run import dry_run
+
+        return dry_run(items, args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     client = None
     if args.workers or args.scheduler:
