@@ -28,8 +28,9 @@ from .sources import Source, open_at
 from .store.ome import ome_metadata
 from .store.ownership import OutputLock
 from .store.paths import default_output_path, refuse_existing, refuse_input_as_output
+from .store.pyramid import StreamingPyramid, build_pyramid
 from .store.record import check_resumable, run_record
-from .store.sink import MemorySink, ZarrSink, refuse_unless_tiler_output
+from .store.sink import MemorySink, Sink, ZarrSink, refuse_unless_tiler_output
 
 
 def _settings(given: Mapping[str, Any], **defaults: Any) -> Settings:
@@ -229,10 +230,12 @@ def run(
             complete = bool(resume) and sink.complete
             stats = BlockStats()
             if not complete:  # a resumed complete output (checked: the same run) is left as it is
-                stats = _execute(job, work, sink, target, run_id, progress=progress, client=client,
+                stream = _pyramid_stream(job, sink, done, pyramid=pyramid, levels=pyramid_levels, client=client)
+                stats = _execute(job, work, stream or sink, target, run_id, progress=progress, client=client,
                                  image=image, model=model, options=options, level=level, mpp=mpp,
                                  durable=durable)
-                _finalise(job, sink, out_path, lock, pyramid=pyramid, pyramid_levels=pyramid_levels)
+                _finalise(job, sink, out_path, lock, pyramid=pyramid, pyramid_levels=pyramid_levels,
+                          stream=stream)
         finally:
             if sink is not None:
                 sink.close()
@@ -289,7 +292,20 @@ def _open_sink(job: Job, path: Path, target: Path, record: dict[str, Any], lock:
     )
 
 
-def _execute(job: Job, work: list[Block], sink: ZarrSink, path: Path, run_id: str, *,
+def _pyramid_stream(job: Job, sink: ZarrSink, done: np.ndarray, *, pyramid: bool, levels: int | None,
+                    client: Any) -> StreamingPyramid | None:
+    """The pyramid built while level 0 is written, when this process writes all of level 0 (a fresh
+    run, no dask client); None: built after level 0 by :func:`~tiler.store.pyramid.build_pyramid`."""
+    if not pyramid or client is not None or done.any() or not StreamingPyramid.applies(job.partition.chunk):
+        return None
+    return StreamingPyramid(sink, method=_pyramid_method(job), levels=levels)
+
+
+def _pyramid_method(job: Job) -> str:
+    return "mode" if job.output.kind == "labels" else "mean"
+
+
+def _execute(job: Job, work: list[Block], sink: Sink, path: Path, run_id: str, *,
              progress: bool | Callable[[int, int], None], client: Any, image: Any, model: Any,
              options: ModelOptions, level: int | None, mpp: float | None, durable: bool) -> BlockStats:
     """Step 3: the blocks still to do, here or as tasks on ``client``'s workers."""
@@ -311,15 +327,14 @@ def _execute(job: Job, work: list[Block], sink: ZarrSink, path: Path, run_id: st
 
 
 def _finalise(job: Job, sink: ZarrSink, path: Path, lock: OutputLock, *, pyramid: bool,
-              pyramid_levels: int | None) -> None:
-    """Step 4: check every stripe is recorded, add the pyramid, then record ``complete`` (last)."""
+              pyramid_levels: int | None, stream: StreamingPyramid | None = None) -> None:
+    """Step 4: check every stripe is recorded, finish the pyramid, then record ``complete`` (last)."""
     if not sink.done().all():  # never claim complete unless every stripe is recorded
         raise OutputError(f"{path}: some blocks were not written; rerun with --resume")
     if pyramid:
-        from .store.pyramid import build_pyramid
-
         lock.check()
-        build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean", levels=pyramid_levels)
+        if stream is None or not stream.finish():
+            build_pyramid(sink.group, method=_pyramid_method(job), levels=pyramid_levels)
     lock.check()
     _add_class_metadata(job, sink)
     sink.set_complete()

@@ -9,7 +9,7 @@ Which image is read is set by :class:`ReadOptions` (level / mpp, series, plane, 
 :func:`open_at` records on ``source.info.read`` so dask workers reopen exactly the same pixels.
 Only a real channel axis becomes channels (:mod:`._axes`); label and macro images are never read.
 
-May import: errors, geo.
+May import: errors, cores (thread-pool sizes), geo.
 """
 
 from __future__ import annotations
