@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-WORK = HERE / "_work"
+#: Generated inputs and outputs (made on first use); ``TILER_BENCH_WORK`` puts them elsewhere.
+WORK = Path(os.environ.get("TILER_BENCH_WORK") or HERE / "_work")
 ROOT = HERE.parent
 
 # Workload settings of the issue (tile 512, overlap 64, batch 8).
@@ -88,8 +89,8 @@ def make_array_file(size: int) -> Path:
 
 
 def load_array(size: int) -> np.ndarray:
-    """The in-memory input: read fully into RAM (not memory-mapped)."""
-    return np.load(WORK / f"float_{size}.npy")
+    """The in-memory input (made on first use): read fully into RAM (not memory-mapped)."""
+    return np.load(make_array_file(size))
 
 
 def make_unet_checkpoint(path: Path | None = None) -> Path:

@@ -82,7 +82,7 @@ def case_file(height: int, width: int, model: str = "ts") -> None:
     (``ts``), the NumPy function (``function``: the engine floor) or the built-in UNet."""
     import tiler
 
-    path = C.make_tiff(height, width)
+    path = C.make_tiff(height, width)  # made on first use
     out = C.WORK / f"out_{height}x{width}.zarr"
     shutil.rmtree(out, ignore_errors=True)
     if model == "function":
@@ -109,7 +109,7 @@ def case_unet(height: int, width: int) -> None:
     from tiler.runners.factory import load_runner
     from tiler.sources import open_source
 
-    path = C.make_tiff(height, width)
+    path = C.make_tiff(height, width)  # made on first use
     ckpt = C.make_unet_checkpoint()
     out = C.WORK / f"out_unet_{height}x{width}.zarr"
     runner = load_runner(ckpt, device="cpu")
@@ -195,9 +195,14 @@ COLUMNS = [
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
-    p.add_argument("--case", choices=["memory", "file", "unet"], help=argparse.SUPPRESS)
-    p.add_argument("--size", type=int, nargs="+", help=argparse.SUPPRESS)
-    p.add_argument("--model", default=None, choices=["module", "function", "ts", "unet"], help=argparse.SUPPRESS)
+    p.add_argument("--case", choices=["memory", "file", "unet"],
+                   help="run one case in this process and print its RESULT line (inputs made on first use "
+                        "under benchmarks/_work, or $TILER_BENCH_WORK)")
+    p.add_argument("--size", type=int, nargs="+", metavar="N",
+                   help="with --case: the image size (memory: N; file, unet: HEIGHT WIDTH)")
+    p.add_argument("--model", default=None, choices=["module", "function", "ts", "unet"],
+                   help="with --case memory/file: the zero-cost nn.Module, NumPy function or TorchScript "
+                        "file, or the UNet (default: module for memory, ts for file)")
     p.add_argument("--only", nargs="+", help="run only these workloads (memory file0 file1 unet)")
     args = p.parse_args()
     if args.case:  # a child: set up the process as `tiler run` does (see tiler/malloc.py)

@@ -131,3 +131,27 @@ def test_reads_one_chunk_row_at_a_time(tmp_path, monkeypatch) -> None:
     assert all(h <= 32 for h, _ in truth_reads)
     cm, *_ = numpy_scores(truth, logits.argmax(0), 2)
     np.testing.assert_array_equal(scores.confusion, cm)
+
+
+def test_table_prints_whole_class_names_and_threshold_refuses_a_multi_class_truth(tmp_path, capsys) -> None:
+    names = ["background", "epithelium", "lymphocyte"]
+    labels = np.random.default_rng(3).integers(0, 3, (24, 32)).astype(np.uint8)
+    truth = np.random.default_rng(4).integers(0, 3, (24, 32)).astype(np.uint8)
+    out = make_output(tmp_path, labels, "labels", classes=3)
+    g = zarr.open_group(str(out), mode="r+")
+    record = dict(g.attrs["tiler"])
+    record["model"] = {"spec": {**record["model"]["spec"], "class_names": names}}
+    g.attrs["tiler"] = record
+    tifffile.imwrite(tmp_path / "truth.tif", truth)
+    assert cli(["eval", str(out), str(tmp_path / "truth.tif")]) == 0
+    table = capsys.readouterr().out.splitlines()
+    header = table[table.index("confusion matrix (rows: truth, columns: prediction)") + 1]
+    assert header.split() == names
+    cm, *_ = numpy_scores(truth, labels, 3)
+    rows = table[-3:]
+    assert [r.split()[0] for r in rows] == names
+    assert [[int(v) for v in r.split()[1:]] for r in rows] == cm.tolist()
+    assert cli(["eval", str(out), str(tmp_path / "truth.tif"), "--truth-threshold", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path / 'truth.tif'}: --truth-threshold makes a two-value mask binary, "
+                          "but this truth holds more values (0, 1, 2)")

@@ -52,15 +52,16 @@ def test_ome_tiff_levels_equal_zarr_levels(outputs, name) -> None:
     path = export_result(tmp / name, tile=64)
     assert path == tmp / (name[0] + ".pred.ome.tif")
     g = zarr.open_group(str(tmp / name), mode="r")
+    viewer = name == "l.zarr"  # uint8, one channel: the levels also in the main IFD chain (OpenSlide)
     with tifffile.TiffFile(path) as tif:
-        assert tif.is_ome and len(tif.series) == 1
+        assert tif.is_ome and len(tif.series) == (3 if viewer else 1)
         series = tif.series[0]
         assert series.axes == ("CYX" if name == "p.zarr" else "YX")  # tifffile squeezes C = 1
         assert len(series.levels) == 3
         for k, level in enumerate(series.levels):
             np.testing.assert_array_equal(level.asarray().reshape(g[str(k)].shape), g[str(k)][...])
         assert series.keyframe.is_tiled and series.keyframe.tilewidth == 64
-        assert len(tif.pages) == (1 if name == "l.zarr" else g["0"].shape[0])  # levels are SubIFDs
+        assert len(tif.pages) == (3 if viewer else g["0"].shape[0])  # levels are SubIFDs (and pages)
 
 
 def test_tiles_are_read_one_band_of_one_channel_at_a_time(outputs) -> None:
@@ -191,7 +192,7 @@ def test_preview_without_input_and_cli_png(outputs, tmp_path) -> None:
     with pytest.warns(UserWarning, match="not available"):
         assert cli(["export-result", str(out), "--format", "png", "--max-side", "60"]) == 0
     png = imagecodecs.png_decode((tmp_path / "arr.zarr.png").read_bytes())
-    assert png.shape == (40, 60, 3)
+    assert png.shape[1:] == (60, 3) and png.shape[0] > 40  # 40 x 60 and the legend below
 
 
 def test_run_preview_flag(outputs, tmp_path, capsys) -> None:
@@ -209,7 +210,7 @@ def test_run_preview_flag(outputs, tmp_path, capsys) -> None:
                 "--no-pyramid"])
     assert code == 0 and "preview" in capsys.readouterr().out
     png = imagecodecs.png_decode((tmp_path / "cli.zarr.png").read_bytes())
-    assert png.shape == (600, 900, 3)  # never enlarged; 900 < 1536
+    assert png.shape[1:] == (900, 3) and 600 < png.shape[0] < 700  # never enlarged; 900 < 1536; a legend
     assert sorted(zarr.open_group(str(out), mode="r").array_keys()) == ["0", "progress"]
 
 
@@ -249,3 +250,83 @@ def test_a_failed_export_leaves_no_file(result, monkeypatch) -> None:
     assert sorted(p.name for p in result.parent.iterdir()) == ["o.zarr"]
     monkeypatch.undo()
     assert er.export_result(result, result.parent / "new.tif", tile=64).is_file()  # and it still works
+
+
+def _labels_output(tmp_path, colours=None):
+    labels = np.zeros((60, 200), np.uint8)
+    labels[:, 50:100], labels[:, 100:150], labels[:, 150:] = 1, 2, 3
+    g = zarr.open_group(str(tmp_path / "lab.zarr"), mode="w", zarr_format=3)
+    g.create_array("0", shape=labels.shape, chunks=(32, 32), dtype="uint8")
+    g["0"][...] = labels
+    spec = {"out_channels": 4, "class_names": ["background", "tumour", "stroma", "necrosis"]}
+    if colours:
+        spec["class_colours"] = colours
+    g.attrs["tiler"] = {"format": 2, "complete": True, "settings": {"output": "labels"}, "model": {"spec": spec}}
+    return tmp_path / "lab.zarr"
+
+
+def _has_colour(img: np.ndarray, rgb) -> bool:
+    return bool((img.reshape(-1, 3) == np.asarray(rgb, np.uint8)).all(axis=1).any())
+
+
+def test_preview_png_has_a_legend_with_the_model_colours_or_okabe_ito_and_opacity(tmp_path) -> None:
+    from tiler.models.colours import OKABE_ITO
+    from tiler.results.preview import legend
+
+    out = _labels_output(tmp_path)
+    with pytest.warns(UserWarning, match="not available"):
+        assert cli(["export-result", str(out), "--format", "png", "--opacity", "1"]) == 0
+    png = imagecodecs.png_decode((tmp_path / "lab.zarr.png").read_bytes())
+    image, strip = png[:60], png[60:]
+    for k in (1, 2, 3):  # opacity 1: the class colour itself, in the image and in the legend
+        colour = OKABE_ITO[k - 1].astype(np.uint8)
+        np.testing.assert_array_equal(image[30, 50 * k + 25], colour)
+        assert _has_colour(strip, colour)
+    np.testing.assert_array_equal(image[30, 10], [128, 128, 128])  # background: the grey base, undrawn
+    # the names are drawn: another name gives another strip
+    colours = class_colours(4)
+    assert not np.array_equal(legend(["background", "tumour", "stroma", "necrosis"], colours, 200),
+                              legend(["background", "tumour", "stroma", "fat"], colours, 200))
+    # the model's colours win where it records them
+    mine = ["#000000", "#ff0000", "#00ff00", "#0000ff"]
+    (tmp_path / "m").mkdir()
+    out = _labels_output(tmp_path / "m", mine)
+    with pytest.warns(UserWarning, match="not available"):
+        assert cli(["export-result", str(out), "--format", "png", "--opacity", "0.5"]) == 0
+    png = imagecodecs.png_decode((out.parent / "lab.zarr.png").read_bytes())
+    np.testing.assert_array_equal(png[30, 75], np.floor(128 * 0.5 + np.array([255, 0, 0]) * 0.5 + 0.5))
+    assert _has_colour(png[60:], [0, 0, 255])
+    with pytest.raises(SystemExit):
+        cli(["export-result", str(out), "--format", "png", "--opacity", "1.5", "--overwrite"])
+
+
+@pytest.mark.parametrize("kind", ["probs", "labels"])
+def test_uint8_ome_tiff_pyramid_is_seen_by_openslide_and_tifffile(outputs, tmp_path, kind) -> None:
+    """Three-class probabilities (as RGB) and labels: every level, as OpenSlide and tifffile read it,
+    equals the zarr level. (pyvips is not installed here, so it is not checked.)"""
+    openslide = pytest.importorskip("openslide")
+    tmp, _ = outputs
+    three = FunctionRunner(lambda x: np.concatenate([x[:, :1] * 0, (x[:, :1] - 0.5) * 20, (x[:, 1:2] - 0.5) * 20], 1),
+                           spec=ModelSpec(name="three", class_names=("bg", "a", "b")))
+    out = tmp_path / f"{kind}.zarr"
+    tiler.run(tmp / "in.tif", three, out=out, output=kind, tile=128, overlap=32, chunk=128, pyramid_levels=3)
+    path = export_result(out, tile=64)
+    g = zarr.open_group(str(out), mode="r")
+    levels = [np.asarray(g[str(k)]) for k in range(3)]
+    rgb = [np.moveaxis(v, 0, -1) if kind == "probs" else np.repeat(v[..., None], 3, -1) for v in levels]
+    slide = openslide.OpenSlide(str(path))
+    try:
+        assert slide.level_count == 3
+        for k, want in enumerate(rgb):
+            h, w = want.shape[:2]
+            assert slide.level_dimensions[k] == (w, h)
+            region = np.asarray(slide.read_region((0, 0), k, (w, h)))
+            np.testing.assert_array_equal(region[..., :3], want)
+            assert (region[..., 3] == 255).all()
+    finally:
+        slide.close()
+    with tifffile.TiffFile(path) as tif:
+        series = tif.series[0]
+        assert series.axes == ("YXS" if kind == "probs" else "YX") and len(series.levels) == 3
+        for k, level in enumerate(series.levels):
+            np.testing.assert_array_equal(level.asarray(), rgb[k] if kind == "probs" else levels[k])

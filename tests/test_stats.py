@@ -54,7 +54,7 @@ def test_cli_json(tmp_path, capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["mean"] == [img.mean() / 255] and report["pixels"] == 12
     assert cli(["stats", str(tmp_path / "g.tif")]) == 0
-    assert "mean = [" in capsys.readouterr().out
+    assert f"tiler run flags: --scale {1 / 255!r} --mean {img.mean() / 255:.6f} --std " in capsys.readouterr().out
 
 
 def test_tissue_auto_counts_only_tissue(tmp_path) -> None:

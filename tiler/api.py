@@ -177,7 +177,7 @@ def run(
     out: str | os.PathLike[str] | None = None,
     overwrite: bool = False, resume: bool | str = False, break_lock: bool = False, durable: bool = False,
     progress: bool | Callable[[int, int], None] = False,
-    pyramid: bool = True, pyramid_levels: int | None = None, preview: bool = False,
+    pyramid: bool = True, pyramid_levels: int | None = None, preview: bool | float = False,
     client: Any = None,
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
@@ -206,7 +206,8 @@ def run(
     progress : show a progress bar (True) or call ``progress(done, total)`` with tile counts.
     pyramid : add downsampled OME-Zarr levels ``1``, ``2``, ... (see :mod:`tiler.store.pyramid`);
         ``pyramid_levels`` = total level count (default: down to about 1024 pixels).
-    preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid.
+    preview : also write ``<out>.png``, the input's thumbnail with the prediction overlaid and a
+        legend; a number from 0 to 1 is the overlay's opacity (``True``: 0.4).
     client : a ``dask.distributed.Client``: run the blocks as tasks on its workers (see
         :mod:`tiler.distributed.tasks`); the input and ``out`` must be at the same path on every worker.
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
@@ -268,7 +269,7 @@ def run(
         if preview:
             from .results.preview import write_preview
 
-            preview_path = write_preview(out_path)
+            preview_path = write_preview(out_path, alpha=0.4 if preview is True else float(preview))
         h, w, _ = source.shape
         return RunResult(
             path=out_path, shape=job.output.shape(h, w), dtype=str(job.output.store_dtype), tiles=stats.tiles,
@@ -359,4 +360,29 @@ def _finalise(job: Job, sink: ZarrSink, path: Path, lock: OutputLock, *, pyramid
         lock.check()
         if stream is None or not stream.finish():
             build_pyramid(sink.group, method=_pyramid_method(job), levels=pyramid_levels)
+    lock.check()
+    _add_class_metadata(job, sink)
     sink.set_complete()
+
+
+def _add_class_metadata(job: Job, sink: ZarrSink) -> None:
+    """Class names and colours where viewers look: ``omero`` channels for probabilities/logits, an
+    OME-Zarr label image (``labels/prediction``) for labels (see :mod:`tiler.store.ome`)."""
+    from .models.colours import class_colours, hex_colour
+    from .store.ome import add_label_image, omero_metadata
+
+    spec, output = job.runner.spec, job.output
+    classes = max(output.channels, 2)
+    names = list(spec.class_names) if len(spec.class_names) == classes else [str(k) for k in range(classes)]
+    if output.channels == 1 and len(spec.class_names) == 1:
+        names = ["background", spec.class_names[0]]
+    colours = class_colours(classes, spec.class_colours)
+    if output.kind == "labels":
+        add_label_image(sink.group, sink.path, names, [(int(c[0]), int(c[1]), int(c[2])) for c in colours])
+        return
+    channel_colours = colours[1:] if output.channels == 1 else colours  # one channel: the foreground
+    channel_names = names[1:] if output.channels == 1 else names
+    ome = dict(sink.group.attrs["ome"])
+    ome["omero"] = omero_metadata(channel_names, [hex_colour(c) for c in channel_colours], kind=output.kind,
+                                  dtype=str(output.store_dtype))
+    sink.group.attrs["ome"] = ome

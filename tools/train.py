@@ -1,4 +1,6 @@
-"""Train the built-in default model: ``python -m tools.train --out tiler/models/weights/default.pt``.
+"""Train the built-in default model: ``python -m tools.train --out trained.pt``.
+
+To replace the shipped weights, name them and say so: ``--out tiler/models/weights/default.pt --overwrite``.
 
 What the model learns is a classical rule, not expert annotation: it *distils* :func:`label_rule`
 (optical-density threshold for glass vs tissue, colour-deconvolution hematoxylin threshold for
@@ -187,19 +189,42 @@ def evaluate(model: Any = None, *, size: tuple[int, int] = (2048, 2048), seed: i
     return scores
 
 
+#: The weights the package ships (``tiler/models/weights/default.pt``).
+SHIPPED = (Path(__file__).resolve().parents[1] / "tiler" / "models" / "weights" / "default.pt")
+
+TRAIN_EXAMPLES = """\
+examples:
+  $ python -m tools.train --out trained.pt             # a few minutes on a CPU
+  $ python -m tools.train --eval-only                  # score the shipped weights
+  $ python -m tools.train --out tiler/models/weights/default.pt --overwrite   # replace them
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(Path(__file__).parent / "weights" / "default.pt"))
-    parser.add_argument("--patches", type=int, default=320)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--base-channels", type=int, default=8)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.train", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=TRAIN_EXAMPLES)
+    parser.add_argument("--out", metavar="FILE",
+                        help="checkpoint to write (default trained.pt here; an existing file, the "
+                             "shipped weights included, only with --overwrite); with --eval-only, the "
+                             "one to score (default: the shipped weights)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--patches", type=int, default=320, metavar="N",
+                        help="training crops drawn from synthetic slides (default 320)")
+    parser.add_argument("--epochs", type=int, default=6, metavar="N", help="passes over the crops (default 6)")
+    parser.add_argument("--base-channels", type=int, default=8, metavar="N",
+                        help="UNet width: channels of the first level, doubled per level (default 8)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed for the crops and the initial weights (default 0)")
     parser.add_argument("--eval-only", action="store_true", help="score --out without training")
     args = parser.parse_args(argv)
 
     import torch
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out else SHIPPED if args.eval_only else Path("trained.pt")
+    if not args.eval_only and out.exists() and not args.overwrite:
+        parser.error(f"{out} already exists{' (the shipped weights)' if out.resolve() == SHIPPED else ''}; "
+                     f"pass --overwrite to replace it")
     if not args.eval_only:
         torch.manual_seed(args.seed)
         checkpoint = train(patches=args.patches, epochs=args.epochs, base_channels=args.base_channels,

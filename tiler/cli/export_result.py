@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from .options import add_command, add_result_argument, positive_int
+from .options import add_command, add_result_argument, positive_int, unit_interval
 
 EXAMPLES = """\
 examples:
   $ tiler export-result scan.zarr                       # scan.pred.ome.tif, tiled, with SubIFD levels
   $ tiler export-result scene.zarr --format geotiff     # scene.pred.tif with the input's geotags
-  $ tiler export-result scan.zarr --format png --out scan.png
+  $ tiler export-result scan.zarr --format png --out scan.png --opacity 0.6   # with a legend
 """
 
 
@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TIFF compression (default zlib, which every reader supports)")
     p.add_argument("--max-side", type=positive_int, default=1536, metavar="N",
                    help="PNG: long side in pixels (default 1536)")
+    p.add_argument("--opacity", type=unit_interval, default=0.4, metavar="X",
+                   help="PNG: opacity of the class colours over the image, 0 to 1 (default 0.4)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     p.set_defaults(func=main)
 
@@ -39,6 +41,7 @@ def main(args: argparse.Namespace) -> int:
     from ..results.export import export_result
 
     path = export_result(args.result, args.out, format=args.format, tile=args.tile,
-                         compression=args.compression, max_side=args.max_side, overwrite=args.overwrite)
+                         compression=args.compression, max_side=args.max_side, opacity=args.opacity,
+                         overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0

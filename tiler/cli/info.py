@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
-from .options import add_read_options
+from .options import add_command, add_read_options, non_negative_int, positive_int
 
 EXAMPLES = """\
 examples:
   $ tiler info scan.tif
+  $ tiler info slide.svs --tile 1024 --overlap 256  # levels, µm/px and the tile count at these settings
   $ tiler info stack.ome.tif --plane z=3      # one plane of a Z stack
   $ tiler info slide.ome.tif --series 1       # another image of a multi-series file
   $ tiler info scan.ndpi                      # read through OpenSlide (the 'reader' line says)
@@ -19,11 +21,17 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show an image's shape, dtype, storage and levels", epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", metavar="INPUT")
-    p.add_argument("--tile", type=int, default=512, help="tile edge for the tiling line (default 512)")
-    p.add_argument("--overlap", type=int, default=128, help="overlap for the tiling line (default 128)")
+    p = add_command(
+        sub, "info", help="show an image's shape, dtype, storage and levels", examples=EXAMPLES,
+        description="Describe INPUT without reading its pixels: format, shape and dtype, the image "
+                    "series, storage (tiles or strips, compression), pixel size, pyramid levels with "
+                    "their downsample and µm/px, a georeference, and how tiler run would tile it.",
+    )
+    p.add_argument("input", metavar="INPUT", help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image")
+    p.add_argument("--tile", type=positive_int, default=512, metavar="N",
+                   help="tile edge for the tiling line (default 512)")
+    p.add_argument("--overlap", type=non_negative_int, default=128, metavar="N",
+                   help="overlap for the tiling line (default 128)")
     add_read_options(p)
     p.set_defaults(func=main)
 
@@ -88,6 +96,8 @@ def _describe(src, args: argparse.Namespace) -> int:
         mpp = info.level_mpp(k)
         size = f", {mpp[0]:.4g} µm" if mpp else ""
         lines.append(f"  level {k:<6} {lh} x {lw} (downsample {down}{size})")
+    for line in info.extra.get("unreadable", ()):
+        lines.append(f"  unreadable   {line}")
     if info.georeference is not None:
         g = info.georeference
         a, b, c, d, e, f = g.affine
@@ -110,11 +120,15 @@ def _series_listing(path: str) -> list[str]:
 
     from ..sources.tiff.reader import describe_series
 
+    quiet = logging.Filter("tiler")  # tifffile's own log lines about a broken file: the error says it
+    logging.getLogger("tifffile").addFilter(quiet)
     try:
         with tifffile.TiffFile(path) as tif:
             return [describe_series(tif, k) for k in range(len(tif.series))]
     except (OSError, ValueError, RuntimeError, tifffile.TiffFileError):
         return []
+    finally:
+        logging.getLogger("tifffile").removeFilter(quiet)
 
 
 def _epsg(geokeys: tuple[int, ...]) -> int | None:

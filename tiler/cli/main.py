@@ -16,6 +16,7 @@ from . import export_result as export_result_cmd
 from . import info as info_cmd
 from . import run as run_cmd
 from . import stats as stats_cmd
+from .options import Parser
 
 DESCRIPTION = """\
 Sliding-window inference for images too large to run a network on in one piece.
@@ -38,8 +39,19 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
     return f"{kind}: {message}\n"
 
 
+def configure_warnings() -> None:
+    """Inside ``warnings.catch_warnings()``: tiler's own warnings once each, as one ``warning:``
+    line; other libraries' deprecation notices (``torch.jit.script_method is deprecated`` under
+    ``--compile``, ...), which a user of the command cannot act on, not at all."""
+    warnings.simplefilter("default")
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("default", category=category, module=r"(tiler|exporters)(\.|$)")
+    warnings.formatwarning = _one_line_warning  # catch_warnings does not restore this one
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="tiler", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"tiler {__version__}")
@@ -60,8 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     formatwarning = warnings.formatwarning
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.formatwarning = _one_line_warning  # catch_warnings does not restore this one
+            configure_warnings()
             for old, new in getattr(args, "renamed_flags", None) or ():
                 warnings.warn(f"{old} is now {new}; {old} will be removed in the next release", FutureWarning,
                               stacklevel=1)

@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import re
+import textwrap
+from typing import Any, NoReturn
 
 from ..config import Settings
 from ..engine.outputs import OUTPUT_KINDS
+from ..errors import SettingsError
 from ..plan.windows import list_windows
 
 _DEFAULTS = Settings()
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are two lines, not the whole usage first::
+
+        error: --mean: expected numbers separated by commas, got '[0.82, 0.5]'
+        see 'tiler run --help'
+
+    Subcommand parsers made by ``add_subparsers`` are of the same class. Exit status 2, as argparse's.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"^argument ([^:]*?)(/[^:]*)?: ", r"\1: ", message)
+        self.exit(2, f"error: {message}\nsee '{self.prog} --help'\n")
 
 
 class RenamedFlag(argparse.Action):
@@ -77,6 +95,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    """A number from 0 to 1 (``--opacity``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value:g}")
+    return value
+
+
 def _series(text: str) -> int:
     return _int_at_least(text, 0, "a series number >= 0")
 
@@ -84,7 +113,7 @@ def _series(text: str) -> int:
 def add_command(sub: argparse._SubParsersAction, name: str, *, help: str, description: str,
                 examples: str) -> argparse.ArgumentParser:
     """A subcommand's parser: one-line ``help``, a ``description`` and an ``examples`` epilog."""
-    return sub.add_parser(name, help=help, description=description, epilog=examples,
+    return sub.add_parser(name, help=help, description=textwrap.fill(description, 95), epilog=examples,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
@@ -153,6 +182,8 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
                    "(default: 1/255 for uint8, 1/65535 for uint16, 1 for floats)")
     g.add_argument("--mean", type=float_list, metavar="M,M,...", help="per-channel mean after scaling")
     g.add_argument("--std", type=float_list, metavar="S,S,...", help="per-channel std after scaling")
+    g.add_argument("--stats", metavar="FILE", help="scale, mean and std from the JSON that 'tiler stats "
+                   "INPUT --json' prints (--scale/--mean/--std given as well win)")
     g.add_argument("--activation", choices=("softmax", "sigmoid", "none"),
                    help="how logits become probabilities (none: the model outputs probabilities)")
     g.add_argument("--class-names", type=name_list, metavar="A,B,...", help="names of the output channels")
@@ -161,14 +192,45 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
                         "(the matching level, resampled) unless --level or --mpp is given, "
                         "e.g. --model-mpp 0.5")
 
+    g.add_argument("--class-colours", type=name_list, metavar="#RRGGBB,...",
+                   help="a colour per output class for previews and OME-Zarr labels (default: Okabe-Ito)")
+
+
 
 def spec_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The :func:`add_spec_options` flags given, as ``ModelSpec`` fields (``--model-mpp``: ``mpp``)."""
-    fields = ("in_channels", "multiple", "scale", "mean", "std", "activation", "class_names")
+    """The :func:`add_spec_options` flags given, as ``ModelSpec`` fields (``--model-mpp``: ``mpp``;
+    ``--stats FILE``: its scale, mean and std, explicit flags winning)."""
+    fields = ("in_channels", "multiple", "scale", "mean", "std", "activation", "class_names", "class_colours")
     given = {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
     if getattr(args, "model_mpp", None) is not None:
         given["mpp"] = args.model_mpp
+    if getattr(args, "stats", None):
+        return {**read_stats(args.stats), **given}
     return given
+
+
+def read_stats(path: str) -> dict[str, object]:
+    """``scale``, ``mean`` and ``std`` from the JSON of ``tiler stats INPUT --json`` (a file).
+
+    Raises :class:`~tiler.errors.SettingsError` naming the file for anything else.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise SettingsError(f"--stats {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SettingsError(f"--stats {path}: not the JSON of 'tiler stats INPUT --json' ({exc})") from None
+    try:
+        mean = tuple(float(v) for v in data["mean"])
+        std = tuple(float(v) for v in data["std"])
+        scale = float(data["scale"])
+    except (KeyError, TypeError, ValueError):
+        raise SettingsError(f"--stats {path}: expected the JSON of 'tiler stats INPUT --json' "
+                            f"(keys mean, std and scale)") from None
+    if len(mean) != len(std) or not mean:
+        raise SettingsError(f"--stats {path}: {len(mean)} means but {len(std)} stds")
+    return {"scale": scale, "mean": mean, "std": std}
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -176,7 +238,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", "-m", metavar="M", help="checkpoint (.pt), TorchScript or ONNX file; "
                    "default: the built-in tissue UNet")
     g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    g.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="compute precision (default fp32; fp16 needs CUDA; blending is always float32)")
     g.add_argument("--provider", default="auto", choices=("auto", "tensorrt", "cuda", "cpu"),
                    help="ONNX Runtime execution provider for .onnx models (auto: TensorRT, CUDA, then CPU)")
     g.add_argument("--trust-model", action="store_true",

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .options import (
+    add_command,
     add_model_options,
     add_output_options,
     add_slide_options,
@@ -13,18 +14,26 @@ from .options import (
     add_tiling_options,
     positive_int,
     spec_overrides,
+    unit_interval,
 )
 
 EXAMPLES = """\
 examples:
-  $ tiler run scan.tif
+  $ tiler run scan.tif                                             # logits -> scan.zarr
+  $ tiler run scan.tif --kind probs --preview -o probs.zarr        # + probs.zarr.png overlay
   $ tiler run scan.tif --kind labels -o labels.zarr --overwrite
+  $ tiler run slide.svs --level 1 --kind labels                    # pyramid level 1 (see tiler info)
+  $ tiler run slide.svs --mpp 1.0 --tissue auto --kind labels      # 1 µm pixels, skip the glass
+  $ tiler run slide.svs --roi mask.png                             # only tiles inside the mask
   $ tiler run scene.tif --model unet.pt --tile 1024 --overlap 128 --window cosine
-  $ tiler run slide.svs --mpp 1.0 --tissue auto --kind labels  # 1 µm pixels, skip the glass
-  $ tiler run scan.ndpi --model unet.onnx --model-mpp 0.5       # read at the model's 0.5 µm/px
-  $ tiler run dicom_series/ --reader wsidicom                    # a DICOM WSI folder
-  $ tiler run slide.svs --reader openslide                       # OpenSlide instead of tifffile
-  $ tiler run slides/ --out-dir preds/ --report report.json      # every image in a directory
+  $ tiler run scan.ndpi --model unet.onnx --model-mpp 0.5          # read at the model's 0.5 µm/px
+  $ tiler run dicom_series/ --reader wsidicom                       # a DICOM WSI folder
+  $ tiler run slide.svs --reader openslide                          # OpenSlide instead of tifffile
+  $ tiler run scene.tif --model unet.onnx --provider cuda          # ONNX Runtime on CUDA, or an error
+  $ tiler stats scan.tif --json > stats.json && tiler run scan.tif --stats stats.json
+  $ tiler run slide.svs --resume                                   # continue a killed run
+  $ tiler run slides/ --out-dir preds/ --tissue auto --dry-run     # tiles, sizes, free space, ETA
+  $ tiler run slides/ --out-dir preds/ --report report.json        # every image in a directory
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster
   $ tiler run big.tif --scheduler tcp://head:8786                  # existing dask cluster
@@ -32,11 +41,10 @@ examples:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run", help="run a model over images, write zarr groups", epilog=EXAMPLES,
+    p = add_command(
+        sub, "run", help="run a model over images, write zarr groups", examples=EXAMPLES,
         description="Run a model over each INPUT tile by tile and stream the blended result to zarr. "
         "A failed input is reported and the others go on; the exit code is 1 if any failed.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", metavar="INPUT", nargs="*",
                    help="TIFF, OME-TIFF, SVS, NDPI/MRXS/SCN/BIF/VMS (OpenSlide), DICOM WSI folder or file, zarr, "
@@ -55,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--workers", type=positive_int, metavar="N",
                    help="start a local dask cluster: one worker per GPU, or N CPU workers")
     g.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing dask cluster")
+    p.add_argument("--dry-run", action="store_true",
+                   help="write nothing; per input print the level and pixel size it would read, the tile "
+                        "count, the output size against the free space there and an ETA from a short probe")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bar (default: when stderr is a terminal)")
     g = p.add_argument_group("pyramid and preview")
@@ -63,7 +74,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--pyramid-levels", type=positive_int, metavar="N",
                    help="levels in all, full resolution included (default: halve down to ~1024 px)")
     g.add_argument("--preview", action="store_true",
-                   help="also write <OUT>.png (scan.zarr.png): the input's thumbnail, prediction overlaid")
+                   help="also write <OUT>.png (scan.zarr.png): the input's thumbnail, prediction overlaid, "
+                        "with a legend of the class names and colours")
+    g.add_argument("--opacity", type=unit_interval, default=0.4, metavar="X",
+                   help="--preview: opacity of the class colours, 0 to 1 (default 0.4)")
     p.set_defaults(func=main)
 
 
@@ -81,6 +95,10 @@ def main(args: argparse.Namespace) -> int:
             raise SettingsError(f"--out names one output but there are {len(items)} inputs; use --out-dir")
         items[0].output = args.out
     batch.assign_outputs(items, args.out_dir)
+    if args.dry_run:
+        from .dry_run import dry_run
+
+        return dry_run(items, args)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     client = None
     if args.workers or args.scheduler:
@@ -96,7 +114,7 @@ def main(args: argparse.Namespace) -> int:
             progress=progress, tile=args.tile,
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,
-            pyramid_levels=args.pyramid_levels, preview=args.preview,
+            pyramid_levels=args.pyramid_levels, preview=args.opacity if args.preview else False,
             level=args.level, mpp=args.mpp, series=args.series, plane=args.plane, channels=args.channels,
             reader=args.reader,
             tissue=args.tissue, roi=args.roi, fill=args.fill,

@@ -9,6 +9,7 @@ in TorchScript ``extra_files``; command-line flags override it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -60,6 +61,9 @@ class ModelSpec:
     class_names : names of the output channels.
     mpp : the pixel size in µm the model was trained at (None: not stated). ``tiler run`` reads
         an input at this pixel size unless ``--level`` or ``--mpp`` says otherwise.
+    class_colours : ``"#rrggbb"`` per output class, for previews and OME-Zarr labels; empty = a
+        colour-blind-safe palette. Left out of :meth:`to_dict` when empty (so the records and
+        fingerprints of models without it are what they were).
     """
 
     name: str = "model"
@@ -72,6 +76,7 @@ class ModelSpec:
     activation: str = "softmax"
     class_names: tuple[str, ...] = field(default_factory=tuple)
     mpp: float | None = None
+    class_colours: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         if self.mpp is not None:
@@ -82,6 +87,9 @@ class ModelSpec:
             if not mpp > 0 or mpp == float("inf"):
                 raise ModelError(f"model metadata has a pixel size (mpp) that is not a positive number: {mpp}")
             object.__setattr__(self, "mpp", mpp)
+        bad = [c for c in self.class_colours if not re.fullmatch(r"#[0-9a-fA-F]{6}", str(c))]
+        if bad:
+            raise ModelError(f"model metadata has class colours that are not #rrggbb: {bad}")
         if self.activation not in ("softmax", "sigmoid", "none"):
             raise ModelError(f"unknown activation {self.activation!r} in model metadata")
         if len(self.mean) != len(self.std):
@@ -93,16 +101,18 @@ class ModelSpec:
         """The fields as JSON values; ``mpp`` only when stated (so records written before it existed
         compare equal)."""
         d = asdict(self)
-        for k in ("mean", "std", "class_names"):
+        for k in ("mean", "std", "class_names", "class_colours"):
             d[k] = list(d[k])
         if d["mpp"] is None:
             del d["mpp"]
+        if not d["class_colours"]:
+            del d["class_colours"]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for k in ("mean", "std", "class_names"):
+        for k in ("mean", "std", "class_names", "class_colours"):
             if k in known:
                 known[k] = tuple(known[k])
         try:

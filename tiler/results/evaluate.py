@@ -99,8 +99,8 @@ class Scores:
         lines.append(f"mIoU {self.miou:.4f}   mean Dice {np.nanmean(self.dice):.4f}   "
                      f"pixel accuracy {self.accuracy:.4f}   ({int(self.confusion.sum())} pixels)")
         lines.append("confusion matrix (rows: truth, columns: prediction)")
-        cell = max(6, len(str(int(self.confusion.max(initial=0)))))
-        lines.append(" " * width + "  " + " ".join(f"{n[:cell]:>{cell}}" for n in names))
+        cell = max(6, len(str(int(self.confusion.max(initial=0)))), *(len(n) for n in names))
+        lines.append(" " * width + "  " + " ".join(f"{n:>{cell}}" for n in names))
         for name, row in zip(names, self.confusion):
             lines.append(f"{name:<{width}}  " + " ".join(f"{int(v):>{cell}d}" for v in row))
         return "\n".join(lines)
@@ -142,7 +142,8 @@ def evaluate(
         class indices 0..K-1.
     roi : optional mask (path or array, nonzero = evaluate; any resolution, see :mod:`tiler.masks.roi`).
     ignore_index : a truth value to leave out (e.g. 255 for "unlabelled").
-    truth_threshold : for binary masks stored as 0/255: truth = (value >= threshold).
+    truth_threshold : for binary masks stored as 0/255: truth = (value >= threshold); a truth with
+        more than two values (class labels, a soft mask) is refused.
 
     Returns
     -------
@@ -168,6 +169,7 @@ def _confusion(result: StoredResult, src: Source, mask: RoiMask | None, ignore_i
     k = known or 2
     level = result.levels[0]
     confusion = np.zeros((k, k), np.int64)
+    seen: set[float] = set()  # truth values met, with --truth-threshold (at most two allowed)
     ch, cw = (int(c) for c in level.chunks[-2:])
     bw = cw * max(1, 4096 // cw)  # column blocks of whole chunks, about 4096 pixels wide
     for y0 in range(0, h, ch):
@@ -180,6 +182,13 @@ def _confusion(result: StoredResult, src: Source, mask: RoiMask | None, ignore_i
             if ignore_index is not None:
                 keep &= t != ignore_index
             if truth_threshold is not None:
+                seen.update(np.unique(t[keep]).tolist())
+                if len(seen) > 2:
+                    values = ", ".join(f"{v:g}" for v in sorted(seen)[:6]) + (", ..." if len(seen) > 6 else "")
+                    raise InputError(
+                        f"{src.name}: --truth-threshold makes a two-value mask binary, but this truth holds "
+                        f"more values ({values}): class labels are compared as they are, so leave "
+                        f"--truth-threshold out (a soft or JPEG-compressed mask: binarise it first)")
                 t = (t >= truth_threshold).astype(np.uint8)
             if mask is not None:
                 keep &= mask.region(y0, y1, x0, x1)

@@ -6,7 +6,10 @@ pixels), so memory does not depend on the image size.
 
 * ``tiff``: OME-TIFF (BigTIFF), one page per channel ((H, W) labels: one page), the OME-Zarr
   levels as SubIFDs of each page (the OME-TIFF pyramid layout QuPath, napari and Bio-Formats read),
-  pixel size and channel names in the OME-XML when known.
+  pixel size and channel names in the OME-XML when known. uint8 outputs of one or three channels
+  (labels, probabilities of 3 classes) take the layout slide viewers read too: one page (three
+  classes as RGB), and the levels written a second time as reduced-resolution pages in the main
+  IFD chain, where OpenSlide finds a generic TIFF's pyramid (the file grows by about a quarter).
 * ``geotiff``: one page with one sample per channel (GDAL bands), the levels as reduced-resolution
   pages in the main IFD chain (GDAL's and COG's overview layout), and the GeoTIFF tags made from the
   output's ``tiler.georeference`` attribute (see :mod:`tiler.geo.tiff_tags`), when there is one.
@@ -63,6 +66,27 @@ def iter_tiles(array: Any, tile: int) -> Iterator[np.ndarray]:
                     yield band[:, x0 : x0 + tile]
 
 
+def iter_tiles_interleaved(array: Any, tile: int) -> Iterator[np.ndarray]:
+    """Tiles of a (C, H, W) array as (h, w, C) pixel-interleaved tiles (an RGB page), row-major;
+    memory as :func:`iter_tiles` times C."""
+    h, w = array.shape[-2:]
+    cw = int(getattr(array, "chunks", (w,))[-1])
+    lcm = math.lcm(tile, cw)
+    piece = lcm * max(1, 4096 // lcm)
+    for y0 in range(0, h, tile):
+        for p0 in range(0, w, piece):
+            band = np.moveaxis(np.asarray(array[:, y0 : y0 + tile, p0 : p0 + piece]), 0, -1)
+            for x0 in range(0, band.shape[1], tile):
+                yield np.ascontiguousarray(band[:, x0 : x0 + tile])
+
+
+def viewer_layout(result: StoredResult) -> bool:
+    """Whether the OME-TIFF export takes the layout slide viewers read: uint8 with one channel
+    (labels, a one-class probability) or three (shown as RGB)."""
+    base = result.levels[0]
+    return base.dtype == np.uint8 and (base.ndim == 2 or base.shape[0] in (1, 3))
+
+
 def _resolution(result: StoredResult, k: int) -> dict[str, Any]:
     mpp = result.mpp
     if not mpp:
@@ -71,12 +95,12 @@ def _resolution(result: StoredResult, k: int) -> dict[str, Any]:
     return {"resolution": (1e4 / (mpp[1] * f), 1e4 / (mpp[0] * f)), "resolutionunit": "CENTIMETER"}
 
 
-def _ome_metadata(result: StoredResult) -> dict[str, Any]:
-    meta: dict[str, Any] = {"axes": "YX" if result.levels[0].ndim == 2 else "CYX", "Name": "prediction"}
+def _ome_metadata(result: StoredResult, axes: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"axes": axes, "Name": "prediction"}
     if result.mpp:
         meta.update(PhysicalSizeY=result.mpp[0], PhysicalSizeYUnit="µm",
                     PhysicalSizeX=result.mpp[1], PhysicalSizeXUnit="µm")
-    if result.levels[0].ndim == 3:
+    if axes == "CYX":
         meta["Channel"] = {"Name": result.class_names(result.channels)}
     return meta
 
@@ -97,16 +121,31 @@ def _write_tiff(result: StoredResult, path: Path, *, geotiff: bool, tile: int, c
         if not extratags:
             warnings.warn(f"{result.path}: has no georeference (attribute tiler.georeference); writing a "
                           "GeoTIFF without geotags", stacklevel=3)
+    viewer = not geotiff and viewer_layout(result)
+    axes = "YX" if base.ndim == 2 else "CYX"
+    tiles, shape = iter_tiles, (lambda a: a.shape)
+    if viewer and base.ndim == 3:
+        if base.shape[0] == 3:  # one RGB page: OpenSlide and viewers show the three classes in colour
+            axes, options["photometric"] = "YXS", "rgb"
+            tiles, shape = iter_tiles_interleaved, (lambda a: (*a.shape[1:], 3))
+        else:
+            axes, shape = "YX", (lambda a: a.shape[1:])
     with tifffile.TiffWriter(path, bigtiff=(not geotiff) or nbytes > 2**31 - 2**26, ome=not geotiff) as tif:
         first: dict[str, Any] = dict(options, **_resolution(result, 0), extratags=extratags)
         if geotiff:
             first["metadata"] = None
         else:
-            first.update(metadata=_ome_metadata(result), subifds=len(levels) - 1)
-        tif.write(iter_tiles(base, tile), shape=base.shape, **first)
+            first.update(metadata=_ome_metadata(result, axes), subifds=len(levels) - 1)
+        tif.write(tiles(base, tile), shape=shape(base), **first)
+        # OME-TIFF's pyramid: SubIFDs of the page (tifffile, Bio-Formats, QuPath); GeoTIFF's:
+        # reduced pages in the main chain (GDAL)
         for k, arr in enumerate(levels[1:], start=1):
-            tif.write(iter_tiles(arr, tile), shape=arr.shape, subfiletype=1, metadata=None,
+            tif.write(tiles(arr, tile), shape=shape(arr), subfiletype=1, metadata=None,
                       **options, **_resolution(result, k))
+        if viewer:  # and once more as reduced pages in the main chain, where OpenSlide looks for levels
+            for k, arr in enumerate(levels[1:], start=1):
+                tif.write(tiles(arr, tile), shape=shape(arr), subfiletype=1, metadata=None,
+                          **options, **_resolution(result, k))
 
 
 def export_result(
@@ -117,6 +156,7 @@ def export_result(
     tile: int = 512,
     compression: str = "zlib",
     max_side: int = 1536,
+    opacity: float = 0.4,
     overwrite: bool = False,
 ) -> Path:
     """Write an output group as ``format`` ("tiff", "geotiff" or "png"); return the file's path.
@@ -143,7 +183,7 @@ def export_result(
     if format == "png":
         from .preview import write_preview
 
-        return write_preview(result, path, max_side=max_side)
+        return write_preview(result, path, max_side=max_side, alpha=opacity)
     comp = None if compression == "none" else compression
     # Written beside the target and renamed when whole: a failed export leaves no partial file and
     # keeps an earlier one.

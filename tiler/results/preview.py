@@ -5,10 +5,13 @@ are sampled at the thumbnail's pixel centres from the smallest pyramid level tha
 that large (the input's own pyramid, the output's OME-Zarr levels), reading one block at a time, so
 a preview of a gigapixel slide reads little and holds little.
 
-Colours: labels get a fixed palette with class 0 (background) left uncoloured; probabilities (and
+Colours: the model's class colours where its metadata has them (``class_colours``), Okabe and
+Ito's colour-blind-safe palette otherwise; labels get one colour per class with class 0
+(background) left uncoloured; probabilities (and
 logits, through the model's activation) blend the class colours weighted by probability, class 0
 again uncoloured, so confident foreground shows strongest. The overlay's opacity is ``alpha``
-(0.4) times the foreground weight.
+(0.4; ``--opacity``) times the foreground weight. The PNG has a legend below the image: each class
+name beside its colour.
 """
 
 from __future__ import annotations
@@ -20,20 +23,38 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models.colours import class_colours
 from .result import StoredResult, open_result
 
-#: Class colours (RGB); class 0 is background and never drawn. Class c uses PALETTE[(c - 1) % 12 + 1].
-PALETTE = np.array([
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128),
-    (170, 110, 40),
-], np.float32)
 
+def legend(names: list[str], colours: np.ndarray, width: int, *, probabilities: bool = False) -> np.ndarray:
+    """A (h, width, 3) uint8 white strip naming each class beside its colour, in rows that wrap.
 
-def class_colours(n: int) -> np.ndarray:
-    """(n, 3) float32 RGB colours for classes 0..n-1 (class 0 black, unused)."""
-    idx = np.arange(n)
-    return np.where((idx == 0)[:, None], PALETTE[0], PALETTE[(idx - 1) % (len(PALETTE) - 1) + 1])
+    Class 0 (background, never drawn) gets an empty box. ``probabilities``: a note that colours are
+    blended by probability. Text is drawn with Pillow's default font.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=13)
+    box, pad, row = 13, 6, 20
+    items = [f"{name}" + (" (not drawn)" if k == 0 else "") for k, name in enumerate(names)]
+    if probabilities:
+        items[0] += "; colours mixed by probability"
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    sizes = [int(probe.textlength(text, font=font)) + box + 4 + 2 * pad for text in items]
+    places, x, y = [], pad, pad
+    for size in sizes:
+        if x > pad and x + size > width:
+            x, y = pad, y + row
+        places.append((x, y))
+        x += size
+    strip = Image.new("RGB", (width, y + row + pad - 4), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    for k, ((x, y), text) in enumerate(zip(places, items)):
+        fill = None if k == 0 else tuple(int(v) for v in colours[k])
+        draw.rectangle((x, y, x + box - 1, y + box - 1), fill=fill, outline=(90, 90, 90) if k == 0 else fill)
+        draw.text((x + box + 4, y - 1), text, fill=(0, 0, 0), font=font)
+    return np.asarray(strip, np.uint8)
 
 
 def thumbnail_shape(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -119,13 +140,14 @@ def overlay(base: np.ndarray, values: np.ndarray, result: StoredResult, alpha: f
 
     ``values`` is (h, w) labels or (C, h, w) probabilities/logits. Returns (h, w, 3) uint8.
     """
+    model_colours = result.class_colours()
     if values.ndim == 2:
-        colours = class_colours(max(int(values.max()) + 1, 2))
+        colours = class_colours(max(int(values.max()) + 1, 2, len(model_colours)), model_colours)
         colour = colours[values]
         weight = (values > 0).astype(np.float32)
     else:
         p = _probabilities(values, result)
-        colours = class_colours(max(p.shape[0], 2))
+        colours = class_colours(max(p.shape[0], 2), model_colours)
         fg = p if p.shape[0] == 1 else p[1:]
         fg_colours = colours[1:] if p.shape[0] > 1 else colours[1:2]
         weight = fg.sum(axis=0)
@@ -136,6 +158,11 @@ def overlay(base: np.ndarray, values: np.ndarray, result: StoredResult, alpha: f
 
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _magic(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(4)
 
 
 def _input_thumbnail(result: StoredResult, out_shape: tuple[int, int]) -> np.ndarray | None:
@@ -151,7 +178,7 @@ def _input_thumbnail(result: StoredResult, out_shape: tuple[int, int]) -> np.nda
     # the series, plane, channels and reader the run read (never a label/macro image: the default excludes them)
     read = {"series": recorded.get("series"), "plane": recorded.get("plane") or (),
             "channels": recorded.get("channels"), "reader": recorded.get("reader")}
-    if read["series"] is None and read["reader"] is None and path.is_file() and path.open("rb").read(4) in _TIFF_MAGIC:
+    if read["series"] is None and read["reader"] is None and path.is_file() and _magic(path) in _TIFF_MAGIC:
         read["series"] = 0  # no series recorded: the run read series 0
     try:
         with opened(path, **read) as source:
@@ -167,8 +194,9 @@ def _input_thumbnail(result: StoredResult, out_shape: tuple[int, int]) -> np.nda
 
 
 def render_preview(result: StoredResult | str | os.PathLike[str], *, max_side: int = 1536,
-                   alpha: float = 0.4) -> np.ndarray:
-    """The preview of an output as an (h, w, 3) uint8 RGB array, at most ``max_side`` pixels long."""
+                   alpha: float = 0.4, with_legend: bool = False) -> np.ndarray:
+    """The preview of an output as an (h, w, 3) uint8 RGB array, at most ``max_side`` pixels long;
+    ``with_legend``: with :func:`legend` below it (h grows by the strip's height)."""
     if not isinstance(result, StoredResult):
         result = open_result(result)
     thumb = thumbnail_shape(*result.shape, max_side)
@@ -183,7 +211,14 @@ def render_preview(result: StoredResult | str | os.PathLike[str], *, max_side: i
     base = _input_thumbnail(result, thumb)
     if base is None:
         base = np.full((*thumb, 3), 128, np.uint8)
-    return overlay(base.astype(np.float32), values, result, alpha)
+    image = overlay(base.astype(np.float32), values, result, alpha)
+    if not with_legend:
+        return image
+    n = result.classes or max(int(values.max()) + 1, 2)
+    names = result.class_names(n)
+    strip = legend(names, class_colours(n, result.class_colours()), image.shape[1],
+                   probabilities=result.kind != "labels")
+    return np.concatenate([image, strip], axis=0)
 
 
 def default_preview_path(out: str | os.PathLike[str]) -> Path:
@@ -196,14 +231,16 @@ def write_preview(result: StoredResult | str | os.PathLike[str], path: str | os.
     """Render the preview of an output and write it as PNG; return the PNG's path."""
     import imagecodecs
 
-    from ..errors import OutputError
+    from ..errors import OutputError, SettingsError
 
     if not isinstance(result, StoredResult):
         result = open_result(result)
     target = Path(path) if path is not None else default_preview_path(result.path)
     if result.input_path is not None and target.resolve() == result.input_path.resolve():
         raise OutputError(f"{target}: is the input image; choose another path for the preview")
-    rgb = render_preview(result, max_side=max_side, alpha=alpha)
+    if not 0 <= alpha <= 1:
+        raise SettingsError(f"opacity {alpha:g} is not between 0 and 1")
+    rgb = render_preview(result, max_side=max_side, alpha=alpha, with_legend=True)
     try:
         target.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(rgb)))
     except OSError as exc:

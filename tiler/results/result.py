@@ -77,6 +77,10 @@ class StoredResult:
         names = list(self.record.get("model", {}).get("spec", {}).get("class_names", []) or [])
         return names if len(names) == n else [str(i) for i in range(n)]
 
+    def class_colours(self) -> list[str]:
+        """The model's class colours (``"#rrggbb"``, one per class) where it records them, else []."""
+        return list(self.record.get("model", {}).get("spec", {}).get("class_colours", []) or [])
+
     @property
     def mpp(self) -> tuple[float, float] | None:
         """Pixel size (y, x) in micrometres at full resolution, when the ``ome`` axes state it."""

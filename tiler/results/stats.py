@@ -53,9 +53,14 @@ class ChannelStats:
         lines = [f"{'channel':<8} {'mean':>10} {'std':>10}"]
         lines += [f"{c:<8d} {m:10.6f} {s:10.6f}" for c, (m, s) in enumerate(zip(self.mean, self.std))]
         lines.append(f"{self.count} pixels; values scaled by {self.scale:.6g} (like the model input)")
-        lines.append(f"mean = [{', '.join(f'{m:.6f}' for m in self.mean)}]")
-        lines.append(f"std = [{', '.join(f'{s:.6f}' for s in self.std)}]")
+        lines.append(f"tiler run flags: {self.flags()}   (or save --json and pass --stats FILE)")
         return "\n".join(lines)
+
+    def flags(self) -> str:
+        """The ``--mean``/``--std`` (and ``--scale``) flags of ``tiler run`` that apply these statistics."""
+        mean = ",".join(f"{m:.6f}" for m in self.mean)
+        std = ",".join(f"{s:.6f}" for s in self.std)
+        return f"--scale {self.scale!r} --mean {mean} --std {std}"
 
 
 class _Running:

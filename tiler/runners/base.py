@@ -72,11 +72,16 @@ class Runner(ABC):
 
     def check_input(self, tiles: np.ndarray) -> None:
         c = tiles.shape[1]
-        if self.spec.in_channels and c != self.spec.in_channels:
-            raise ModelError(
-                f"the image has {c} channel(s) but the model {self.spec.name!r} expects "
-                f"{self.spec.in_channels}"
-            )
+        want = self.spec.in_channels
+        if want and c != want:
+            if c == 1:
+                fix = (f"; to feed its grey channel {want} times pass --channels {','.join(['0'] * want)}, "
+                       f"or use a model with 1 input channel")
+            elif c > want:
+                fix = f"; choose {want} of them with --channels (e.g. --channels {','.join(map(str, range(want)))})"
+            else:
+                fix = f"; use a model with {c} input channel(s), or repeat channels with --channels"
+            raise ModelError(f"the image has {c} channel(s) but the model {self.spec.name!r} expects {want}{fix}")
         if self.spec.mean and len(self.spec.mean) != c:
             raise ModelError(
                 f"the model's mean/std have {len(self.spec.mean)} values for a {c}-channel image"

@@ -90,6 +90,30 @@ def read_record(info: Any) -> dict[str, Any]:
             "reader": None if reader in _FIRST_READERS else reader}
 
 
+#: What an output records the version of -> the distributions that provide it (the first installed).
+VERSIONED = {"numpy": ("numpy",), "zarr": ("zarr",), "tifffile": ("tifffile",),
+             "torch": ("torch",), "onnxruntime": ("onnxruntime-gpu", "onnxruntime"), "dask": ("dask",)}
+
+
+def library_versions() -> dict[str, str | None]:
+    """``{"tiler": "0.2.0", "python": "3.11.7", "numpy": "2.1.3", "torch": "2.13.0+cpu", "onnxruntime": None, …}``:
+    the installed versions (package metadata, so nothing is imported), recorded under
+    ``tiler.versions`` of every output; not part of the run's fingerprint."""
+    import platform
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"tiler": __version__, "python": platform.python_version()}
+    for key, distributions in VERSIONED.items():
+        versions[key] = None
+        for name in distributions:
+            try:
+                versions[key] = metadata.version(name)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
 def run_fingerprint(*parts: Any) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
@@ -105,6 +129,7 @@ def run_record(
         "input": input_record(image, source, masks, roi),
         "model": {"name": runner.spec.name, "runner": runner.describe(), "spec": runner.spec.to_dict()},
         "settings": settings,
+        "versions": library_versions(),
     }
     fingerprint = getattr(runner, "fingerprint", None)
     record["model"]["fingerprint"] = fingerprint() if callable(fingerprint) else None

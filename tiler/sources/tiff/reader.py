@@ -28,6 +28,7 @@ from ...geo.georef import GeoReference
 from .._array import check_image_shape
 from .._axes import AxisLayout, axis_layout
 from .._base import ReadOptions, SourceInfo, is_label_or_macro
+from .directories import truncation
 from .tiles import TiffTileReader
 
 #: Exceptions tifffile and imagecodecs raise for broken files or tiles.
@@ -78,6 +79,23 @@ def _check_not_truncated(name: str, page: tifffile.TiffPage, file_size: int) -> 
         raise InputError(
             f"{name}: file is truncated ({file_size} bytes, but its image data reaches byte {end})"
         )
+
+
+def _unreadable_levels(path: Path, levels: Any) -> list[str]:
+    """What of a series' pyramid cannot be read because the file is cut short: one line per level
+    whose data runs past the end, and one for a directory chain that does (levels, images lost)."""
+    size = os.path.getsize(path)
+    lines = []
+    for k, lvl in enumerate(levels):
+        page = lvl.keyframe
+        if page.dataoffsets:
+            end = max(o + c for o, c in zip(page.dataoffsets, page.databytecounts))
+            if end > size:
+                lines.append(f"level {k}: file is truncated ({size} bytes, but its data reaches byte {end})")
+    cut = truncation(path)
+    if cut:
+        lines.append(f"levels or images after level {len(levels) - 1} may be missing: {cut}")
+    return lines
 
 
 #: Micrometres per unit of OME's PhysicalSize units (µ as micro sign or Greek mu).
@@ -336,6 +354,8 @@ class TiffSource:
         try:
             self._tif = tifffile.TiffFile(self.path)
             try:
+                if not self._tif.series and (cut := truncation(self.path)):
+                    raise InputError(f"{self.name}: {cut}")
                 k = _choose_series(self.name, self._tif, series)
             except InputError:
                 self._tif.close()
@@ -370,7 +390,7 @@ class TiffSource:
         except (InputError, SettingsError):
             raise
         except DECODE_ERRORS as exc:
-            raise InputError(f"{self.name}: not a readable TIFF ({exc})") from None
+            raise InputError(f"{self.name}: {truncation(self.path) or f'not a readable TIFF ({exc})'}") from None
         finally:
             logging.getLogger("tifffile").removeFilter(notes)
         self._layout = layout
@@ -402,7 +422,8 @@ class TiffSource:
             chunks=self.chunks,
             levels=shapes,
             mpp=(base_mpp[0] * downsample[0], base_mpp[1] * downsample[1]) if base_mpp else None,
-            extra={"photometric": page.photometric.name.lower(), "tiled": page.is_tiled},
+            extra={"photometric": page.photometric.name.lower(), "tiled": page.is_tiled,
+                   "unreadable": _unreadable_levels(self.path, levels)},
             level=level,
             downsample=downsample,
             base_mpp=base_mpp,
