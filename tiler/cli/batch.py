@@ -241,8 +241,9 @@ def run_batch(
 
 def check_objects(spec: str, kind: str | None) -> None:
     """Refuse an ``--objects`` value that cannot work, before any work."""
-    from ..objects.export import VECTOR_FORMATS, format_of
+    from .export_result import objects_module
 
+    VECTOR_FORMATS, format_of = objects_module().VECTOR_FORMATS, objects_module().format_of
     if kind not in ("labels", "probs"):
         raise SettingsError(f"--objects needs --kind labels or --kind probs (objects are made from class "
                             f"labels), not {kind or 'logits'}")

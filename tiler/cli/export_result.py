@@ -4,6 +4,7 @@ its objects as polygons (GeoJSON, QuPath GeoJSON, GeoPackage, GeoParquet)."""
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from .options import add_command, add_result_argument, positive_int
 
@@ -45,9 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "row and never cut at a chunk border; the instances are kept in OUT/labels/instances.",
     )
     add_result_argument(p)
-    p.add_argument("--format", "-f", default="tiff", choices=RASTER_FORMATS + VECTOR_FORMATS,
-                   help="tiff: OME-TIFF; geotiff: GeoTIFF with the recorded georeference; png: preview; "
-                        "geojson, qupath (GeoJSON for QuPath), gpkg (GeoPackage), geoparquet: polygons")
+    p.add_argument("--format", "-f", choices=RASTER_FORMATS + VECTOR_FORMATS,
+                   help="tiff: OME-TIFF (default); geotiff: GeoTIFF with the recorded georeference; png: "
+                        "preview; geojson, qupath (GeoJSON for QuPath), gpkg (GeoPackage), geoparquet: "
+                        "polygons (default for an --out ending in .geojson, .gpkg or .parquet)")
     p.add_argument("--out", "-o", metavar="FILE",
                    help="file to write (default: OUT.pred.ome.tif, OUT.pred.tif, OUT.zarr.png, "
                         "OUT.objects.geojson, OUT.qupath.geojson, OUT.objects.gpkg or OUT.objects.parquet)")
@@ -78,11 +80,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.format in VECTOR_FORMATS:
-        from ..objects.export import export_objects
+def objects_module() -> Any:
+    """:mod:`tiler.objects.export`, or a one-line error naming the extra to install."""
+    try:
+        from ..objects import export
+    except ImportError as exc:
+        from ..errors import SettingsError
 
-        path = export_objects(args.result, args.out, format=args.format, classes=args.classes,
+        raise SettingsError(f"polygons need the vector extra ({exc.name} is missing): "
+                            "pip install 'tiler-engine[vector]'") from None
+    return export
+
+
+def _format(args: argparse.Namespace) -> str:
+    """--format, else the vector format --out's name asks for, else tiff."""
+    if args.format:
+        return str(args.format)
+    if args.out:
+        from ..errors import SettingsError
+        from ..objects.export import format_of
+
+        try:
+            return format_of(args.out)
+        except SettingsError:
+            pass
+    return "tiff"
+
+
+def main(args: argparse.Namespace) -> int:
+    args.format = _format(args)
+    if args.format in VECTOR_FORMATS:
+        path = objects_module().export_objects(args.result, args.out, format=args.format, classes=args.classes,
                               connectivity=args.connectivity, min_area=args.min_area, simplify=args.simplify,
                               table=args.table, partial=args.partial, overwrite=args.overwrite,
                               object_type=args.object_type)
