@@ -122,8 +122,10 @@ def test_instances_into_zarr_chunks_are_numbered_band_by_band(tmp_path):
 
 # -- polygons ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("connectivity", [4, 8])
-def test_polygons_rasterise_back_to_the_instances_and_the_class_mask(connectivity):
+@pytest.mark.parametrize(("connectivity", "lookup"), [(4, True), (8, True), (4, False)])
+def test_polygons_rasterise_back_to_the_instances_and_the_class_mask(connectivity, lookup, monkeypatch):
+    if not lookup:  # the index built by search instead of a lookup table (ids above LOOKUP_MAX)
+        monkeypatch.setattr("tiler.objects.measure.LOOKUP_MAX", 0)
     image = blobs((120, 101), seed=7)
     ids, count = label_array(image, keep=[1, 2], connectivity=connectivity, band=8)
     batches = list(iter_objects(ids, lambda y0, y1: image[y0:y1], band=8))
@@ -141,6 +143,17 @@ def test_polygons_rasterise_back_to_the_instances_and_the_class_mask(connectivit
     assert np.allclose(shapely.area(geoms), area)
     kinds = {g.geom_type for g in geoms}
     assert kinds == ({"Polygon"} if connectivity == 4 else {"Polygon", "MultiPolygon"})
+
+
+@pytest.mark.parametrize("lookup", [True, False])
+def test_instances_not_numbered_band_by_band_are_an_error(lookup, monkeypatch):
+    if not lookup:
+        monkeypatch.setattr("tiler.objects.measure.LOOKUP_MAX", 0)
+    ids = np.zeros((8, 8), np.uint32)
+    ids[0:2, 0:2] = 1
+    ids[6:8, 6:8] = 1  # id 1 again, far below, not continuing from the band above
+    with pytest.raises(OutputError, match="not numbered band by band"):
+        list(iter_objects(ids, lambda y0, y1: (ids[y0:y1] > 0).astype(np.uint8), band=4, where="x.zarr"))
 
 
 def test_objects_touching_only_at_a_corner_are_one_valid_multipolygon_under_8_connectivity():

@@ -1,4 +1,4 @@
-"""Per-object measurements, summed band by band: pixel count, centroid, mean class probability.
+"""Per-object measurements summed band by band: the class and the mean class probability.
 
 Objects present in a band are indexed densely (:class:`BandIndex`): those continuing from the band
 above (ids in its last row) first, then the ids that start in this band, which are consecutive
@@ -15,10 +15,10 @@ import numpy as np
 
 from ..errors import OutputError
 
+#: Bands whose ids are all below this are indexed through a lookup table (4 bytes per id).
+LOOKUP_MAX = 1 << 24
 #: Columns per slab of a band when summing (bounds the temporaries to band x SLAB values).
 SLAB = 4096
-#: The sums kept per object: pixels, sum of column centres, sum of row centres, sum of probability.
-FIELDS = ("area", "sum_x", "sum_y", "sum_p")
 
 
 @dataclass(frozen=True)
@@ -43,28 +43,30 @@ class BandIndex:
         top = int(band.max(initial=0))
         ids = np.concatenate([np.zeros(1, np.uint32), above.astype(np.uint32),
                               np.arange(start, max(top + 1, start), dtype=np.uint32)])
+        if top < LOOKUP_MAX:  # one gather through a table id -> index
+            table = np.zeros(top + 1, np.int32)
+            table[ids[1:]] = np.arange(1, len(ids), dtype=np.int32)
+            local = table[band]
+            if np.count_nonzero(local) != np.count_nonzero(band):
+                raise OutputError(f"{where}: instance ids are not numbered band by band (an id "
+                                  "reappears below a band that lacks it)")
+            return cls(ids=ids, local=local, continuing=len(above))
         local = band.astype(np.int32, copy=True)
         local -= start - 1 - len(above)  # new ids
         old = band < start
-        if above.size:
-            old_ids = band[old]
-            pos = np.searchsorted(above, old_ids)
-            pos_c = np.minimum(pos, len(above) - 1)
-            stray = (old_ids != 0) & (above[pos_c] != old_ids)
-            if stray.any():
-                raise OutputError(f"{where}: instance ids are not numbered band by band (id "
-                                  f"{int(old_ids[stray][0])} reappears below a band that lacks it)")
-            local[old] = np.where(old_ids == 0, 0, pos_c + 1)
-        else:
-            if (band[old] != 0).any():
-                raise OutputError(f"{where}: instance ids are not numbered band by band")
-            local[old] = 0
+        old_ids = band[old]
+        pos = np.minimum(np.searchsorted(above, old_ids), max(len(above) - 1, 0))
+        stray = (old_ids != 0) & ((above[pos] != old_ids) if len(above) else True)
+        if stray.any():
+            raise OutputError(f"{where}: instance ids are not numbered band by band (id "
+                              f"{int(old_ids[stray][0])} reappears below a band that lacks it)")
+        local[old] = np.where(old_ids == 0, 0, pos + 1)
         return cls(ids=ids, local=local, continuing=len(above))
 
 
-def band_sums(index: BandIndex, y0: int, classes: np.ndarray, probability: np.ndarray | None
+def band_sums(index: BandIndex, classes: np.ndarray, probability: np.ndarray | None
               ) -> tuple[np.ndarray, np.ndarray]:
-    """Sums over one band starting at row ``y0``.
+    """Per-object sums over one band.
 
     Parameters
     ----------
@@ -72,26 +74,20 @@ def band_sums(index: BandIndex, y0: int, classes: np.ndarray, probability: np.nd
 
     Returns
     -------
-    ``(sums, cls)``: (n, 4) float64 :data:`FIELDS` per index (pixel centres at ``+ 0.5``
-    added later), and (n,) int64 class of each object.
+    ``(sum_p, cls)``: (n,) float64 sum of each object's class probability over its pixels here
+    (zeros without ``probability``), and (n,) int64 class of each object present. Areas, centroids
+    and bounding boxes come exactly from the polygons (unions of pixel squares).
     """
     local = index.local
-    h, w = local.shape
+    w = local.shape[1]
     n = len(index.ids)
-    sums = np.zeros((n, len(FIELDS)), np.float64)
+    sum_p = np.zeros(n, np.float64)
     cls = np.zeros(n, np.int64)
-    rows = np.arange(y0, y0 + h, dtype=np.float64)[:, None]
     for x0 in range(0, w, SLAB):
-        x1 = min(x0 + SLAB, w)
-        sl = local[:, x0:x1]
-        flat = sl.ravel()
-        sums[:, 0] += np.bincount(flat, minlength=n)
-        sums[:, 1] += np.bincount(flat, weights=np.broadcast_to(np.arange(x0, x1, dtype=np.float64),
-                                                                 sl.shape).ravel(), minlength=n)
-        sums[:, 2] += np.bincount(flat, weights=np.broadcast_to(rows, sl.shape).ravel(), minlength=n)
-        c = classes[:, x0:x1]
+        sl = local[:, x0 : x0 + SLAB]
+        c = classes[:, x0 : x0 + SLAB]
         cls[sl] = c
         if probability is not None:
-            p = np.take_along_axis(probability[:, :, x0:x1], c[None].astype(np.intp), 0)[0]
-            sums[:, 3] += np.bincount(flat, weights=p.ravel(), minlength=n)
-    return sums, cls
+            p = np.take_along_axis(probability[:, :, x0 : x0 + SLAB], c[None].astype(np.intp), 0)[0]
+            sum_p += np.bincount(sl.ravel(), weights=p.ravel(), minlength=n)
+    return sum_p, cls

@@ -33,7 +33,8 @@ class ObjectBatch:
     ----------
     ids : (n,) uint32 instance ids. classes : (n,) int64 class values.
     geometry : (n,) shapely Polygons / MultiPolygons in output pixel coordinates (pixel edges).
-    area : (n,) int64 pixel counts. centroid : (n, 2) float64 ``(x, y)`` mean pixel centre.
+    area : (n,) int64 pixel counts. centroid : (n, 2) float64 ``(x, y)`` mean pixel centre (the
+        polygon's centroid, exact).
     probability : (n,) float64 mean probability of the object's class (NaN for labels outputs).
     """
 
@@ -63,11 +64,13 @@ def _polygon(geometry: dict[str, Any]) -> Any:
     return shapely.polygons(_ring(rings[0]), [_ring(r) for r in rings[1:]] or None)
 
 
-def band_pieces(ids: np.ndarray, y0: int) -> Iterator[tuple[int, Any]]:
-    """``(id, polygon)`` of every 4-connected piece of every object in a band of ids whose first
-    row is image row ``y0``."""
-    values = ids.astype(np.int32, copy=False)
-    for geometry, value in shapes(values, mask=values > 0, connectivity=4,
+def band_pieces(index: BandIndex, y0: int) -> Iterator[tuple[int, Any]]:
+    """``(index, polygon)`` of every 4-connected piece of every object in a band whose first row
+    is image row ``y0`` (``index``: into ``index.ids``)."""
+    local = index.local
+    # GDAL's polygonize is fastest on small integer types: the dense index fits uint16 mostly
+    values = local.astype(np.uint16) if len(index.ids) < 2**16 else local
+    for geometry, value in shapes(values, mask=local > 0, connectivity=4,
                                   transform=Affine(1.0, 0.0, 0.0, 0.0, 1.0, float(y0))):
         yield int(value), _polygon(geometry)
 
@@ -92,7 +95,7 @@ def iter_objects(
     h = instances.shape[0]
     above = np.zeros(0, np.uint32)
     start = 1
-    carried = np.zeros((0, 4), np.float64)
+    carried_p = np.zeros(0, np.float64)
     carried_cls = np.zeros(0, np.int64)
     pieces: dict[int, list[Any]] = {}
     for y0 in range(0, h, band):
@@ -100,30 +103,32 @@ def iter_objects(
         ids = np.asarray(instances[y0:y1])
         index = BandIndex.build(ids, above, start, where=where)
         probability = probabilities(y0, y1) if probabilities is not None else None
-        sums, cls = band_sums(index, y0, np.asarray(classes(y0, y1)), probability)
-        sums[1 : 1 + index.continuing] += carried
-        cls[1 : 1 + index.continuing] = carried_cls  # those with no pixel in this band keep theirs
-        for value, piece in band_pieces(ids, y0):
-            pieces.setdefault(value, []).append(piece)
+        sum_p, cls = band_sums(index, np.asarray(classes(y0, y1)), probability)
+        k = index.continuing
+        sum_p[1 : 1 + k] += carried_p
+        cls[1 : 1 + k] = carried_cls  # those with no pixel in this band keep theirs
+        present = np.zeros(len(index.ids), bool)
+        present[1 : 1 + k] = True
+        for value, piece in band_pieces(index, y0):
+            present[value] = True
+            pieces.setdefault(int(index.ids[value]), []).append(piece)
         nxt = np.unique(ids[-1]) if y1 < h else np.zeros(1, np.uint32)
         nxt = nxt[nxt > 0]
         going_on = np.zeros(len(index.ids), bool)
         going_on[np.searchsorted(index.ids, nxt)] = True
-        closed = np.flatnonzero(~going_on & (sums[:, 0] > 0))
-        closed = closed[closed > 0]
-        carried, carried_cls = sums[going_on], cls[going_on]
+        closed = np.flatnonzero(present & ~going_on)
+        carried_p, carried_cls = sum_p[going_on], cls[going_on]
         above, start = nxt, max(start, int(index.ids[-1]) + 1)
         if not len(closed):
             continue
         done_ids = index.ids[closed]
         geometry = np.empty(len(closed), object)
-        for k, value in enumerate(done_ids.tolist()):
+        for j, value in enumerate(done_ids.tolist()):
             parts = pieces.pop(value)
-            geometry[k] = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-        s = sums[closed]
-        area = s[:, 0]
+            geometry[j] = parts[0] if len(parts) == 1 else shapely.union_all(parts)
+        area = np.rint(shapely.area(geometry)).astype(np.int64)  # exact: unions of unit squares
+        centre = shapely.get_coordinates(shapely.centroid(geometry))
         yield ObjectBatch(
-            ids=done_ids, classes=cls[closed], geometry=geometry, area=area.astype(np.int64),
-            centroid=np.stack([s[:, 1] / area + 0.5, s[:, 2] / area + 0.5], axis=1),
-            probability=s[:, 3] / area if probability is not None else np.full(len(closed), np.nan),
+            ids=done_ids, classes=cls[closed], geometry=geometry, area=area, centroid=centre,
+            probability=sum_p[closed] / area if probability is not None else np.full(len(closed), np.nan),
         )
