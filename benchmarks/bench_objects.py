@@ -4,9 +4,10 @@ Each case runs in its own process (peak RSS from ``getrusage``) on the same labe
 band by band (never whole) as a zarr group laid out as ``tiler run --kind labels`` writes it:
 winding class-1 fronts and class-2 islands that cross many chunk rows and columns.
 
-- ``tiler``: :func:`tiler.objects.label.write_instances` (instances, no pyramid) then
-  :func:`tiler.objects.polygons.iter_objects` (every object as a shapely geometry, merged across
-  chunk rows), streamed chunk row by chunk row;
+- ``tiler``: :func:`tiler.objects.label.write_instances` (the uint32 instances written to the
+  group, no pyramid) with :class:`tiler.objects.polygons.ObjectTracker` taking every object out of
+  the labelling pass as a shapely geometry, merged across chunk rows, streamed chunk row by chunk
+  row (what ``tiler export-result --format ...`` does before writing the file);
 - ``rasterio``: the whole class mask read into memory and ``list(rasterio.features.shapes(mask,
   mask=mask > 0))`` (GDAL's polygonize; 4-connected, as tiler's default), GeoJSON-like dicts only.
 
@@ -61,20 +62,21 @@ def case_tiler(path: Path) -> dict[str, float]:
 
     from tiler.objects.classes import ClassImage, select_classes
     from tiler.objects.label import write_instances
-    from tiler.objects.polygons import iter_objects
+    from tiler.objects.polygons import ObjectTracker
     from tiler.results.result import open_result
 
     result = open_result(path)
     image = ClassImage(result, tuple(select_classes(result)))
+    tracker = ObjectTracker(image.shape[0])
+    objects = 0
+
+    def each(band):  # what tiler export-result does, less the file writing
+        nonlocal objects
+        objects += len(tracker.add(band))
+
     t0 = time.perf_counter()
-    instances = write_instances(image, zarr.open_group(str(path), mode="r+"), pyramid=False)
-    t1 = time.perf_counter()
-    objects = vertices = 0
-    for batch in iter_objects(instances, image.band, band=image.band_height):
-        objects += len(batch)
-        vertices += int(sum(len(g.exterior.coords) if g.geom_type == "Polygon" else 0 for g in batch.geometry))
-    t2 = time.perf_counter()
-    return {"seconds": t2 - t0, "label_s": t1 - t0, "polygons_s": t2 - t1, "objects": objects}
+    write_instances(image, zarr.open_group(str(path), mode="r+"), pyramid=False, each=each)
+    return {"seconds": time.perf_counter() - t0, "objects": objects}
 
 
 def case_rasterio(path: Path) -> dict[str, float]:

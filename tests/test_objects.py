@@ -94,8 +94,7 @@ def test_instances_equal_scipy_label_on_the_whole_image_up_to_renumbering(connec
         ref, n = ndimage.label(image == c, structure)
         total += n
         assert same_partition(ids, ref, image == c)
-    assert count == total and ids.max() == count and (ids[image == 0] == 0).all()
-    assert set(np.unique(ids)) == set(range(count + 1))
+    assert count == total and (ids[image == 0] == 0).all() and len(np.unique(ids)) == count + 1
 
 
 def test_the_serpentine_is_one_object_and_each_u_is_one():
@@ -112,12 +111,12 @@ def test_instances_into_zarr_chunks_are_numbered_band_by_band(tmp_path):
     _, count = label_array(image, keep=[1, 2], band=16, out=out)
     ids = out[...]
     seen = 0
-    for y0 in range(0, 100, 16):  # ids first seen in a band are consecutive, above every earlier band's
+    for y0 in range(0, 100, 16):  # ids first seen in a band lie above every earlier band's
         new = np.setdiff1d(np.unique(ids[y0 : y0 + 16]), np.unique(ids[:y0]))
         new = new[new > 0]
-        assert (new == np.arange(seen + 1, seen + 1 + len(new))).all()
+        assert not len(new) or new.min() > ids[:y0].max(initial=0)
         seen += len(new)
-    assert seen == count
+    assert seen == count == len(np.unique(ids)) - 1
 
 
 # -- polygons ----------------------------------------------------------------------------------
@@ -131,7 +130,7 @@ def test_polygons_rasterise_back_to_the_instances_and_the_class_mask(connectivit
     batches = list(iter_objects(ids, lambda y0, y1: image[y0:y1], band=8))
     got = np.concatenate([b.ids for b in batches])
     geoms = np.concatenate([b.geometry for b in batches])
-    assert sorted(got.tolist()) == list(range(1, count + 1))  # each object once, none split
+    assert sorted(got.tolist()) == np.unique(ids)[1:].tolist() and len(got) == count  # each once, none split
     assert shapely.is_valid(geoms).all()
     back = rasterize(zip(geoms, got.tolist()), out_shape=image.shape, dtype="uint32")
     assert (back == ids).all()
@@ -154,6 +153,29 @@ def test_instances_not_numbered_band_by_band_are_an_error(lookup, monkeypatch):
     ids[6:8, 6:8] = 1  # id 1 again, far below, not continuing from the band above
     with pytest.raises(OutputError, match="not numbered band by band"):
         list(iter_objects(ids, lambda y0, y1: (ids[y0:y1] > 0).astype(np.uint8), band=4, where="x.zarr"))
+
+
+@pytest.mark.parametrize("connectivity", [4, 8])
+def test_objects_out_of_the_labelling_pass_equal_those_of_the_stored_instances(connectivity):
+    from tiler.objects.label import label_bands
+    from tiler.objects.polygons import ObjectTracker
+
+    image = serpentine(61, 80) | (blobs((61, 80), seed=12) * (serpentine(61, 80) == 0))
+    image = np.where(image > 2, 2, image).astype(np.uint8)
+    tracker, fused = ObjectTracker(61), []
+    ids = np.zeros(image.shape, np.uint32)
+    count = label_bands(lambda y0, y1: image[y0:y1], ids, shape=image.shape, keep=[1, 2], band=8,
+                        connectivity=connectivity, each=lambda b: fused.append(tracker.add(b)))
+    stored = list(iter_objects(ids, lambda y0, y1: image[y0:y1], band=8))
+
+    def table(batches):
+        rows = [(int(i), int(c), int(a), g) for b in batches for i, c, a, g in
+                zip(b.ids, b.classes, b.area, b.geometry)]
+        return sorted(rows, key=lambda r: r[0])
+
+    a, b = table(fused), table(stored)
+    assert len(a) == len(b) == count
+    assert all(x[:3] == y[:3] and x[3].equals(y[3]) for x, y in zip(a, b))
 
 
 def test_objects_touching_only_at_a_corner_are_one_valid_multipolygon_under_8_connectivity():

@@ -1,10 +1,11 @@
 """``tiler export-result --format geojson|qupath|gpkg|geoparquet``: an output's objects as vectors.
 
 Steps: open the output (complete, unless ``partial``), choose the classes, label the instances
-into ``labels/instances`` (or reuse them when they were made with the same settings from the same
-run), then stream the objects band by band (:func:`~tiler.objects.polygons.iter_objects`), drop
-those under ``min_area`` pixels, simplify, move them into the output's coordinates and write them
-(and optionally the measurement table).
+into ``labels/instances`` and take each object out of that pass as soon as it is closed
+(:class:`~tiler.objects.polygons.ObjectTracker`), or, when the stored instances were made with the
+same settings from the same run, stream them (:func:`~tiler.objects.polygons.iter_objects`); drop
+objects under ``min_area`` pixels, simplify, move them into the output's coordinates and write them
+(and optionally the measurement table), band by band.
 
 Coordinates: for a georeferenced output, its CRS (the recorded GeoTIFF transform; the CRS from the
 EPSG code of the geokeys); otherwise level-0 pixels of the input (x = column, y = row, pixel
@@ -18,7 +19,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ import zarr
 from ..errors import OutputError, SettingsError
 from ..results.result import StoredResult, open_result
 from .classes import ClassImage, check_kind, select_classes
-from .label import INSTANCES, open_instances, source_stamp, write_instances
-from .polygons import ObjectBatch, iter_objects
+from .label import INSTANCES, Band, open_instances, source_stamp, write_instances
+from .polygons import ObjectBatch, ObjectTracker, iter_objects
 from .writers import Features, GeoJSONWriter, GeoPackageWriter, GeoParquetWriter, TableWriter, Writer
 
 #: Vector formats of :func:`export_objects`.
@@ -116,22 +117,37 @@ def placement(result: StoredResult) -> Placement:
                      "area_um2" if mpp else None)
 
 
-def _instances(result: StoredResult, image: ClassImage, connectivity: int, scratch: list[Path]) -> Any:
-    """The instance image: reused or labelled into the output group, or into a scratch group
-    (an incomplete or unwritable output)."""
-    stamp = source_stamp(result)
-    complete = result.record.get("complete") is not False
-    if complete:
+def _objects_group(result: StoredResult, scratch: list[Path]) -> tuple[zarr.Group, bool]:
+    """Where the instances go: the output group itself, or a scratch group beside it (an incomplete
+    or unwritable output); and whether it is the output's."""
+    if result.record.get("complete") is not False:
         try:
-            group = zarr.open_group(str(result.path), mode="r+")
-            found = open_instances(group, keep=image.keep, connectivity=connectivity, stamp=stamp)
-            return found if found is not None else write_instances(image, group, connectivity=connectivity)
+            return zarr.open_group(str(result.path), mode="r+"), True
         except PermissionError:
             pass
     tmp = Path(tempfile.mkdtemp(prefix=".tiler-instances-", dir=result.path.parent))
     scratch.append(tmp)
-    group = zarr.open_group(str(tmp / "instances.zarr"), mode="w", zarr_format=3)
-    return write_instances(image, group, connectivity=connectivity, pyramid=False)
+    return zarr.open_group(str(tmp / "instances.zarr"), mode="w", zarr_format=3), False
+
+
+def _stream(result: StoredResult, image: ClassImage, connectivity: int, scratch: list[Path],
+            emit: Callable[[ObjectBatch], None]) -> None:
+    """Every object to ``emit``, band by band: from the stored instances when they were made with
+    these settings from this run, else while labelling them (the objects come out of pass 1)."""
+    group, own = _objects_group(result, scratch)
+    found = open_instances(group, keep=image.keep, connectivity=connectivity, stamp=source_stamp(result)) \
+        if own else None
+    if found is not None:
+        for batch in iter_objects(found, image.band, band=image.band_height, probabilities=image.probabilities,
+                                  where=str(result.path)):
+            emit(batch)
+        return
+    tracker = ObjectTracker(image.shape[0])
+
+    def each(band: Band) -> None:
+        emit(tracker.add(band, image.probabilities(band.y0, band.y0 + band.local.shape[0])))
+
+    write_instances(image, group, connectivity=connectivity, pyramid=own, each=each)
 
 
 def _features(batch: ObjectBatch, result: StoredResult, where: Placement, names: list[str],
@@ -221,7 +237,6 @@ def export_objects(
     scratch: list[Path] = []
     writers: list[Writer] = []
     try:
-        instances = _instances(result, image, connectivity, scratch)
         multi = connectivity == 8
         if format in ("geojson", "qupath"):
             writers.append(GeoJSONWriter(path, props, crs=where.crs, qupath=format == "qupath",
@@ -232,15 +247,16 @@ def export_objects(
             writers.append(GeoParquetWriter(path, props, crs_json=_projjson(where.crs), multi=multi))
         if table is not None:
             writers.append(TableWriter(Path(table), table_cols))
-        for batch in iter_objects(instances, image.band, band=image.band_height,
-                                  probabilities=image.probabilities, where=str(result.path)):
+
+        def emit(batch: ObjectBatch) -> None:
             if min_area > 0:
                 batch = batch.take(batch.area >= min_area)
-            if not len(batch):
-                continue
-            features = _features(batch, result, where, names, simplify)
-            for writer in writers:
-                writer.write(features)
+            if len(batch):
+                features = _features(batch, result, where, names, simplify)
+                for writer in writers:
+                    writer.write(features)
+
+        _stream(result, image, connectivity, scratch, emit)
         for writer in writers:
             writer.close()
         writers.clear()

@@ -6,13 +6,13 @@ components provisional ids that follow those of the bands above, writes them, an
 provisional ids touch across the band's top border (same class; the pixel above, and with
 8-connectivity the two diagonal ones). The pairs are resolved as components of a graph
 (:func:`scipy.sparse.csgraph.connected_components`, as ``dask_image.ndmeasure.label`` does) into
-a lookup table provisional -> final, and pass 2 rewrites every band through it.
+a lookup table provisional -> final, and pass 2 rewrites the bands whose ids it changes.
 
-Final ids are ``1..N`` ordered by each object's lowest provisional id, so the objects that first
-appear in band ``b`` have consecutive ids above those of every earlier band (what
-:mod:`~tiler.objects.polygons` relies on). The result equals ``scipy.ndimage.label`` of each class
-on the whole image up to a renumbering. Memory: two bands (``band x W``) and 4 bytes per
-provisional id, never the whole image.
+An object's final id is the lowest of its provisional ids (unique, not consecutive), so it is
+known as soon as the object is closed (what :mod:`~tiler.objects.polygons` uses to emit objects
+during pass 1) and every object that first appears in band ``b`` has an id above those of every
+earlier band. The result equals ``scipy.ndimage.label`` of each class on the whole image up to a
+renumbering. Memory: two bands (``band x W``) and 4 bytes per provisional id, never the image.
 
 In an output group the instances are an OME-Zarr labels image ``labels/instances`` (uint32
 ``(H, W)``, level ``0`` plus a pyramid of modes), which napari's OME-Zarr reader shows over the
@@ -22,7 +22,8 @@ run it was made from and ``complete`` (written last: a killed labelling is redon
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,8 +48,8 @@ def _structure(connectivity: int) -> np.ndarray:
 
 def _border_pairs(above: np.ndarray, above_cls: np.ndarray, below: np.ndarray, below_cls: np.ndarray,
                   connectivity: int) -> np.ndarray:
-    """(n, 2) provisional id pairs touching across a border: ``above`` is the last row of one band,
-    ``below`` the first row of the next (ids (W,), 0 = none; classes (W,))."""
+    """(n, 2) id pairs touching across a border: ``above`` is the last row of one band, ``below``
+    the first row of the next (ids (W,), 0 = none; classes (W,))."""
     w = above.shape[0]
     found = []
     for dx in ((0,) if connectivity == 4 else (-1, 0, 1)):
@@ -60,70 +61,129 @@ def _border_pairs(above: np.ndarray, above_cls: np.ndarray, below: np.ndarray, b
     return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
 
 
-def _label_band(labels: np.ndarray, keep: Sequence[int], structure: np.ndarray, offset: int,
-                scratch: np.ndarray) -> tuple[np.ndarray, int]:
-    """(h, W) uint32 provisional ids of one band's kept classes, numbered from ``offset + 1``."""
-    ids = np.zeros(labels.shape, np.uint32)
-    work = scratch[: labels.shape[0]]
+@dataclass(frozen=True)
+class Band:
+    """One labelled band of rows.
+
+    Attributes
+    ----------
+    y0 : first image row. labels : (h, W) class labels. local : (h, W) int32 component ids
+    ``1..n`` within the band (0: not a kept class). offset : provisional id = ``offset + local``.
+    classes : (n + 1,) int64 class of each local id (index 0 unused).
+    pairs : (m, 2) int64 ``(provisional id above, local id here)`` touching across the top border.
+    """
+
+    y0: int
+    labels: np.ndarray
+    local: np.ndarray
+    offset: int
+    classes: np.ndarray
+    pairs: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.classes) - 1
+
+    def provisional(self) -> np.ndarray:
+        """(h, W) uint32 provisional ids (0 off the kept classes)."""
+        out = np.zeros(self.local.shape, np.uint32)
+        np.add(self.local, self.offset, out=out, where=self.local > 0, casting="unsafe")
+        return out
+
+
+def _label_band(labels: np.ndarray, keep: Sequence[int], structure: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(h, W) int32 local ids ``1..n`` of one band's kept classes (each class separately) and the
+    (n + 1,) class of each."""
+    local = np.zeros(labels.shape, np.int32)
+    work = np.empty(labels.shape, np.int32)
+    classes = [np.zeros(1, np.int64)]
+    n = 0
     for c in keep:
         mask = labels == c
-        n = int(ndimage.label(mask, structure, output=work))
-        if n:
-            np.add(work, offset, out=ids, where=mask, casting="unsafe")
-            offset += n
-    return ids, offset
+        m = int(ndimage.label(mask, structure, output=work))
+        if m:
+            np.add(work, n, out=local, where=mask)
+            classes.append(np.full(m, c, np.int64))
+            n += m
+    return local, np.concatenate(classes)
+
+
+def iter_bands(
+    read: Callable[[int, int], np.ndarray], *, shape: tuple[int, int], keep: Sequence[int],
+    connectivity: int = 4, band: int = 1024,
+) -> Iterator[Band]:
+    """Label a class image band by band (pass 1).
+
+    ``read(y0, y1)`` gives (y1 - y0, W) integer class labels; provisional ids follow on from band
+    to band, and each band carries the pairs that join it to the band above.
+    """
+    structure = _structure(connectivity)
+    h, _ = shape
+    if band < 1:
+        raise SettingsError(f"band {band}: must be at least 1 row")
+    offset = 0
+    above: tuple[np.ndarray, np.ndarray] | None = None
+    for y0 in range(0, h, band):
+        y1 = min(y0 + band, h)
+        labels = np.asarray(read(y0, y1))
+        local, classes = _label_band(labels, keep, structure)
+        if offset + len(classes) >= 2**32 - 1:
+            raise SettingsError(f"more than {2**32 - 2} objects: too many for uint32 instance ids")
+        if above is None:
+            pairs = np.zeros((0, 2), np.int64)
+        else:
+            pairs = _border_pairs(above[0], above[1], local[0].astype(np.int64), labels[0], connectivity)
+        yield Band(y0, labels, local, offset, classes, pairs.astype(np.int64))
+        above = (np.where(local[-1] > 0, local[-1].astype(np.int64) + offset, 0), labels[-1].copy())
+        offset += len(classes) - 1
+
+
+def resolve(total: int, pairs: np.ndarray) -> np.ndarray:
+    """(total + 1,) uint32 lookup provisional -> final id: connected provisional ids share the
+    lowest of them; 0 stays 0."""
+    a, b = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(total + 1, total + 1)).tocsr()
+    _, comp = connected_components(graph, directed=False)
+    _, first = np.unique(comp, return_index=True)  # lowest node of each component
+    return first.astype(np.uint32)[comp]
+
+
+def relabel(out: Any, table: np.ndarray, offsets: Sequence[tuple[int, int, int, int]]) -> None:
+    """Pass 2: rewrite each band ``(y0, y1, offset, n)`` of ``out`` whose ids the table changes."""
+    for y0, y1, offset, n in offsets:
+        if n and not np.array_equal(table[offset + 1 : offset + n + 1],
+                                    np.arange(offset + 1, offset + n + 1, dtype=np.uint32)):
+            out[y0:y1] = table[np.asarray(out[y0:y1])]
 
 
 def label_bands(
     read: Callable[[int, int], np.ndarray], out: Any, *, shape: tuple[int, int], keep: Sequence[int],
-    connectivity: int = 4, band: int = 1024,
+    connectivity: int = 4, band: int = 1024, each: Callable[[Band], None] | None = None,
 ) -> int:
     """Label a class image band by band into ``out``; return the number of objects.
 
     Parameters
     ----------
     read : ``read(y0, y1)`` -> (y1 - y0, W) integer class labels of rows ``[y0, y1)``.
-    out : writable (H, W) uint32 array-like (NumPy or zarr), filled with ids 1..N (0 elsewhere).
+    out : writable (H, W) uint32 array-like (NumPy or zarr); each object gets the lowest of its
+        provisional ids (unique per object, not consecutive), 0 elsewhere.
     shape : (H, W). keep : class values to label (each separately). connectivity : 4 or 8.
     band : rows per band (a multiple of ``out``'s chunk height, for whole-chunk writes).
+    each : called with every :class:`Band` of pass 1 (the streaming polygons use it).
     """
-    structure = _structure(connectivity)
-    h, w = shape
-    if band < 1:
-        raise SettingsError(f"band {band}: must be at least 1 row")
-    scratch = np.empty((min(band, h), w), np.int32)
-    offset = 0
-    pairs = []
-    above: tuple[np.ndarray, np.ndarray] | None = None
-    for y0 in range(0, h, band):
-        y1 = min(y0 + band, h)
-        labels = np.asarray(read(y0, y1))
-        ids, offset = _label_band(labels, keep, structure, offset, scratch)
-        if offset >= 2**32 - 1:
-            raise SettingsError(f"more than {2**32 - 2} objects: too many for uint32 instance ids")
-        if above is not None:
-            pairs.append(_border_pairs(above[0], above[1], ids[0], labels[0], connectivity))
-        above = (ids[-1].copy(), labels[-1].copy())
-        out[y0:y1] = ids
-    table = _final_ids(offset, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.uint32))
-    count = int(table.max(initial=0))
-    if count != offset:  # some provisional ids were merged: renumber
-        for y0 in range(0, h, band):
-            y1 = min(y0 + band, h)
-            out[y0:y1] = table[np.asarray(out[y0:y1])]
-    return count
-
-
-def _final_ids(n: int, pairs: np.ndarray) -> np.ndarray:
-    """(n + 1,) uint32 lookup provisional -> final id: connected provisional ids share one, final
-    ids ordered by the lowest provisional id of each object; 0 stays 0."""
-    a, b = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n + 1, n + 1)).tocsr()
-    _, comp = connected_components(graph, directed=False)
-    _, first = np.unique(comp, return_index=True)  # lowest node of each component
-    rank = np.empty(len(first), np.uint32)
-    rank[np.argsort(first)] = np.arange(len(first), dtype=np.uint32)  # node 0's component -> 0
-    return rank[comp]
+    pairs, offsets, total = [], [], 0
+    for b in iter_bands(read, shape=shape, keep=keep, connectivity=connectivity, band=band):
+        y1 = b.y0 + b.local.shape[0]
+        out[b.y0 : y1] = b.provisional()
+        if len(b.pairs):
+            pairs.append(np.stack([b.pairs[:, 0], b.pairs[:, 1] + b.offset], axis=1))
+        offsets.append((b.y0, y1, b.offset, b.count))
+        total = b.offset + b.count
+        if each is not None:
+            each(b)
+    table = resolve(total, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
+    relabel(out, table, offsets)
+    return len(np.unique(table)) - 1
 
 
 def label_array(
@@ -132,13 +192,13 @@ def label_array(
 ) -> tuple[Any, int]:
     """Instances of an (H, W) integer class image (NumPy, zarr or any sliceable array).
 
-    Returns ``(instances, count)``: (H, W) uint32 ids ``1..count`` (``out`` when given), each
+    Returns ``(instances, count)``: (H, W) uint32 ids (``out`` when given), one per object, each
     object a connected set of one kept class (default: every class but 0).
 
     >>> image = np.array([[1, 0, 1], [1, 0, 1], [0, 0, 2]], np.uint8)
     >>> ids, n = label_array(image, band=1)
     >>> n, ids.tolist()
-    (3, [[1, 0, 2], [1, 0, 2], [0, 0, 3]])
+    (3, [[1, 0, 2], [1, 0, 2], [0, 0, 5]])
     """
     h, w = image.shape
     if keep is None:
@@ -188,9 +248,10 @@ def open_instances(group: Any, *, keep: Sequence[int], connectivity: int, stamp:
 
 
 def write_instances(image: ClassImage, group: zarr.Group, *, connectivity: int = 4,
-                    pyramid: bool = True) -> Any:
+                    pyramid: bool = True, each: Callable[[Band], None] | None = None) -> Any:
     """Label ``image`` into ``group``'s OME-Zarr labels image ``labels/instances``; return its
-    level ``0`` (an (H, W) uint32 zarr array). An earlier ``labels/instances`` is replaced."""
+    level ``0`` (an (H, W) uint32 zarr array). An earlier ``labels/instances`` is replaced.
+    ``each``: called with every band of pass 1 (see :func:`label_bands`)."""
     result = image.result
     h, w = image.shape
     chunk = (min(image.band_height, h), min(int(result.levels[0].chunks[-1]), w))
@@ -214,7 +275,7 @@ def write_instances(image: ClassImage, group: zarr.Group, *, connectivity: int =
     arr = node.create_array("0", shape=(h, w), chunks=chunk, dtype="uint32", fill_value=0,
                             dimension_names=("y", "x"))
     count = label_bands(image.band, arr, shape=(h, w), keep=image.keep, connectivity=connectivity,
-                        band=chunk[0])
+                        band=chunk[0], each=each)
     if pyramid:
         from ..store.pyramid import build_pyramid
 

@@ -21,7 +21,10 @@ import numpy as np
 import shapely
 from rasterio.features import shapes
 from rasterio.transform import Affine
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
+from .label import Band
 from .measure import BandIndex, band_sums
 
 
@@ -64,15 +67,88 @@ def _polygon(geometry: dict[str, Any]) -> Any:
     return shapely.polygons(_ring(rings[0]), [_ring(r) for r in rings[1:]] or None)
 
 
-def band_pieces(index: BandIndex, y0: int) -> Iterator[tuple[int, Any]]:
-    """``(index, polygon)`` of every 4-connected piece of every object in a band whose first row
-    is image row ``y0`` (``index``: into ``index.ids``)."""
-    local = index.local
-    # GDAL's polygonize is fastest on small integer types: the dense index fits uint16 mostly
-    values = local.astype(np.uint16) if len(index.ids) < 2**16 else local
+def band_pieces(local: np.ndarray, n: int, y0: int) -> Iterator[tuple[int, Any]]:
+    """``(local id, polygon)`` of every 4-connected piece of every object in a band of dense ids
+    ``local`` ((h, W) int32 in ``0..n``, 0: none) whose first row is image row ``y0``."""
+    # GDAL's polygonize is fastest on small integer types: the dense ids mostly fit uint16
+    values = local.astype(np.uint16) if n < 2**16 else local
     for geometry, value in shapes(values, mask=local > 0, connectivity=4,
                                   transform=Affine(1.0, 0.0, 0.0, 0.0, 1.0, float(y0))):
         yield int(value), _polygon(geometry)
+
+
+def _merged(parts: list[Any]) -> Any:
+    return parts[0] if len(parts) == 1 else shapely.union_all(parts)
+
+
+def _batch(ids: np.ndarray, classes: np.ndarray, geometry: np.ndarray, sum_p: np.ndarray | None) -> ObjectBatch:
+    area = np.rint(shapely.area(geometry)).astype(np.int64)  # exact: unions of unit squares
+    centre = shapely.get_coordinates(shapely.centroid(geometry)).reshape(-1, 2)
+    prob = sum_p / area if sum_p is not None else np.full(len(ids), np.nan)
+    return ObjectBatch(ids=ids.astype(np.uint32), classes=classes, geometry=geometry, area=area,
+                       centroid=centre, probability=prob)
+
+
+class ObjectTracker:
+    """Objects of pass 1 of the labelling (:func:`~tiler.objects.label.iter_bands`), each emitted
+    when it is closed, under its final id (the lowest of its provisional ids).
+
+    Holds the open objects (those in the last row of the band before): their ids, pieces, class and
+    probability sums. :meth:`add` takes the next band and returns the objects it closes.
+    """
+
+    def __init__(self, height: int) -> None:
+        self.height = height
+        self.open_ids = np.zeros(0, np.int64)  # sorted
+        self.open_cls = np.zeros(0, np.int64)
+        self.open_p = np.zeros(0, np.float64)
+        self.pieces: dict[int, list[Any]] = {}
+        self.prev_root = np.zeros(1, np.int64)  # local id of the band before -> its object's id
+        self.prev_offset = 0
+
+    def add(self, band: Band, probability: np.ndarray | None = None) -> ObjectBatch:
+        """Take the next band (and its (C, h, W) class probabilities, or None)."""
+        k, n = len(self.open_ids), band.count
+        gid = np.concatenate([self.open_ids, band.offset + np.arange(1, n + 1, dtype=np.int64)])
+        if len(band.pairs):
+            roots = self.prev_root[band.pairs[:, 0] - self.prev_offset]
+            a = np.searchsorted(self.open_ids, roots)
+            b = k + band.pairs[:, 1] - 1
+            graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(k + n, k + n)).tocsr()
+            _, comp = connected_components(graph, directed=False)
+        else:
+            comp = np.arange(k + n)
+        labels, first = np.unique(comp, return_index=True)  # nodes are in id order: first = lowest
+        ncomp = len(labels)
+        root = gid[first]
+        groups: list[list[Any]] = [[] for _ in range(ncomp)]
+        for i, value in enumerate(self.open_ids.tolist()):
+            groups[comp[i]].extend(self.pieces.pop(value))
+        for value, piece in band_pieces(band.local, n, band.y0):
+            groups[comp[k + value - 1]].append(piece)
+        cls = np.zeros(ncomp, np.int64)
+        cls[comp] = np.concatenate([self.open_cls, band.classes[1:]])
+        sum_p = None
+        if probability is not None:
+            own = np.take_along_axis(probability, band.labels[None].astype(np.intp), 0)[0]
+            local_p = np.bincount(band.local.ravel(), weights=own.ravel(), minlength=n + 1)[1:]
+            sum_p = np.bincount(comp, weights=np.concatenate([self.open_p, local_p]), minlength=ncomp)
+        going = np.zeros(ncomp, bool)
+        if band.y0 + band.local.shape[0] < self.height:
+            last = np.unique(band.local[-1])
+            going[comp[k + last[last > 0] - 1]] = True
+        closed = np.flatnonzero(~going)
+        geometry = np.empty(len(closed), object)
+        for j, c in enumerate(closed.tolist()):
+            geometry[j] = _merged(groups[c])
+        kept = np.flatnonzero(going)
+        kept = kept[np.argsort(root[kept])]
+        self.open_ids, self.open_cls = root[kept], cls[kept]
+        self.open_p = sum_p[kept] if sum_p is not None else np.zeros(len(kept))
+        self.pieces = {int(root[c]): groups[c] for c in kept.tolist()}
+        self.prev_root = np.concatenate([np.zeros(1, np.int64), root[comp[k:]]])
+        self.prev_offset = band.offset
+        return _batch(root[closed], cls[closed], geometry, sum_p[closed] if sum_p is not None else None)
 
 
 def iter_objects(
@@ -109,7 +185,7 @@ def iter_objects(
         cls[1 : 1 + k] = carried_cls  # those with no pixel in this band keep theirs
         present = np.zeros(len(index.ids), bool)
         present[1 : 1 + k] = True
-        for value, piece in band_pieces(index, y0):
+        for value, piece in band_pieces(index.local, len(index.ids), y0):
             present[value] = True
             pieces.setdefault(int(index.ids[value]), []).append(piece)
         nxt = np.unique(ids[-1]) if y1 < h else np.zeros(1, np.uint32)
@@ -124,11 +200,5 @@ def iter_objects(
         done_ids = index.ids[closed]
         geometry = np.empty(len(closed), object)
         for j, value in enumerate(done_ids.tolist()):
-            parts = pieces.pop(value)
-            geometry[j] = parts[0] if len(parts) == 1 else shapely.union_all(parts)
-        area = np.rint(shapely.area(geometry)).astype(np.int64)  # exact: unions of unit squares
-        centre = shapely.get_coordinates(shapely.centroid(geometry))
-        yield ObjectBatch(
-            ids=done_ids, classes=cls[closed], geometry=geometry, area=area, centroid=centre,
-            probability=sum_p[closed] / area if probability is not None else np.full(len(closed), np.nan),
-        )
+            geometry[j] = _merged(pieces.pop(value))
+        yield _batch(done_ids, cls[closed], geometry, sum_p[closed] if probability is not None else None)
