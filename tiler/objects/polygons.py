@@ -99,9 +99,9 @@ class ObjectTracker:
 
     def __init__(self, height: int) -> None:
         self.height = height
-        self.open_ids = np.zeros(0, np.int64)  # sorted
-        self.open_cls = np.zeros(0, np.int64)
-        self.open_p = np.zeros(0, np.float64)
+        self.open_ids: np.ndarray = np.zeros(0, np.int64)  # sorted
+        self.open_cls: np.ndarray = np.zeros(0, np.int64)
+        self.open_p: np.ndarray = np.zeros(0, np.float64)
         self.pieces: dict[int, list[Any]] = {}
         self.prev_root = np.zeros(1, np.int64)  # local id of the band before -> its object's id
         self.prev_offset = 0
