@@ -205,24 +205,32 @@ def test_holes_are_kept_across_band_borders_and_an_island_in_a_hole_is_its_own_o
     assert by_class[2].area == 36 and len(by_class[2].interiors) == 0
 
 
-def test_centroids_and_mean_probabilities_equal_whole_image_references(tmp_path):
-    labels = blobs((80, 70), seed=2)
+@pytest.mark.parametrize("channels", [3, 1])
+def test_centroids_and_mean_probabilities_equal_whole_image_references(tmp_path, channels):
+    labels = blobs((80, 70), seed=2, classes=channels if channels > 1 else 2)
     rng = np.random.default_rng(0)
-    probs = rng.integers(0, 256, (3, 80, 70)).astype(np.uint8)
-    # make the argmax the labels: raise each pixel's own class to the top
-    probs[labels, np.arange(80)[:, None], np.arange(70)[None, :]] = 255
-    out = make_output(tmp_path / "p.zarr", probs, kind="probs")
-    table = tmp_path / "m.parquet"
-    export_objects(out, tmp_path / "p.geojson", table=table)
+    if channels == 1:  # sigmoid: p > 0.5 (stored > 127) is class 1
+        probs = np.where(labels == 1, rng.integers(128, 256, labels.shape), rng.integers(0, 128, labels.shape))
+        probs = probs.astype(np.uint8)[None]
+        own = np.where(labels == 1, probs[0], 255 - probs[0]) / 255
+    else:
+        probs = rng.integers(0, 256, (3, 80, 70)).astype(np.uint8)
+        probs[labels, np.arange(80)[:, None], np.arange(70)[None, :]] = 255  # the argmax is the label
+        own = np.take_along_axis(probs.astype(np.float64) / 255, labels[None].astype(np.intp), 0)[0]
+    names = NAMES if channels == 3 else ("background", "tumour")
+    out = make_output(tmp_path / "p.zarr", probs, kind="probs", names=names)
     import pyarrow.parquet as pq
 
-    got = pq.read_table(table).to_pandas().set_index("id")
+    tables = []
+    for k in range(2):  # labelled during the export, then read from the stored instances
+        export_objects(out, tmp_path / f"p{k}.geojson", table=tmp_path / f"m{k}.parquet")
+        tables.append(pq.read_table(tmp_path / f"m{k}.parquet").to_pandas().set_index("id").sort_index())
+    got = tables[0]
+    assert got.equals(tables[1])
     ids = zarr.open_group(str(out), mode="r")[INSTANCES]["0"][...]
     index = got.index.to_numpy()
     centre = np.array(ndimage.center_of_mass(np.ones_like(ids), ids, index))  # (row, col) of pixel centres
     assert np.allclose(got["centroid_x"], centre[:, 1] + 0.5) and np.allclose(got["centroid_y"], centre[:, 0] + 0.5)
-    p = probs.astype(np.float64) / 255
-    own = np.take_along_axis(p, labels[None].astype(np.intp), 0)[0]
     assert np.allclose(got["mean_probability"], ndimage.mean(own, ids, index))
     assert (got["area_px"].to_numpy() == np.bincount(ids.ravel())[index]).all()
     assert (got["bbox_x1"] - got["bbox_x0"] > 0).all()

@@ -95,13 +95,16 @@ class ClassImage:
         table[list(self.keep)] = np.asarray(self.keep, np.uint16) + 1
         return table[labels]
 
-    def probabilities(self, y0: int, y1: int) -> np.ndarray | None:
-        """(C, y1 - y0, W) float32 class probabilities of a ``probs`` output (one channel: 1 - p
-        and p); None for labels."""
+    def class_probability(self, y0: int, y1: int, labels: np.ndarray) -> tuple[np.ndarray, float] | None:
+        """The probability of each pixel's own class in rows ``[y0, y1)`` of a ``probs`` output, as
+        ``(values, scale)``: (h, W) stored values (uint8 or float) and the factor to probabilities
+        (1/255 for uint8); None for labels. ``labels``: the band's (h, W) classes."""
         if self.result.kind != "probs":
             return None
         values = np.asarray(self.result.levels[0][:, y0:y1, :])
-        p = values.astype(np.float32) / (255.0 if values.dtype == np.uint8 else 1.0)
-        if p.shape[0] == 1:
-            p = np.concatenate([1.0 - p, p])
-        return p
+        scale = 1 / 255 if values.dtype == np.uint8 else 1.0
+        if values.shape[0] == 1:  # sigmoid: class 1 has p, class 0 has 1 - p
+            p = values[0]
+            top = np.array(255 if values.dtype == np.uint8 else 1, values.dtype)
+            return np.where(labels == 1, p, top - p), scale
+        return np.take_along_axis(values, labels[None].astype(np.intp), 0)[0], scale

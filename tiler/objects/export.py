@@ -138,14 +138,14 @@ def _stream(result: StoredResult, image: ClassImage, connectivity: int, scratch:
     found = open_instances(group, keep=image.keep, connectivity=connectivity, stamp=source_stamp(result)) \
         if own else None
     if found is not None:
-        for batch in iter_objects(found, image.band, band=image.band_height, probabilities=image.probabilities,
+        for batch in iter_objects(found, image.band, band=image.band_height, probabilities=image.class_probability,
                                   where=str(result.path)):
             emit(batch)
         return
     tracker = ObjectTracker(image.shape[0])
 
     def each(band: Band) -> None:
-        emit(tracker.add(band, image.probabilities(band.y0, band.y0 + band.local.shape[0])))
+        emit(tracker.add(band, image.class_probability(band.y0, band.y0 + band.local.shape[0], band.labels)))
 
     write_instances(image, group, connectivity=connectivity, pyramid=own, each=each)
 

@@ -84,10 +84,11 @@ class Band:
     def count(self) -> int:
         return len(self.classes) - 1
 
-    def provisional(self) -> np.ndarray:
-        """(h, W) uint32 provisional ids (0 off the kept classes)."""
-        out = np.zeros(self.local.shape, np.uint32)
-        np.add(self.local, self.offset, out=out, where=self.local > 0, casting="unsafe")
+    def provisional(self, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """(h, x1 - x0) uint32 provisional ids of columns ``[x0, x1)`` (0 off the kept classes)."""
+        local = self.local[:, x0:x1]
+        out = np.zeros(local.shape, np.uint32)
+        np.add(local, self.offset, out=out, where=local > 0, casting="unsafe")
         return out
 
 
@@ -96,10 +97,11 @@ def _label_band(labels: np.ndarray, keep: Sequence[int], structure: np.ndarray) 
     (n + 1,) class of each."""
     local = np.zeros(labels.shape, np.int32)
     work = np.empty(labels.shape, np.int32)
+    mask = np.empty(labels.shape, bool)
     classes = [np.zeros(1, np.int64)]
     n = 0
     for c in keep:
-        mask = labels == c
+        np.equal(labels, c, out=mask)
         m = int(ndimage.label(mask, structure, output=work))
         if m:
             np.add(work, n, out=local, where=mask)
@@ -148,12 +150,23 @@ def resolve(total: int, pairs: np.ndarray) -> np.ndarray:
     return first.astype(np.uint32)[comp]
 
 
+def _slabs(out: Any) -> list[tuple[int, int]]:
+    """Column ranges of whole chunks, about 8192 pixels wide: writes and rewrites go slab by slab
+    so the temporaries stay a fraction of a band."""
+    w = out.shape[1]
+    cw = int(getattr(out, "chunks", (w, w))[-1])
+    step = max(cw, 8192 // cw * cw)
+    return [(x0, min(x0 + step, w)) for x0 in range(0, w, step)]
+
+
 def relabel(out: Any, table: np.ndarray, offsets: Sequence[tuple[int, int, int, int]]) -> None:
     """Pass 2: rewrite each band ``(y0, y1, offset, n)`` of ``out`` whose ids the table changes."""
+    slabs = _slabs(out)
     for y0, y1, offset, n in offsets:
         if n and not np.array_equal(table[offset + 1 : offset + n + 1],
                                     np.arange(offset + 1, offset + n + 1, dtype=np.uint32)):
-            out[y0:y1] = table[np.asarray(out[y0:y1])]
+            for x0, x1 in slabs:
+                out[y0:y1, x0:x1] = table[np.asarray(out[y0:y1, x0:x1])]
 
 
 def label_bands(
@@ -172,9 +185,11 @@ def label_bands(
     each : called with every :class:`Band` of pass 1 (the streaming polygons use it).
     """
     pairs, offsets, total = [], [], 0
+    slabs = _slabs(out)
     for b in iter_bands(read, shape=shape, keep=keep, connectivity=connectivity, band=band):
         y1 = b.y0 + b.local.shape[0]
-        out[b.y0 : y1] = b.provisional()
+        for x0, x1 in slabs:
+            out[b.y0 : y1, x0:x1] = b.provisional(x0, x1)
         if len(b.pairs):
             pairs.append(np.stack([b.pairs[:, 0], b.pairs[:, 1] + b.offset], axis=1))
         offsets.append((b.y0, y1, b.offset, b.count))

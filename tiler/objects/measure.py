@@ -64,30 +64,34 @@ class BandIndex:
         return cls(ids=ids, local=local, continuing=len(above))
 
 
-def band_sums(index: BandIndex, classes: np.ndarray, probability: np.ndarray | None
+def sum_by(local: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
+    """(n,) float64 sums of (h, W) ``values`` per index of ``local`` (0..n-1), in column slabs."""
+    total = np.zeros(n, np.float64)
+    for x0 in range(0, local.shape[1], SLAB):
+        total += np.bincount(local[:, x0 : x0 + SLAB].ravel(), weights=values[:, x0 : x0 + SLAB].ravel(),
+                             minlength=n)
+    return total
+
+
+def band_sums(index: BandIndex, classes: np.ndarray, own: tuple[np.ndarray, float] | None
               ) -> tuple[np.ndarray, np.ndarray]:
     """Per-object sums over one band.
 
     Parameters
     ----------
-    classes : (h, W) class labels of the band. probability : (C, h, W) class probabilities or None.
+    classes : (h, W) class labels of the band. own : ``(values, scale)``: (h, W) probability of
+        each pixel's class (times ``1 / scale``), or None.
 
     Returns
     -------
     ``(sum_p, cls)``: (n,) float64 sum of each object's class probability over its pixels here
-    (zeros without ``probability``), and (n,) int64 class of each object present. Areas, centroids
+    (zeros without ``own``), and (n,) int64 class of each object present. Areas, centroids
     and bounding boxes come exactly from the polygons (unions of pixel squares).
     """
     local = index.local
-    w = local.shape[1]
     n = len(index.ids)
-    sum_p = np.zeros(n, np.float64)
     cls = np.zeros(n, np.int64)
-    for x0 in range(0, w, SLAB):
-        sl = local[:, x0 : x0 + SLAB]
-        c = classes[:, x0 : x0 + SLAB]
-        cls[sl] = c
-        if probability is not None:
-            p = np.take_along_axis(probability[:, :, x0 : x0 + SLAB], c[None].astype(np.intp), 0)[0]
-            sum_p += np.bincount(sl.ravel(), weights=p.ravel(), minlength=n)
+    for x0 in range(0, local.shape[1], SLAB):
+        cls[local[:, x0 : x0 + SLAB]] = classes[:, x0 : x0 + SLAB]
+    sum_p = sum_by(local, n, own[0]) * own[1] if own is not None else np.zeros(n, np.float64)
     return sum_p, cls

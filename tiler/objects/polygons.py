@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .label import Band
-from .measure import BandIndex, band_sums
+from .measure import BandIndex, band_sums, sum_by
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class ObjectBatch:
 
 
 def _ring(coords: list[tuple[float, float]]) -> Any:
-    flat = np.fromiter((v for point in coords for v in point), np.float64, 2 * len(coords))
+    flat = np.fromiter(chain.from_iterable(coords), np.float64, 2 * len(coords))
     return shapely.linearrings(flat.reshape(-1, 2))
 
 
@@ -106,8 +107,9 @@ class ObjectTracker:
         self.prev_root = np.zeros(1, np.int64)  # local id of the band before -> its object's id
         self.prev_offset = 0
 
-    def add(self, band: Band, probability: np.ndarray | None = None) -> ObjectBatch:
-        """Take the next band (and its (C, h, W) class probabilities, or None)."""
+    def add(self, band: Band, own: tuple[np.ndarray, float] | None = None) -> ObjectBatch:
+        """Take the next band, and the probability of each pixel's class (``(values, scale)``, see
+        :meth:`~tiler.objects.classes.ClassImage.class_probability`) or None."""
         k, n = len(self.open_ids), band.count
         gid = np.concatenate([self.open_ids, band.offset + np.arange(1, n + 1, dtype=np.int64)])
         if len(band.pairs):
@@ -129,9 +131,8 @@ class ObjectTracker:
         cls = np.zeros(ncomp, np.int64)
         cls[comp] = np.concatenate([self.open_cls, band.classes[1:]])
         sum_p = None
-        if probability is not None:
-            own = np.take_along_axis(probability, band.labels[None].astype(np.intp), 0)[0]
-            local_p = np.bincount(band.local.ravel(), weights=own.ravel(), minlength=n + 1)[1:]
+        if own is not None:
+            local_p = sum_by(band.local, n + 1, own[0])[1:] * own[1]
             sum_p = np.bincount(comp, weights=np.concatenate([self.open_p, local_p]), minlength=ncomp)
         going = np.zeros(ncomp, bool)
         if band.y0 + band.local.shape[0] < self.height:
@@ -156,7 +157,7 @@ def iter_objects(
     classes: Callable[[int, int], np.ndarray],
     *,
     band: int,
-    probabilities: Callable[[int, int], np.ndarray | None] | None = None,
+    probabilities: Callable[[int, int, np.ndarray], tuple[np.ndarray, float] | None] | None = None,
     where: str = "",
 ) -> Iterator[ObjectBatch]:
     """Every object of an instance image, one batch per band, each object when it is closed.
@@ -165,7 +166,8 @@ def iter_objects(
     ----------
     instances : (H, W) uint32 ids numbered as :mod:`~tiler.objects.label` does (NumPy or zarr).
     classes : ``classes(y0, y1)`` -> (y1 - y0, W) class labels of those rows.
-    band : rows per band. probabilities : ``probabilities(y0, y1)`` -> (C, y1 - y0, W) or None.
+    band : rows per band. probabilities : ``probabilities(y0, y1, labels)`` -> the probability of
+        each pixel's class, as :meth:`~tiler.objects.classes.ClassImage.class_probability`.
     where : the output's path, for errors.
     """
     h = instances.shape[0]
@@ -178,8 +180,9 @@ def iter_objects(
         y1 = min(y0 + band, h)
         ids = np.asarray(instances[y0:y1])
         index = BandIndex.build(ids, above, start, where=where)
-        probability = probabilities(y0, y1) if probabilities is not None else None
-        sum_p, cls = band_sums(index, np.asarray(classes(y0, y1)), probability)
+        labels = np.asarray(classes(y0, y1))
+        probability = probabilities(y0, y1, labels) if probabilities is not None else None
+        sum_p, cls = band_sums(index, labels, probability)
         k = index.continuing
         sum_p[1 : 1 + k] += carried_p
         cls[1 : 1 + k] = carried_cls  # those with no pixel in this band keep theirs
