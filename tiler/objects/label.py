@@ -135,9 +135,12 @@ def iter_bands(
             pairs = np.zeros((0, 2), np.int64)
         else:
             pairs = _border_pairs(above[0], above[1], local[0].astype(np.int64), labels[0], connectivity)
-        yield Band(y0, labels, local, offset, classes, pairs.astype(np.int64))
         above = (np.where(local[-1] > 0, local[-1].astype(np.int64) + offset, 0), labels[-1].copy())
+        band_out = Band(y0, labels, local, offset, classes, pairs.astype(np.int64))
+        del labels, local  # only the band handed out holds them: freed before the next is read
         offset += len(classes) - 1
+        yield band_out
+        del band_out
 
 
 def resolve(total: int, pairs: np.ndarray) -> np.ndarray:
@@ -196,6 +199,7 @@ def label_bands(
         total = b.offset + b.count
         if each is not None:
             each(b)
+        del b  # freed before the next band is labelled (a band is 9 bytes per pixel)
     table = resolve(total, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
     relabel(out, table, offsets)
     return len(np.unique(table)) - 1
