@@ -286,6 +286,7 @@ def test_min_area_simplify_and_table_as_csv(tmp_path):
     assert list(table["id"]) == list(df["id"]) and "bbox_x0" in table and "centroid_y" in table
 
 
+@pytest.mark.slow
 def test_instances_are_an_ome_zarr_labels_image_and_are_reused(tmp_path):
     image = blobs((48, 40), seed=9)
     out = make_output(tmp_path / "o.zarr", image)

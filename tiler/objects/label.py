@@ -96,8 +96,12 @@ def _label_band(labels: np.ndarray, keep: Sequence[int], structure: np.ndarray) 
     """(h, W) int32 local ids ``1..n`` of one band's kept classes (each class separately) and the
     (n + 1,) class of each."""
     local = np.zeros(labels.shape, np.int32)
-    work = np.empty(labels.shape, np.int32)
     mask = np.empty(labels.shape, bool)
+    if len(keep) == 1:  # one class (nuclei, buildings): labelled in place, no scratch band
+        np.equal(labels, keep[0], out=mask)
+        m = int(ndimage.label(mask, structure, output=local))
+        return local, np.concatenate([np.zeros(1, np.int64), np.full(m, keep[0], np.int64)])
+    work = np.empty(labels.shape, np.int32)
     classes = [np.zeros(1, np.int64)]
     n = 0
     for c in keep:
