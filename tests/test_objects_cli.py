@@ -135,3 +135,14 @@ def test_run_objects_needs_a_labels_or_probs_kind(tmp_path, capsys, model_file):
     assert rc == 1 and "--objects needs --kind labels or --kind probs" in capsys.readouterr().err
     rc = cli(["run", str(tmp_path / "a.tif"), "--kind", "labels", "--objects", "x.kml"])
     assert rc == 1 and "cannot tell the vector format" in capsys.readouterr().err
+
+
+def test_export_result_takes_the_vector_format_from_the_out_name(tmp_path, capsys):
+    out = make_output(tmp_path / "scene.zarr", blobs((24, 20), seed=4))
+    assert cli(["export-result", str(out), "--out", str(tmp_path / "fields.gpkg"), "--connectivity", "8"]) == 0
+    df = gpd.read_file(tmp_path / "fields.gpkg")
+    assert len(df) > 0 and set(df.geom_type) == {"MultiPolygon"}
+    assert cli(["export-result", str(out), "--out", str(tmp_path / "scene.parquet")]) == 0
+    four = gpd.read_parquet(tmp_path / "scene.parquet")  # 4-connected: at least as many objects
+    assert len(four) >= len(df) and set(four.geom_type) == {"Polygon"}
+    assert four.area.sum() == df.area.sum()

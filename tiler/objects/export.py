@@ -150,7 +150,7 @@ def _stream(result: StoredResult, image: ClassImage, connectivity: int, scratch:
     write_instances(image, group, connectivity=connectivity, pyramid=own, each=each)
 
 
-def _features(batch: ObjectBatch, result: StoredResult, where: Placement, names: list[str],
+def _features(batch: ObjectBatch, where: Placement, names: list[str],
               simplify: float) -> Features:
     geometry = batch.geometry
     if simplify > 0:
@@ -252,7 +252,7 @@ def export_objects(
             if min_area > 0:
                 batch = batch.take(batch.area >= min_area)
             if len(batch):
-                features = _features(batch, result, where, names, simplify)
+                features = _features(batch, where, names, simplify)
                 for writer in writers:
                     writer.write(features)
 

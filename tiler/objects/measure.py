@@ -1,10 +1,12 @@
 """Per-object measurements summed band by band: the class and the mean class probability.
 
-Objects present in a band are indexed densely (:class:`BandIndex`): those continuing from the band
-above (ids in its last row) first, then the ids that start in this band, which are consecutive
-(see :mod:`~tiler.objects.label`). Sums over a band are then ``numpy.bincount`` over that index,
-in column slabs so temporaries stay small, and the sums of objects that go on below are carried to
-the next band: memory is one band and one row of open objects, never the whole object count.
+Reading stored instances, the objects present in a band are indexed densely (:class:`BandIndex`):
+those continuing from the band above (ids in its last row) first, then the ids that start in this
+band, which all lie above every earlier band's (see :mod:`~tiler.objects.label`). Sums over a
+band are ``numpy.bincount`` over such an index (:func:`sum_by`, in column slabs so temporaries
+stay small), and the sums of objects that go on below are carried to the next band: memory is one
+band and one row of open objects, never the whole object count. Areas, centroids and bounding
+boxes are not summed: they come exactly from the polygons (unions of unit pixel squares).
 """
 
 from __future__ import annotations
