@@ -346,3 +346,14 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         with pytest.raises(SettingsError):
             export_objects(done, tmp_path / "x.geojson", **bad)
     assert not list(tmp_path.glob(".*partial*"))
+
+
+@pytest.mark.parametrize("fmt", ["geojson", "qupath", "gpkg", "geoparquet"])
+def test_an_output_without_objects_gives_an_empty_but_valid_file(tmp_path, fmt):
+    out = make_output(tmp_path / "glass.zarr", np.zeros((20, 24), np.uint8), geo=UTM)
+    path = export_objects(out, format=fmt, table=tmp_path / "t.parquet")
+    df = gpd.read_parquet(path) if fmt == "geoparquet" else gpd.read_file(path)
+    assert len(df) == 0
+    import pyarrow.parquet as pq
+
+    assert pq.read_table(tmp_path / "t.parquet").num_rows == 0
