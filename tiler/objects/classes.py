@@ -88,13 +88,6 @@ class ClassImage:
         values = np.asarray(self.result.levels[0][..., y0:y1, :])
         return to_labels(values, self.result.kind, self.result.activation)
 
-    def codes(self, labels: np.ndarray) -> np.ndarray:
-        """(h, W) uint16: class + 1 where the class is kept, 0 elsewhere."""
-        top = max(int(labels.max(initial=0)), max(self.keep, default=0)) + 1
-        table = np.zeros(top, np.uint16)
-        table[list(self.keep)] = np.asarray(self.keep, np.uint16) + 1
-        return table[labels]
-
     def class_probability(self, y0: int, y1: int, labels: np.ndarray) -> tuple[np.ndarray, float] | None:
         """The probability of each pixel's own class in rows ``[y0, y1)`` of a ``probs`` output, as
         ``(values, scale)``: (h, W) stored values (uint8 or float) and the factor to probabilities
