@@ -10,7 +10,7 @@ can span a whole scene with thousands of holes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -73,6 +73,15 @@ class ClassImage:
 
     result: StoredResult
     keep: tuple[int, ...]
+    _last: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    def _values(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)`` as stored; the last band read is kept, so the labels and the
+        probabilities of one band are read and decoded once."""
+        if (y0, y1) not in self._last:
+            self._last.clear()
+            self._last[(y0, y1)] = np.asarray(self.result.levels[0][..., y0:y1, :])
+        return self._last[(y0, y1)]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,8 +94,7 @@ class ClassImage:
 
     def band(self, y0: int, y1: int) -> np.ndarray:
         """(y1 - y0, W) class labels of rows ``[y0, y1)``."""
-        values = np.asarray(self.result.levels[0][..., y0:y1, :])
-        return to_labels(values, self.result.kind, self.result.activation)
+        return to_labels(self._values(y0, y1), self.result.kind, self.result.activation)
 
     def class_probability(self, y0: int, y1: int, labels: np.ndarray) -> tuple[np.ndarray, float] | None:
         """The probability of each pixel's own class in rows ``[y0, y1)`` of a ``probs`` output, as
@@ -94,7 +102,7 @@ class ClassImage:
         (1/255 for uint8); None for labels. ``labels``: the band's (h, W) classes."""
         if self.result.kind != "probs":
             return None
-        values = np.asarray(self.result.levels[0][:, y0:y1, :])
+        values = self._values(y0, y1)
         scale = 1 / 255 if values.dtype == np.uint8 else 1.0
         if values.shape[0] == 1:  # sigmoid: class 1 has p, class 0 has 1 - p
             p = values[0]
