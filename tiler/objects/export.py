@@ -123,7 +123,7 @@ def _objects_group(result: StoredResult, scratch: list[Path]) -> tuple[zarr.Grou
     if result.record.get("complete") is not False:
         try:
             return zarr.open_group(str(result.path), mode="r+"), True
-        except PermissionError:
+        except OSError:  # a read-only output: label beside it
             pass
     tmp = Path(tempfile.mkdtemp(prefix=".tiler-instances-", dir=result.path.parent))
     scratch.append(tmp)
