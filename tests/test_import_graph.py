@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),
     ("distributed",),
     ("results",),
+    ("objects",),
     ("api",),
     ("cli",),
     ("__init__",),  # ``tiler`` itself: the public names

@@ -167,6 +167,7 @@ def run_batch(
     log: Callable[[str], None] = print,
     error: Callable[[str], None] | None = None,
     debug: bool = False,
+    objects: str | None = None,
     **options: Any,
 ) -> list[Item]:
     """Run every pending item with :func:`tiler.run`; failures are recorded, not raised.
@@ -177,7 +178,9 @@ def run_batch(
     fails its item with its one-line message; an unexpected exception fails it as an internal
     error. With ``debug`` both are raised (tracebacks for ``tiler --debug``). Ctrl-C marks the
     item interrupted, writes the report and re-raises ``KeyboardInterrupt`` naming the output to
-    resume. The report (JSON) is rewritten after every item.
+    resume. The report (JSON) is rewritten after every item. ``objects`` (a vector format or a
+    file, see :func:`objects_path`): each finished output's objects are written too
+    (:func:`write_objects`); a failure there fails the item.
     """
     from ..api import run
     from ..config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names
@@ -224,9 +227,63 @@ def run_batch(
         else:
             item.status, item.tiles, item.runtime = "ok", result.tiles, result.runtime
             log(result.summary())
+            if objects:
+                try:
+                    line = write_objects(item, objects, many=len(items) > 1,
+                                         overwrite=bool(options.get("overwrite")), resume=bool(options.get("resume")))
+                except TilerError as exc:
+                    if debug:
+                        raise
+                    item.status, item.error = "failed", str(exc)
+                    error(f"error: {exc}")
+                else:
+                    log(line)
         item.seconds = round(time.perf_counter() - t0, 3)
         write_report(report, items)
     return items
+
+
+def check_objects(spec: str, kind: str | None) -> None:
+    """Refuse an ``--objects`` value that cannot work, before any work."""
+    from .export_result import objects_module
+
+    VECTOR_FORMATS, format_of = objects_module().VECTOR_FORMATS, objects_module().format_of
+    if kind not in ("labels", "probs"):
+        raise SettingsError(f"--objects needs --kind labels or --kind probs (objects are made from class "
+                            f"labels), not {kind or 'logits'}")
+    if spec not in VECTOR_FORMATS:
+        format_of(spec.replace("{name}", "x"))
+
+
+def objects_path(output: str, spec: str, *, many: bool) -> Path:
+    """Where ``--objects SPEC`` puts one output's objects: a format name -> beside the output
+    (``scan.objects.gpkg``); a file with ``{name}`` -> the output's stem substituted; a plain file
+    (one input only)."""
+    from ..objects.export import VECTOR_FORMATS, default_objects_path
+
+    if spec in VECTOR_FORMATS:
+        return default_objects_path(output, spec)
+    if "{name}" in spec:
+        name = Path(output.rstrip("/")).name
+        return Path(spec.replace("{name}", name[:-5] if name.lower().endswith(".zarr") else name))
+    if many:
+        raise SettingsError(f"--objects {spec}: one file for several inputs; use a format name "
+                            "(geojson, qupath, gpkg, geoparquet) or a file name with {name}")
+    return Path(spec)
+
+
+def write_objects(item: Item, spec: str, *, many: bool, overwrite: bool, resume: bool) -> str:
+    """Write the objects of a finished item's output; with ``resume``, only when they are missing
+    (the file absent, or not written from this output's current instances). One line for the log."""
+    from ..objects.export import VECTOR_FORMATS, export_objects, exported, format_of
+
+    if item.output is None:
+        raise OutputError(f"{item.input}: has no output to take objects from")
+    path = objects_path(item.output, spec, many=many)
+    if resume and exported(item.output, path):
+        return f"{path}: objects already written; nothing to do"
+    fmt = spec if spec in VECTOR_FORMATS else format_of(path)
+    return f"wrote {export_objects(item.output, path, format=fmt, overwrite=overwrite)}"
 
 
 def write_report(path: str | os.PathLike[str] | None, items: list[Item]) -> None:

@@ -37,6 +37,8 @@ examples:
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster
   $ tiler run big.tif --scheduler tcp://head:8786                  # existing dask cluster
+  $ tiler run slide.svs --kind labels --objects qupath             # + slide.qupath.geojson
+  $ tiler run scenes/ --kind labels --objects '{name}.gpkg'        # one GeoPackage per input
 """
 
 
@@ -78,6 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "with a legend of the class names and colours")
     g.add_argument("--opacity", type=unit_interval, default=0.4, metavar="X",
                    help="--preview: opacity of the class colours, 0 to 1 (default 0.4)")
+    g.add_argument("--objects", metavar="FILE|FORMAT",
+                   help="labels/probs outputs: also write one polygon per object at the end (as tiler "
+                        "export-result does, default settings): a FORMAT (geojson, qupath, gpkg, "
+                        "geoparquet) beside each output (scan.objects.gpkg), or a FILE ({name}: the "
+                        "output's stem, for several inputs); --resume writes only what is missing")
     p.set_defaults(func=main)
 
 
@@ -89,6 +96,8 @@ def main(args: argparse.Namespace) -> int:
         raise SettingsError("no input: name an image, a directory, a glob or --manifest FILE")
     if args.workers and args.scheduler:
         raise SettingsError("--workers starts a local cluster and --scheduler uses another; pick one")
+    if args.objects:
+        batch.check_objects(args.objects, args.output)
     items = batch.collect(args.input, args.manifest)
     if args.out:
         if len(items) != 1:
@@ -115,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,
             pyramid_levels=args.pyramid_levels, preview=args.opacity if args.preview else False,
+            objects=args.objects,
             level=args.level, mpp=args.mpp, series=args.series, plane=args.plane, channels=args.channels,
             reader=args.reader,
             tissue=args.tissue, roi=args.roi, fill=args.fill,
