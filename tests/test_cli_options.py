@@ -26,7 +26,8 @@ USAGE_ERRORS = [
     (["info", "x.tif", "--tile", "0"], "error: --tile: expected a positive number, got 0"),
     (["export", "--opset", "x", "--out", "a.onnx"], "error: --opset: expected a whole number, got 'x'"),
     (["export-result", "a.zarr", "--format", "jpg"],
-     "error: --format/-f: invalid choice: 'jpg' (choose from 'tiff', 'geotiff', 'png')"),
+     "error: --format/-f: invalid choice: 'jpg' (choose from 'tiff', 'geotiff', 'png', 'geojson', 'qupath', "
+     "'gpkg', 'geoparquet')"),
     (["eval", "a.zarr"], "error: the following arguments are required: TRUTH"),
     (["stats", "x.tif", "--tissue", "yes"], "error: --tissue: invalid choice: 'yes' (choose from 'auto', 'none')"),
     (["rnu", "x.tif"], None),

@@ -53,13 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", metavar="FILE",
                    help="file to write (default: OUT.pred.ome.tif, OUT.pred.tif, OUT.zarr.png, "
                         "OUT.objects.geojson, OUT.qupath.geojson, OUT.objects.gpkg or OUT.objects.parquet)")
-    p.add_argument("--tile", type=positive_int, default=512, metavar="N", help="TIFF tile edge (default 512)")
-    p.add_argument("--compression", default="zlib", choices=("zlib", "zstd", "lzw", "none"),
-                   help="TIFF compression (default zlib, which every reader supports)")
-    p.add_argument("--max-side", type=positive_int, default=1536, metavar="N",
-                   help="PNG: long side in pixels (default 1536)")
-    p.add_argument("--opacity", type=unit_interval, default=0.4, metavar="X",
-                   help="PNG: opacity of the class colours over the image, 0 to 1 (default 0.4)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
     g = p.add_argument_group("TIFF and PNG")
     g.add_argument("--tile", type=positive_int, default=512, metavar="N", help="TIFF tile edge (default 512)")
@@ -67,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="TIFF compression (default zlib, which every reader supports)")
     g.add_argument("--max-side", type=positive_int, default=1536, metavar="N",
                    help="PNG: long side in pixels (default 1536)")
+    g.add_argument("--opacity", type=unit_interval, default=0.4, metavar="X",
+                   help="PNG: opacity of the class colours over the image, 0 to 1 (default 0.4)")
     g = p.add_argument_group("polygons (geojson, qupath, gpkg, geoparquet)")
     g.add_argument("--classes", type=_classes, metavar="A,B",
                    help="class names (or numbers) to turn into objects (default: all but class 0 and --fill)")
