@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, InputNotFoundError, OutputError, SettingsError, TilerError
+from ..sources.remote import COUNTERS, is_url
 
 #: File names a directory contributes (other files in it are ignored).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg", ".btf", ".tf8")
@@ -47,6 +48,10 @@ class Item:
     seconds: float = 0.0
     error: str | None = None
     runtime: str | None = None
+    #: Object-store requests for this item (input and output; 0 for local files), and how many
+    #: of them retried a transient failure (a dropped connection, a timeout, SlowDown).
+    requests: int = 0
+    retries: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +61,14 @@ def _is_zarr_dir(path: Path) -> bool:
     return any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
+def _key(entry: str) -> str:
+    """What identifies an input or output: its URL, or its resolved local path."""
+    return entry.rstrip("/") if is_url(entry) else str(Path(entry).resolve())
+
+
 def _expand(entry: str) -> list[Item]:
+    if is_url(entry):
+        return [Item(entry)]  # an object: no directories or globs on object stores (list them yourself)
     path = Path(entry)
     if path.is_dir() and not _is_zarr_dir(path):
         files = sorted(
@@ -121,7 +133,7 @@ def collect(inputs: Iterable[str], manifest: str | None = None) -> list[Item]:
     seen: set[str] = set()
     unique = []
     for item in items:
-        key = str(Path(item.input).resolve())
+        key = _key(item.input)
         if key not in seen:
             seen.add(key)
             unique.append(item)
@@ -137,10 +149,23 @@ def assign_outputs(items: list[Item], out_dir: str | os.PathLike[str] | None) ->
         if item.status != "pending":
             continue
         if item.output is None:
-            default = default_output_path(item.input)
-            item.output = str(Path(out_dir) / default.name if out_dir else default)
-        key = str(Path(item.output).resolve())
-        if key == str(Path(item.input).resolve()):
+            default: Any
+            try:
+                default = default_output_path(item.input)
+            except OutputError as exc:  # an https:// input: no place beside it to write
+                if not out_dir:
+                    item.status, item.error = "failed", str(exc)
+                    continue
+                default = item.input
+            name = Path(str(default)).name if not is_url(str(default)) else str(default).rstrip("/").rsplit("/", 1)[1]
+            if is_url(str(default)) and out_dir:
+                name = default_output_path(name).name
+            if out_dir and is_url(str(out_dir)):
+                item.output = f"{str(out_dir).rstrip('/')}/{name}"
+            else:
+                item.output = str(Path(out_dir) / name if out_dir else default)
+        key = _key(item.output)
+        if key == _key(item.input):
             item.status = "failed"
             item.error = str(OutputError(f"{item.output}: is the input itself; choose another output "
                                          "(a manifest's output column, --out or --out-dir)"))
@@ -199,6 +224,7 @@ def run_batch(
         if item.status != "pending":
             continue
         t0 = time.perf_counter()
+        io_before = COUNTERS.snapshot()
         try:
             result = run(item.input, model, out=item.output, client=client, **model_options.keywords(), **options)
         except TilerError as exc:
@@ -221,6 +247,7 @@ def run_batch(
             item.status, item.tiles, item.runtime = "ok", result.tiles, result.runtime
             log(result.summary())
         item.seconds = round(time.perf_counter() - t0, 3)
+        item.requests, _, item.retries = (a - b for a, b in zip(COUNTERS.snapshot(), io_before))
         write_report(report, items)
     return items
 

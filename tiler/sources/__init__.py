@@ -8,6 +8,7 @@ turns a path or an array into one; nothing is loaded until ``read`` is called.
 Which image is read is set by :class:`ReadOptions` (level / mpp, series, plane, channels), which
 :func:`open_at` records on ``source.info.read`` so dask workers reopen exactly the same pixels.
 Only a real channel axis becomes channels (:mod:`._axes`); label and macro images are never read.
+Inputs may be URLs (``s3://``, ``gs://``, ``https://``): :mod:`.remote` (coalesced range reads).
 
 May import: errors, geo.
 """

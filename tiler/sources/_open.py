@@ -13,6 +13,7 @@ from ..errors import InputError, InputNotFoundError, SettingsError
 from ._array import ArraySource, check_image_shape
 from ._axes import AxisLayout, axis_layout
 from ._base import ReadOptions, Source, SourceInfo, is_label_or_macro
+from .remote import RemoteFile, is_url
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -238,11 +239,41 @@ def open_source(
     return source
 
 
+def _open_url(
+    url: str, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb"
+) -> Source:
+    """A TIFF (read by ranges), PNG or JPEG (read whole) on an object store or web server."""
+    remote = RemoteFile(url)
+    head = remote.read_head(8) if remote.size else b""
+    if not head:
+        raise InputError(f"{url}: the object is empty (0 bytes)")
+    if head[:4] in _TIFF_MAGIC:
+        from .tiff.reader import TiffSource
+
+        return TiffSource(remote, level=level, series=series, plane=plane, palette=palette)
+    if series is not None or plane:
+        raise SettingsError(f"{url}: --series and --plane are for TIFF inputs")
+    if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
+        import imagecodecs
+
+        try:
+            array = imagecodecs.imread(remote.read_all())
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise InputError(f"{url}: cannot decode the image ({exc})") from None
+        fmt = "png" if head.startswith(_PNG_MAGIC) else "jpeg"
+        return ArraySource(array, name=url, info=SourceInfo(
+            format=fmt, alpha=array.ndim == 3 and array.shape[2] in (2, 4)))
+    raise InputError(f"{url}: not an image tiler can read from a URL (expected TIFF, PNG or JPEG; "
+                     f"the object starts with {head[:4]!r})")
+
+
 def _open_plain(
     image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb"
 ) -> Source:
     if series is not None and not isinstance(image, (str, os.PathLike)):
         raise SettingsError("--series chooses an image inside a TIFF file; the input is not a file")
+    if is_url(image):
+        return _open_url(image, level=level, series=series, plane=plane, palette=palette)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():

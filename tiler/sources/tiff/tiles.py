@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,6 +23,9 @@ import tifffile
 #: Compression codes of JPEG in TIFF (these segments need the page's JPEG tables).
 _JPEG = {6, 7, 33007, 34892}
 
+
+#: Fetches byte ranges ``(offsets, counts) -> [bytes | None]`` (None: an empty range).
+Ranges = Callable[[list[int], list[int]], list[bytes | None]]
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool)
 _POOL_LOCK = threading.Lock()
@@ -47,8 +51,9 @@ class TiffTileReader:
     pages per level, planar samples, volumes); the zarr view handles those.
     """
 
-    def __init__(self, tif: tifffile.TiffFile, page: tifffile.TiffPage) -> None:
+    def __init__(self, tif: tifffile.TiffFile, page: tifffile.TiffPage, ranges: Ranges | None = None) -> None:
         self._tif, self._page = tif, page
+        self._ranges = ranges
         self._decode = page.decode
         self._args: dict[str, Any] = {"_fullsize": bool(page.is_tiled)}
         if page.compression in _JPEG:
@@ -62,8 +67,12 @@ class TiffTileReader:
         self.dtype = np.dtype(page.dtype)
 
     @classmethod
-    def create(cls, tif: tifffile.TiffFile, level: Any) -> TiffTileReader | None:
-        """A reader for pyramid level ``level`` (a tifffile series/level), or None if unsupported."""
+    def create(cls, tif: tifffile.TiffFile, level: Any, *, ranges: Ranges | None = None) -> TiffTileReader | None:
+        """A reader for pyramid level ``level`` (a tifffile series/level), or None if unsupported.
+
+        ``ranges(offsets, counts) -> [bytes | None]`` fetches segments instead of the file handle
+        (a :meth:`RemoteFile.read_ranges <tiler.sources.remote.RemoteFile.read_ranges>`: coalesced,
+        concurrent range requests on an object store)."""
         pages = getattr(level, "pages", None) or []
         if len(pages) != 1 or pages[0] is None:
             return None
@@ -76,7 +85,7 @@ class TiffTileReader:
             return None
         if page.dtype is None or not page.dataoffsets:
             return None
-        return cls(tif, page)
+        return cls(tif, page, ranges)
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels ``[y0, y1) x [x0, x1)`` as an (h, w, samples) array in the page's dtype."""
@@ -85,14 +94,16 @@ class TiffTileReader:
             r * per_row + c for r in range(y0 // sh, -(-y1 // sh)) for c in range(x0 // sw, -(-x1 // sw))
         ]
         out = np.empty((y1 - y0, x1 - x0, self.samples), self.dtype)
-        fh = self._tif.filehandle
-        # Segment numbers are mapped back here, not passed as ``indices``: tifffile 2025.6 and older
-        # looks a single segment's offset up by its number in the (one-item) list it is given.
-        segments = [
-            (data, index[k]) for data, k in fh.read_segments(
-                [self._offsets[i] for i in index], [self._counts[i] for i in index], lock=fh.lock, sort=True,
-            )
-        ]
+        offsets, counts = [self._offsets[i] for i in index], [self._counts[i] for i in index]
+        if self._ranges is not None:
+            segments = list(zip(self._ranges(offsets, counts), index))
+        else:
+            fh = self._tif.filehandle
+            # Segment numbers are mapped back here, not passed as ``indices``: tifffile 2025.6 and older
+            # looks a single segment's offset up by its number in the (one-item) list it is given.
+            segments = [
+                (data, index[k]) for data, k in fh.read_segments(offsets, counts, lock=fh.lock, sort=True)
+            ]
 
         def place(item: tuple[bytes | None, int]) -> None:
             data, k = item

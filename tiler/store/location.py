@@ -1,0 +1,271 @@
+"""Where an output lives: a local path, or a URL on an object store (``s3://bucket/scan.zarr``).
+
+:func:`as_location` turns what the user gave into a :class:`~pathlib.Path` (everything local is
+handled as before) or a :class:`RemoteLocation`, which offers what the sink, the lock and the
+output-safety rules need there:
+
+- a zarr store for the group (zarr's ``FsspecStore`` over s3fs, wrapped in :class:`RetryStore`:
+  transient failures retried with backoff and counted, each request counted);
+- ``exists``, ``is_tiler_output``, ``describe`` (what is there, for the refusals) and ``remove``;
+- the owner record ``scan.zarr.owner.json`` beside the group (:class:`ObjectRecord`), with S3
+  conditional writes: created with ``If-None-Match: *`` (of runs racing to create it exactly one
+  succeeds), renewed with ``If-Match`` on its own ETag, and removed with a ``DELETE`` conditional
+  on the ETag that was judged stale, so a record another run wrote meanwhile is never deleted.
+
+Object stores need no fsync: a PUT that returned is durable and S3 reads are strongly consistent,
+so ``complete`` (one PUT of ``zarr.json``, after every chunk PUT returned) is never seen before
+the data it vouches for.
+
+May import: errors, sources (the URL helpers of :mod:`tiler.sources.remote`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from zarr.storage import WrapperStore
+
+from ..errors import OutputError
+from ..sources.remote import COUNTERS, filesystem, is_url, scheme, with_retries, with_retries_async
+
+#: The owner record's suffix (as :data:`tiler.store.ownership.OWNER_SUFFIX`).
+_OWNER_SUFFIX = ".owner.json"
+
+
+def as_location(out: Any) -> Path | RemoteLocation:
+    """A local :class:`Path`, or a :class:`RemoteLocation` for an ``s3://`` URL.
+
+    Read-only schemes (``https://``) and object stores without a conditional write that tiler
+    uses (``gs://``: not wired yet) are refused in one line.
+    """
+    if isinstance(out, RemoteLocation):
+        return out
+    if not is_url(out):
+        return Path(out)
+    kind = scheme(out)
+    if kind in ("http", "https"):
+        raise OutputError(f"{out}: {kind}:// is read-only; write the output to a local path or s3://")
+    if kind != "s3":
+        raise OutputError(f"{out}: outputs on {kind}:// are not supported (the one-writer record needs S3's "
+                          "conditional writes); write to s3:// or a local path")
+    return RemoteLocation(out)
+
+
+class RemoteLocation:
+    """An output group at ``url`` on S3 (``s3://bucket/prefix/scan.zarr``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.path = filesystem(self.url)
+        self.path = self.path.rstrip("/")
+        self.name = self.path.rsplit("/", 1)[-1]
+        self.bucket = self.path.split("/", 1)[0]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"RemoteLocation({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteLocation) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def resolve(self) -> RemoteLocation:
+        return self
+
+    def check_bucket(self) -> None:
+        """Raise a one-line :class:`OutputError` unless the bucket exists and can be listed."""
+        try:
+            with_retries(lambda: self.fs.ls(self.bucket, refresh=True), self.url, writing=True, error=OutputError)
+        except OutputError as exc:
+            if "does not exist" in str(exc) or "no such" in str(exc).lower():
+                raise OutputError(f"{self.url}: the bucket {self.bucket!r} does not exist") from None
+            raise
+        COUNTERS.add(requests=1)
+
+    def _get(self, key: str) -> bytes | None:
+        """The object ``key`` below the group (None if missing)."""
+        def call() -> bytes | None:
+            try:
+                return bytes(self.fs.cat_file(f"{self.path}/{key}"))
+            except FileNotFoundError:
+                return None
+
+        COUNTERS.add(requests=1)
+        return with_retries(call, self.url, writing=True, error=OutputError)
+
+    def exists(self) -> bool:
+        """Whether anything is stored at the group's prefix (or an object of that very name)."""
+        def call() -> bool:
+            self.fs.invalidate_cache(self.path)
+            return bool(self.fs.exists(self.path))
+
+        COUNTERS.add(requests=1)
+        return with_retries(call, self.url, writing=True, error=OutputError)
+
+    def attributes(self) -> dict[str, Any] | None:
+        """The group's attributes, or None where there is no readable zarr v3 group."""
+        data = self._get("zarr.json")
+        try:
+            meta = json.loads(data) if data is not None else None
+        except ValueError:
+            return None
+        return meta.get("attributes", {}) if isinstance(meta, dict) else None
+
+    def is_tiler_output(self) -> bool:
+        attrs = self.attributes()
+        return attrs is not None and "tiler" in attrs
+
+    def describe(self) -> str:
+        """What is at the location, for refusals: a foreign zarr group, an object, a prefix."""
+        if self.attributes() is not None or self._get(".zgroup") is not None:
+            return "a zarr group that tiler did not write (no 'tiler' run record)"
+        if with_retries(lambda: self.fs.isfile(self.path), self.url, writing=True, error=OutputError):
+            return "an object, not a tiler output"
+        return "a prefix holding other objects, not a tiler output"
+
+    def remove(self) -> None:
+        """Delete every object below the group's prefix (only after :meth:`is_tiler_output`)."""
+        def call() -> None:
+            try:
+                self.fs.rm(self.path, recursive=True)
+            except FileNotFoundError:
+                pass
+            self.fs.invalidate_cache(self.path)
+
+        with_retries(call, self.url, writing=True, error=OutputError)
+
+    def zarr_store(self, *, read_only: bool = False) -> RetryStore:
+        """A zarr store over the group's prefix (asynchronous s3fs, retried and counted)."""
+        from zarr.storage import FsspecStore
+
+        fs, _ = filesystem(self.url, asynchronous=True)
+        return RetryStore(FsspecStore(fs, read_only=read_only, path=self.path), url=self.url)
+
+    def owner_record(self) -> ObjectRecord:
+        return ObjectRecord(self)
+
+
+class ObjectRecord:
+    """The owner record of a :class:`RemoteLocation` as an S3 object, written conditionally
+    (the same operations as :class:`tiler.store.ownership.RecordFile`: create exclusively, read,
+    replace, remove if unchanged, age)."""
+
+    def __init__(self, location: RemoteLocation) -> None:
+        self.location = location
+        self.url = location.url + _OWNER_SUFFIX
+        self.bucket, self.key = (location.path + _OWNER_SUFFIX).split("/", 1)
+        self._etag: str | None = None  # of the record as this process last wrote or read it
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        COUNTERS.add(requests=1)
+        return with_retries(lambda: self.location.fs.call_s3(method, Bucket=self.bucket, Key=self.key, **kwargs),
+                            self.url, writing=True, error=OutputError)
+
+    def create(self, data: bytes) -> bool:
+        """PUT with ``If-None-Match: *``: True if this call created the record."""
+        try:
+            out = self._call("put_object", Body=data, IfNoneMatch="*")
+        except OutputError as exc:
+            if "PreconditionFailed" in str(exc) or "At least one of the pre-conditions" in str(exc) or (
+                    isinstance(exc.__context__, FileExistsError)):
+                return False
+            raise
+        self._etag = out.get("ETag")
+        return True
+
+    def _head(self) -> tuple[bytes, str, float] | None:
+        """``(data, etag, modified)`` of the record in one GET, or None if there is none."""
+        from fsspec.asyn import sync
+
+        fs = self.location.fs
+
+        async def get() -> tuple[bytes, str, float] | None:
+            try:
+                out = await fs._call_s3("get_object", Bucket=self.bucket, Key=self.key)
+            except FileNotFoundError:
+                return None
+            async with out["Body"] as stream:
+                data = bytes(await stream.read())
+            modified = out.get("LastModified")
+            return data, str(out.get("ETag", "")), modified.timestamp() if modified is not None else time.time()
+
+        COUNTERS.add(requests=1)
+        return with_retries(lambda: sync(fs.loop, get), self.url, writing=True, error=OutputError)
+
+    def read(self) -> bytes | None:
+        got = self._head()
+        if got is None:
+            return None
+        self._etag = got[1]
+        return got[0]
+
+    def age(self) -> float:
+        got = self._head()
+        return float("inf") if got is None else max(0.0, time.time() - got[2])
+
+    def replace(self, data: bytes) -> None:
+        """PUT conditional on the ETag this process last saw (a heartbeat of its own record)."""
+        extra = {"IfMatch": self._etag} if self._etag else {}
+        out = self._call("put_object", Body=data, **extra)
+        self._etag = out.get("ETag")
+
+    def remove_if(self, data: bytes) -> bool:
+        """DELETE the record if it still holds ``data`` (conditional on its ETag): True if removed."""
+        got = self._head()
+        if got is None or got[0] != data:
+            return False
+        try:
+            self._call("delete_object", IfMatch=got[1])
+        except OutputError as exc:
+            if "PreconditionFailed" in str(exc) or "pre-conditions" in str(exc):
+                return False  # rewritten meanwhile by another run: not ours to delete
+            raise
+        return True
+
+
+class RetryStore(WrapperStore[Any]):
+    """A zarr store wrapping another (``FsspecStore``): transient failures of ``get``, ``set``,
+    ``exists`` and ``delete`` are retried with backoff (:func:`tiler.sources.remote.with_retries_async`)
+    and other failures become one-line :class:`OutputError` s; every request and its bytes are counted."""
+
+    def __init__(self, store: Any, *, url: str) -> None:
+        super().__init__(store)
+        self.url = url
+
+    def _with_store(self, store: Any) -> RetryStore:
+        return type(self)(store, url=self.url)
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        value = await with_retries_async(lambda: self._store.get(key, prototype, byte_range), self.url,
+                                         writing=True, error=OutputError)
+        COUNTERS.add(requests=1, nbytes=len(value) if value is not None else 0)
+        return value
+
+    async def set(self, key: str, value: Any) -> None:
+        await with_retries_async(lambda: self._store.set(key, value), self.url, writing=True, error=OutputError)
+        COUNTERS.add(requests=1, nbytes=len(value))
+
+    async def _set_many(self, values: Iterable[tuple[str, Any]]) -> None:
+        import asyncio
+
+        await asyncio.gather(*(self.set(key, value) for key, value in values))
+
+    async def exists(self, key: str) -> bool:
+        COUNTERS.add(requests=1)
+        return bool(await with_retries_async(lambda: self._store.exists(key), self.url, writing=True,
+                                             error=OutputError))
+
+    async def delete(self, key: str) -> None:
+        COUNTERS.add(requests=1)
+        await with_retries_async(lambda: self._store.delete(key), self.url, writing=True, error=OutputError)
+
+
+__all__ = ["ObjectRecord", "RemoteLocation", "RetryStore", "as_location"]
