@@ -273,6 +273,8 @@ def _output_path(image: Any, source: Source, out: Any, *, overwrite: bool,
     on an object store is a :class:`~tiler.store.location.RemoteLocation` (its own real path)."""
     out_path = as_location(out if out is not None else default_output_path(image))
     refuse_input_as_output(image, source, out_path)
+    if isinstance(out_path, RemoteLocation):
+        out_path.check_bucket()  # before the owner record is written there
     target = out_path.resolve()
     if out_path.exists() and not (overwrite or resume):
         refuse_existing(out_path, target)

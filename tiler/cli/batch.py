@@ -156,10 +156,8 @@ def assign_outputs(items: list[Item], out_dir: str | os.PathLike[str] | None) ->
                 if not out_dir:
                     item.status, item.error = "failed", str(exc)
                     continue
-                default = item.input
-            name = Path(str(default)).name if not is_url(str(default)) else str(default).rstrip("/").rsplit("/", 1)[1]
-            if is_url(str(default)) and out_dir:
-                name = default_output_path(name).name
+                default = default_output_path(item.input.rstrip("/").rsplit("/", 1)[1])
+            name = str(default).rstrip("/").rsplit("/", 1)[-1]
             if out_dir and is_url(str(out_dir)):
                 item.output = f"{str(out_dir).rstrip('/')}/{name}"
             else:

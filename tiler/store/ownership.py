@@ -308,10 +308,15 @@ class OutputLock:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        data = self._record.read()
-        holder = Owner.from_bytes(data) if data is not None else None
-        if data is not None and holder is not None and holder.run_id == self.run_id:
-            self._record.remove_if(data)
+        try:
+            data = self._record.read()
+            holder = Owner.from_bytes(data) if data is not None else None
+            if data is not None and holder is not None and holder.run_id == self.run_id:
+                self._record.remove_if(data)
+        except OutputError:
+            # an object store that cannot be reached (the run is failing for that reason): the
+            # record stays, seen as gone at once on this host (its pid) and after the lease elsewhere
+            pass
 
     def __enter__(self) -> OutputLock:
         self.acquire()

@@ -257,8 +257,6 @@ class ZarrSink:
         the owner record of the run doing it is kept.
         """
         path = as_location(path)
-        if isinstance(path, RemoteLocation):
-            path.check_bucket()
         if path.exists():
             if not overwrite:
                 raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
