@@ -147,10 +147,38 @@ class RemoteLocation:
         from zarr.storage import FsspecStore
 
         fs, _ = filesystem(self.url, asynchronous=True)
+        _close_at_exit(fs)
         return RetryStore(FsspecStore(fs, read_only=read_only, path=self.path), url=self.url)
 
     def owner_record(self) -> ObjectRecord:
         return ObjectRecord(self)
+
+
+_OPEN: dict[int, Any] = {}
+
+
+def _close_at_exit(fs: Any) -> None:
+    """Close the HTTP session of an asynchronous s3fs (used on zarr's event loop) when the process
+    ends: s3fs closes only the sessions of its synchronous instances (else "Unclosed client
+    session" is printed at exit)."""
+    if not _OPEN:
+        import atexit
+
+        atexit.register(_close_sessions)  # runs before zarr's own handler stops its loop
+    _OPEN[id(fs)] = fs
+
+
+def _close_sessions() -> None:
+    from zarr.core.sync import sync
+
+    for fs in list(_OPEN.values()):
+        client = getattr(fs, "_s3", None)
+        if client is not None:
+            try:
+                sync(client.close())
+            except (RuntimeError, OSError, AttributeError):
+                pass  # the loop is already gone: nothing left to close
+    _OPEN.clear()
 
 
 class ObjectRecord:
