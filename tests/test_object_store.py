@@ -330,3 +330,27 @@ def test_urls_as_inputs_and_outputs_keep_the_safety_rules(s3, bucket, scan, mode
 
         s3fs.S3FileSystem().pipe(f"{bucket}/a/notes.tif", b"hello, not a TIFF")
         tiler.run(f"s3://{bucket}/a/notes.tif", model_file, out=f"s3://{bucket}/b.zarr", **SETTINGS)
+
+
+@pytest.mark.slow
+def test_dask_workers_read_and_write_s3_and_equal_one_process(s3, bucket, scan, model_file):
+    from distributed import Client, LocalCluster
+
+    url = f"s3://{bucket}/scan.tif"
+    _put(scan, url)
+    single = tiler.run(url, model_file, out=f"s3://{bucket}/one.zarr", **SETTINGS, block_width=128)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            tiler.run(url, model_file, out=f"s3://{bucket}/two.zarr", client=client, **SETTINGS, block_width=128)
+    one, two = _group(f"s3://{bucket}/one.zarr"), _group(f"s3://{bucket}/two.zarr")
+    assert dict(two.attrs)["tiler"]["complete"] is True and single.tiles > 0
+    np.testing.assert_allclose(two["0"][:], one["0"][:], rtol=0, atol=1e-6)
+
+
+def test_a_missing_cloud_extra_names_what_to_install(s3):
+    import importlib.util
+
+    if importlib.util.find_spec("gcsfs") is not None:
+        pytest.skip("gcsfs is installed here")
+    with pytest.raises(InputError, match=r"^gs://bucket/scan.tif: reading gs:// needs gcsfs: pip install"):
+        open_source("gs://bucket/scan.tif")
