@@ -104,6 +104,7 @@ def test_coalesce_merges_near_ranges_and_splits_far_or_large_ones():
     assert sorted(i for *_, m in groups for i in m) == list(range(100))
 
 
+@pytest.mark.slow
 def test_an_s3_to_s3_run_equals_the_local_run_bit_for_bit(s3, bucket, scan, model_file, tmp_path, capsys):
     url = f"s3://{bucket}/in/scan.tif"
     _put(scan, url)
@@ -354,3 +355,28 @@ def test_a_missing_cloud_extra_names_what_to_install(s3):
         pytest.skip("gcsfs is installed here")
     with pytest.raises(InputError, match=r"^gs://bucket/scan.tif: reading gs:// needs gcsfs: pip install"):
         open_source("gs://bucket/scan.tif")
+
+
+@pytest.mark.slow
+def test_a_zarr_store_on_s3_is_read_as_an_input_like_the_local_copy(s3, bucket, scan, model_file, tmp_path):
+    array = make_image((200, 168, 3), seed=9)
+    local = tmp_path / "plain.zarr"
+    zarr.open_array(str(local), mode="w", shape=array.shape, chunks=(64, 64, 3), dtype="uint8")[:] = array
+    import s3fs
+
+    s3fs.S3FileSystem().put(str(local), f"{bucket}/plain.zarr", recursive=True)
+    remote = open_source(f"s3://{bucket}/plain.zarr")
+    np.testing.assert_array_equal(remote.read(10, 190, 5, 160), array[10:190, 5:160])
+    # tiler's own output on S3 (an OME-Zarr group) as an input, and the digest that guards --resume
+    url = f"s3://{bucket}/scan.tif"
+    _put(scan, url)
+    tiler.run(url, model_file, out=f"s3://{bucket}/first.zarr", output="probs", **SETTINGS)
+    again = open_source(f"s3://{bucket}/first.zarr")
+    assert again.info.format == "ome-zarr" and again.shape == (384, 448, 2)
+    stored = _group(f"s3://{bucket}/first.zarr")["0"][:]
+    np.testing.assert_array_equal(again.read(0, 384, 0, 448), np.moveaxis(stored, 0, -1))
+    from tiler.store.identity import input_digest
+
+    before = input_digest(f"s3://{bucket}/plain.zarr")
+    s3fs.S3FileSystem().pipe(f"{bucket}/plain.zarr/c/0/0/0", b"rewritten")
+    assert input_digest(f"s3://{bucket}/plain.zarr") != before  # a rewritten chunk: resume refuses

@@ -116,9 +116,9 @@ class SourceRef:
         """``read`` (e.g. the client source's ``info.read``) wins over ``level`` / ``mpp``."""
         read = read if read is not None else ReadOptions(level=level, mpp=mpp)
         if is_url(image):  # an object: workers open the URL itself (its version keys the cache)
-            from ..sources.remote import RemoteFile
+            from ..sources.remote import object_version
 
-            key = f"{image}:{RemoteFile(image).version}" + ("" if read.is_default else f":{read!r}")
+            key = f"{image}:{object_version(image)}" + ("" if read.is_default else f":{read!r}")
             return cls(image, key, read)
         if isinstance(image, (str, os.PathLike)):
             key = _path_key(Path(image)) + ("" if read.is_default else f":{read!r}")

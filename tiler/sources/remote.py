@@ -23,9 +23,11 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from zarr.storage import WrapperStore
 
 from ..errors import InputError, InputNotFoundError, TilerError
 
@@ -251,6 +253,88 @@ def coalesce(offsets: Sequence[int], counts: Sequence[int], *, max_gap: int = MA
     return groups
 
 
+class RetryStore(WrapperStore[Any]):
+    """A zarr store wrapping another (``FsspecStore``): transient failures of ``get``, ``set``,
+    ``exists`` and ``delete`` are retried with backoff (:func:`with_retries_async`)
+    and other failures become one-line errors (``error``: :class:`InputError` for inputs,
+    :class:`OutputError` for outputs); every request and its bytes are counted."""
+
+    def __init__(self, store: Any, *, url: str, error: type[TilerError] = InputError) -> None:
+        super().__init__(store)
+        self.url = url
+        self.error = error
+        self._writing = error is not InputError
+
+    def _with_store(self, store: Any) -> RetryStore:
+        return type(self)(store, url=self.url, error=self.error)
+
+    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
+        value = await with_retries_async(lambda: self._store.get(key, prototype, byte_range), self.url,
+                                         writing=self._writing, error=self.error)
+        COUNTERS.add(requests=1, nbytes=len(value) if value is not None else 0)
+        return value
+
+    async def set(self, key: str, value: Any) -> None:
+        await with_retries_async(lambda: self._store.set(key, value), self.url, writing=self._writing, error=self.error)
+        COUNTERS.add(requests=1, nbytes=len(value))
+
+    async def _set_many(self, values: Iterable[tuple[str, Any]]) -> None:
+        import asyncio
+
+        await asyncio.gather(*(self.set(key, value) for key, value in values))
+
+    async def exists(self, key: str) -> bool:
+        COUNTERS.add(requests=1)
+        return bool(await with_retries_async(lambda: self._store.exists(key), self.url,
+                                             writing=self._writing, error=self.error))
+
+    async def delete(self, key: str) -> None:
+        COUNTERS.add(requests=1)
+        await with_retries_async(lambda: self._store.delete(key), self.url, writing=self._writing, error=self.error)
+
+
+def object_version(url: str) -> str:
+    """What changes when the object (or, for a prefix such as a zarr store, any object below it) is
+    rewritten: size and ETag, or a digest over every object's key, size and ETag."""
+    fs, path = filesystem(url)
+    info = with_retries(lambda: fs.info(path), url)
+    COUNTERS.add(requests=1)
+    if info.get("type") != "directory":
+        return _version(info)
+    import hashlib
+
+    listing = with_retries(lambda: fs.find(path, detail=True), url)
+    COUNTERS.add(requests=1 + len(listing) // 1000)
+    h = hashlib.sha256()
+    for key in sorted(listing):
+        h.update(f"{key}\0{_version(listing[key])}\n".encode())
+    return f"tree:{h.hexdigest()[:16]}"
+
+
+def _version(info: dict[str, Any]) -> str:
+    tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
+    return f"{info.get('size')}:{str(tag).strip(chr(34))}"
+
+
+def zarr_store(url: str) -> RetryStore:
+    """A read-only zarr store over ``url`` (asynchronous fsspec, retried and counted)."""
+    from zarr.storage import FsspecStore
+
+    fs, path = filesystem(url, asynchronous=True)
+    return RetryStore(FsspecStore(fs, read_only=True, path=path.rstrip("/")), url=url)
+
+
+def is_zarr_url(url: str) -> bool:
+    """A URL naming a zarr store (``….zarr``, or a prefix holding ``zarr.json``/``.zgroup``/``.zarray``)."""
+    if url.rstrip("/").lower().endswith(".zarr"):
+        return True
+    fs, path = filesystem(url)
+    path = path.rstrip("/")
+    COUNTERS.add(requests=1)
+    return bool(with_retries(lambda: any(fs.exists(f"{path}/{n}") for n in ("zarr.json", ".zgroup", ".zarray")),
+                             url))
+
+
 class RemoteFile:
     """One object on an object store or web server, opened for reading.
 
@@ -272,8 +356,7 @@ class RemoteFile:
             raise InputError(f"{url}: the server does not say how large the file is (no Content-Length); "
                              "download it first")
         self.size = int(size)
-        tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime") or ""
-        self.version = f"{self.size}:{str(tag).strip(chr(34))}"
+        self.version = _version(info)
         self._handle: Any = None
 
     def open(self) -> BlockFile:

@@ -88,10 +88,10 @@ def _zarr_array_digest(array: Any) -> str | None:
 
 def input_digest(image: Any) -> str | None:
     """A string that changes when the input's pixels may have changed, or None if unknowable."""
-    if is_url(image):  # an object: its size and ETag (a rewritten object gets a new one)
-        from ..sources.remote import RemoteFile
+    if is_url(image):  # an object: its size and ETag (a rewritten object gets a new one); a prefix
+        from ..sources.remote import object_version  # (a zarr store): every object's
 
-        return f"object:{RemoteFile(image).version}"
+        return f"object:{object_version(image)}"
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if path.is_dir():

@@ -4,7 +4,7 @@
 handled as before) or a :class:`RemoteLocation`, which offers what the sink, the lock and the
 output-safety rules need there:
 
-- a zarr store for the group (zarr's ``FsspecStore`` over s3fs, wrapped in :class:`RetryStore`:
+- a zarr store for the group (zarr's ``FsspecStore`` over s3fs, wrapped in :class:`~tiler.sources.remote.RetryStore`:
   transient failures retried with backoff and counted, each request counted);
 - ``exists``, ``is_tiler_output``, ``describe`` (what is there, for the refusals) and ``remove``;
 - the owner record ``scan.zarr.owner.json`` beside the group (:class:`ObjectRecord`), with S3
@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from zarr.storage import WrapperStore
-
 from ..errors import OutputError
-from ..sources.remote import COUNTERS, filesystem, is_url, scheme, with_retries, with_retries_async
+from ..sources.remote import COUNTERS, RetryStore, filesystem, is_url, scheme, with_retries
 
 #: The owner record's suffix (as :data:`tiler.store.ownership.OWNER_SUFFIX`).
 _OWNER_SUFFIX = ".owner.json"
@@ -148,7 +145,7 @@ class RemoteLocation:
 
         fs, _ = filesystem(self.url, asynchronous=True)
         _close_at_exit(fs)
-        return RetryStore(FsspecStore(fs, read_only=read_only, path=self.path), url=self.url)
+        return RetryStore(FsspecStore(fs, read_only=read_only, path=self.path), url=self.url, error=OutputError)
 
     def owner_record(self) -> ObjectRecord:
         return ObjectRecord(self)
@@ -259,41 +256,4 @@ class ObjectRecord:
         return True
 
 
-class RetryStore(WrapperStore[Any]):
-    """A zarr store wrapping another (``FsspecStore``): transient failures of ``get``, ``set``,
-    ``exists`` and ``delete`` are retried with backoff (:func:`tiler.sources.remote.with_retries_async`)
-    and other failures become one-line :class:`OutputError` s; every request and its bytes are counted."""
-
-    def __init__(self, store: Any, *, url: str) -> None:
-        super().__init__(store)
-        self.url = url
-
-    def _with_store(self, store: Any) -> RetryStore:
-        return type(self)(store, url=self.url)
-
-    async def get(self, key: str, prototype: Any, byte_range: Any = None) -> Any:
-        value = await with_retries_async(lambda: self._store.get(key, prototype, byte_range), self.url,
-                                         writing=True, error=OutputError)
-        COUNTERS.add(requests=1, nbytes=len(value) if value is not None else 0)
-        return value
-
-    async def set(self, key: str, value: Any) -> None:
-        await with_retries_async(lambda: self._store.set(key, value), self.url, writing=True, error=OutputError)
-        COUNTERS.add(requests=1, nbytes=len(value))
-
-    async def _set_many(self, values: Iterable[tuple[str, Any]]) -> None:
-        import asyncio
-
-        await asyncio.gather(*(self.set(key, value) for key, value in values))
-
-    async def exists(self, key: str) -> bool:
-        COUNTERS.add(requests=1)
-        return bool(await with_retries_async(lambda: self._store.exists(key), self.url, writing=True,
-                                             error=OutputError))
-
-    async def delete(self, key: str) -> None:
-        COUNTERS.add(requests=1)
-        await with_retries_async(lambda: self._store.delete(key), self.url, writing=True, error=OutputError)
-
-
-__all__ = ["ObjectRecord", "RemoteLocation", "RetryStore", "as_location"]
+__all__ = ["ObjectRecord", "RemoteLocation", "as_location"]
