@@ -130,6 +130,13 @@ def test_an_s3_to_s3_run_equals_the_local_run_bit_for_bit(s3, bucket, scan, mode
     assert capsys.readouterr().err.strip() == f"error: {out}: already exists; pass --overwrite to replace it"
     assert main(["run", url, "--model", str(model_file), "-o", out, "--kind", "probs", "--resume", *ARGS]) == 0
     assert "already complete" in capsys.readouterr().out
+    # the results commands read an S3 output as they read a local one
+    for source, tif in ((out, tmp_path / "remote.ome.tif"), (str(local), tmp_path / "local.ome.tif")):
+        assert main(["export-result", source, "--format", "tiff", "--out", str(tif)]) == 0
+    import tifffile
+
+    exported = tifffile.imread(tmp_path / "remote.ome.tif")
+    np.testing.assert_array_equal(exported, tifffile.imread(tmp_path / "local.ome.tif"))
 
 
 def test_missing_object_missing_bucket_and_wrong_credentials_are_one_line_errors(

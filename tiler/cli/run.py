@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", metavar="INPUT", nargs="*",
                    help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image, a directory of them, or a glob; "
-                        "or an s3://, gs:// or https:// URL of a TIFF, PNG or JPEG")
+                        "or an s3://, gs:// or https:// URL of a TIFF, PNG, JPEG or zarr store")
     add_model_options(p)
     add_spec_options(p)
     add_tiling_options(p)
