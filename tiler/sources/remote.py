@@ -17,6 +17,7 @@ The S3 client's own retries are turned off (``AWS_MAX_ATTEMPTS`` or a config fil
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import re
@@ -133,8 +134,18 @@ def _remote_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-TRANSIENT: tuple[type[BaseException], ...] = _transient_types()
-REMOTE_ERRORS: tuple[type[BaseException], ...] = _remote_types()
+@functools.cache
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Exception types of failures worth retrying (botocore and aiohttp imported on first use)."""
+    return _transient_types()
+
+
+@functools.cache
+def remote_errors() -> tuple[type[BaseException], ...]:
+    """Exception types a remote request raises about the request (not a bug in tiler)."""
+    return _remote_types()
+
+
 _TRANSIENT_WORDS = ("SlowDown", "reduce your request rate", "InternalError", "ServiceUnavailable",
                     "503", "500 Internal", "RequestTimeout")
 
@@ -143,7 +154,7 @@ def is_transient(exc: BaseException) -> bool:
     """A failure worth retrying: no connection, a timeout, or the server saying "try again"."""
     if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError)):
         return False
-    return isinstance(exc, TRANSIENT) or any(w in str(exc) for w in _TRANSIENT_WORDS)
+    return isinstance(exc, transient_errors()) or any(w in str(exc) for w in _TRANSIENT_WORDS)
 
 
 def remote_error(url: str, exc: BaseException, *, writing: bool = False,
@@ -172,7 +183,7 @@ def with_retries(call: Callable[[], T], url: str, *, writing: bool = False,
     for attempt in range(ATTEMPTS):
         try:
             return call()
-        except REMOTE_ERRORS as exc:
+        except remote_errors() as exc:
             if not is_transient(exc) or attempt == ATTEMPTS - 1:
                 raise remote_error(url, exc, writing=writing, error=error) from None
             COUNTERS.add(retries=1)
@@ -188,7 +199,7 @@ async def with_retries_async(call: Callable[[], Any], url: str, *, writing: bool
     for attempt in range(ATTEMPTS):
         try:
             return await call()
-        except REMOTE_ERRORS as exc:
+        except remote_errors() as exc:
             if not is_transient(exc) or attempt == ATTEMPTS - 1:
                 raise remote_error(url, exc, writing=writing, error=error) from None
             COUNTERS.add(retries=1)

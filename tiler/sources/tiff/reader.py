@@ -28,7 +28,7 @@ from ...geo.georef import GeoReference
 from .._array import check_image_shape
 from .._axes import AxisLayout, axis_layout
 from .._base import ReadOptions, SourceInfo, is_label_or_macro
-from ..remote import REMOTE_ERRORS, RemoteFile, is_transient, remote_error
+from ..remote import RemoteFile, is_transient, remote_error, remote_errors
 from .tiles import TiffTileReader
 
 #: Exceptions tifffile and imagecodecs raise for broken files or tiles.
@@ -356,7 +356,7 @@ class TiffSource:
             self._z: Any = zarr.open_array(self._store, mode="r")
         except (InputError, SettingsError):
             raise
-        except REMOTE_ERRORS as exc:  # DECODE_ERRORS too (OSError): a failed request says so
+        except remote_errors() as exc:  # DECODE_ERRORS too (OSError): a failed request says so
             if self._remote is not None and not isinstance(exc, tifffile.TiffFileError) and (
                     is_transient(exc) or not isinstance(exc, DECODE_ERRORS)):
                 raise remote_error(self.name, exc) from None
@@ -414,7 +414,7 @@ class TiffSource:
                 region = self._layout.read(self._z, y0, y1, x0, x1)
         except TilerError:
             raise
-        except REMOTE_ERRORS as exc:
+        except remote_errors() as exc:
             if self._remote is not None and (is_transient(exc) or not isinstance(exc, DECODE_ERRORS)):
                 raise remote_error(self.name, exc) from None
             raise InputError(
