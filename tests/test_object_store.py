@@ -267,9 +267,9 @@ def test_a_sigkilled_s3_run_resumes_to_the_same_output(s3, bucket, tmp_path):
 
 def _run_through(proxy: Proxy, endpoint: str, url: str, out: str, model: Path, report: Path,
                  on_tiles: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    import tiler.sources.remote
+    import tiler.sources.remote._retry
 
-    monkeypatch.setattr(tiler.sources.remote, "BACKOFF", 0.05)  # the same retries, sooner
+    monkeypatch.setattr(tiler.sources.remote._retry, "BACKOFF", 0.05)  # the same retries, sooner
     with environment({"AWS_ENDPOINT_URL": proxy.url}):
         items = [Item(url, out)]
         run_batch(items, model=str(model), report=report, progress=on_tiles, log=lambda _: None,
