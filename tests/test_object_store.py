@@ -387,3 +387,30 @@ def test_a_zarr_store_on_s3_is_read_as_an_input_like_the_local_copy(s3, bucket, 
     before = input_digest(f"s3://{bucket}/plain.zarr")
     s3fs.S3FileSystem().pipe(f"{bucket}/plain.zarr/c/0/0/0", b"rewritten")
     assert input_digest(f"s3://{bucket}/plain.zarr") != before  # a rewritten chunk: resume refuses
+
+
+@pytest.mark.slow
+def test_an_archive_on_s3_by_prefix_glob_and_manifest(s3, bucket, model_file, tmp_path, capsys):
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    for name, seed in (("a.tif", 1), ("b.tif", 2)):
+        _put(write_tiff(tmp_path / name, make_image((96, 80, 3), seed=seed)), f"s3://{bucket}/slides/{name}")
+    fs.pipe(f"{bucket}/slides/notes.txt", b"not an image")
+    report = tmp_path / "report.json"
+    assert main(["run", f"s3://{bucket}/slides/", "--model", str(model_file), "--out-dir", f"s3://{bucket}/preds",
+                 "--report", str(report), *ARGS]) == 0
+    items = json.loads(report.read_text())["inputs"]
+    assert [(i["input"], i["output"], i["status"]) for i in items] == [
+        (f"s3://{bucket}/slides/{n}.tif", f"s3://{bucket}/preds/{n}.zarr", "ok") for n in "ab"]
+    for n in "ab":
+        reference = tiler.run(tmp_path / f"{n}.tif", model_file, out=tmp_path / f"{n}.zarr", **SETTINGS).path
+        np.testing.assert_array_equal(_group(f"s3://{bucket}/preds/{n}.zarr")["0"][:],
+                                      zarr.open_group(str(reference), mode="r")["0"][:])
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"input,output\ns3://{bucket}/slides/b.tif,{tmp_path / 'b2.zarr'}\n")
+    assert main(["run", f"s3://{bucket}/slides/a*.tif", "--manifest", str(manifest), "--model", str(model_file),
+                 "--out-dir", str(tmp_path / "glob"), *ARGS]) == 0
+    assert (tmp_path / "glob" / "a.zarr").is_dir() and (tmp_path / "b2.zarr").is_dir()
+    assert main(["run", f"s3://{bucket}/slides/z*.tif", "--model", str(model_file), *ARGS]) == 1
+    assert f"error: s3://{bucket}/slides/z*.tif: no objects match the pattern" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Archives: many inputs in one command, each failure reported without stopping the others.
 
-Inputs are files, directories (their image files, sorted), glob patterns, or a manifest: a text
+Inputs are files, directories (their image files, sorted), glob patterns, URLs (an object, a
+prefix ending in ``/``, or a glob such as ``s3://bucket/slides/*.svs``), or a manifest: a text
 file with one path per line, or a CSV with an ``input`` column and an optional ``output`` column
 (relative paths are relative to the manifest). Outputs go to ``out_dir`` (default: beside each
 input, ``scan.tif`` -> ``scan.zarr``, ``scan.zarr`` -> ``scan.pred.zarr``; never the input itself).
@@ -68,7 +69,7 @@ def _key(entry: str) -> str:
 
 def _expand(entry: str) -> list[Item]:
     if is_url(entry):
-        return [Item(entry)]  # an object: no directories or globs on object stores (list them yourself)
+        return _expand_url(entry)
     path = Path(entry)
     if path.is_dir() and not _is_zarr_dir(path):
         files = sorted(
@@ -84,6 +85,30 @@ def _expand(entry: str) -> list[Item]:
             return [_failed(entry, InputNotFoundError(f"{entry}: no files match the pattern"))]
         return [i for m in matches for i in _expand(m)]
     return [Item(entry)]
+
+
+def _expand_url(entry: str) -> list[Item]:
+    """An object; a prefix ending in ``/`` (its image objects, sorted); or a glob
+    (``s3://bucket/slides/*.svs``), listed on the object store."""
+    if not (entry.endswith("/") or _GLOB_CHARS & set(entry.split("://", 1)[1])):
+        return [Item(entry)]
+    from ..sources.remote import filesystem, with_retries
+
+    try:
+        fs, path = filesystem(entry)
+        protocol = entry.split("://", 1)[0]
+        if entry.endswith("/"):
+            keys = with_retries(lambda: fs.find(path.rstrip("/")), entry)
+            keys = [k for k in keys if k.lower().endswith(IMAGE_SUFFIXES)]
+            empty = f"{entry}: the prefix holds no image objects ({', '.join(IMAGE_SUFFIXES)})"
+        else:
+            keys = with_retries(lambda: fs.glob(path), entry)
+            empty = f"{entry}: no objects match the pattern"
+    except TilerError as exc:
+        return [_failed(entry, exc)]
+    if not keys:
+        return [_failed(entry, InputNotFoundError(empty))]
+    return [Item(f"{protocol}://{k}") for k in sorted(keys)]
 
 
 def _failed(entry: str, exc: TilerError) -> Item:
@@ -107,7 +132,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Item]:
         raise InputError(f"{path}: manifest lists no inputs")
 
     def resolve(p: str) -> str:
-        return str(base / p) if not Path(p).is_absolute() else p
+        return p if is_url(p) or Path(p).is_absolute() else str(base / p)
 
     header = [h.strip().lower() for h in next(csv.reader([lines[0]]))]
     if "input" not in header:

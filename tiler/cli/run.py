@@ -26,6 +26,7 @@ examples:
   $ tiler run big.tif --workers 4                                  # local dask cluster
   $ tiler run big.tif --scheduler tcp://head:8786                  # existing dask cluster
   $ tiler run s3://bucket/scan.tif --out s3://bucket/preds/scan.zarr # object store in and out
+  $ tiler run 's3://bucket/slides/*.svs' --out-dir s3://bucket/preds/ # an archive on S3 (or .../slides/)
   $ tiler run https://host/scan.tif -o scan.zarr                   # read-only web server
   $ AWS_ENDPOINT_URL=http://minio:9000 tiler run s3://b/scan.tif --resume  # S3-compatible store
 
