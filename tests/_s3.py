@@ -146,3 +146,39 @@ def environment(values: dict[str, str]) -> Iterator[None]:
             else:
                 os.environ[k] = v
         reset_clients()
+
+
+def serve_http(folder: str) -> tuple[Any, str]:
+    """A read-only HTTP server of ``folder`` on a free port of 127.0.0.1 that answers ``Range``
+    requests (206), as web servers and CDNs do: ``(server, "http://127.0.0.1:PORT")``."""
+    import functools
+    import http.server
+    import re
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def send_head(self) -> Any:
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+            path = self.translate_path(self.path)
+            if not match or not os.path.isfile(path):
+                return super().send_head()
+            size = os.path.getsize(path)
+            start = int(match.group(1))
+            end = min(size - 1, int(match.group(2))) if match.group(2) else size - 1
+            with open(path, "rb") as f:
+                f.seek(start)
+                body = f.read(max(0, end - start + 1))
+            self.send_response(206)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            import io
+
+            return io.BytesIO(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=folder))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -414,3 +414,24 @@ def test_an_archive_on_s3_by_prefix_glob_and_manifest(s3, bucket, model_file, tm
     assert (tmp_path / "glob" / "a.zarr").is_dir() and (tmp_path / "b2.zarr").is_dir()
     assert main(["run", f"s3://{bucket}/slides/z*.tif", "--model", str(model_file), *ARGS]) == 1
     assert f"error: s3://{bucket}/slides/z*.tif: no objects match the pattern" in capsys.readouterr().err
+
+
+def test_a_tiff_on_a_web_server_is_read_by_ranges_and_runs_like_the_local_file(scan, model_file, tmp_path):
+    from ._s3 import serve_http
+
+    server, root = serve_http(str(scan.parent))
+    try:
+        url = f"{root}/{scan.name}"
+        before = COUNTERS.snapshot()
+        remote = tiler.run(url, model_file, out=tmp_path / "web.zarr", **SETTINGS)
+        assert remote.requests == COUNTERS.snapshot()[0] - before[0] > 0
+        with pytest.raises(OutputError, match="read-only web server; name the output"):
+            tiler.run(url, model_file, **SETTINGS)
+        with pytest.raises(InputError, match=r"nope.tif: no such object"):
+            open_source(f"{root}/nope.tif")
+    finally:
+        server.shutdown()
+    local = tiler.run(scan, model_file, out=tmp_path / "local.zarr", **SETTINGS)
+    np.testing.assert_array_equal(zarr.open_group(str(remote.path), mode="r")["0"][:],
+                                  zarr.open_group(str(local.path), mode="r")["0"][:])
+    assert dict(zarr.open_group(str(remote.path), mode="r").attrs)["tiler"]["input"]["path"] == url
