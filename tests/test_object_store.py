@@ -435,3 +435,14 @@ def test_a_tiff_on_a_web_server_is_read_by_ranges_and_runs_like_the_local_file(s
     np.testing.assert_array_equal(zarr.open_group(str(remote.path), mode="r")["0"][:],
                                   zarr.open_group(str(local.path), mode="r")["0"][:])
     assert dict(zarr.open_group(str(remote.path), mode="r").attrs)["tiler"]["input"]["path"] == url
+
+
+def test_replacing_an_s3_output_deletes_its_prefix_only(s3, bucket):
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    keys = ["out.zarr/zarr.json", "out.zarr/0/c/0/0/0", "out.zarr2/keep", "out.zarr.owner.json", "out.zarrx"]
+    for key in keys:
+        fs.pipe(f"{bucket}/{key}", b"x")
+    RemoteLocation(f"s3://{bucket}/out.zarr").remove()
+    assert _keys(f"s3://{bucket}") == sorted(f"{bucket}/{k}" for k in keys[2:])

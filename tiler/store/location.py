@@ -131,10 +131,11 @@ class RemoteLocation:
     def remove(self) -> None:
         """Delete every object below the group's prefix (only after :meth:`is_tiler_output`)."""
         def call() -> None:
-            try:
-                self.fs.rm(self.path, recursive=True)
-            except FileNotFoundError:
-                pass
+            # the keys below "prefix/" only: never a neighbour sharing the name's start
+            # ("scan.zarr2/...", the owner record "scan.zarr.owner.json")
+            keys = [k for k in self.fs.find(self.path + "/") if k.startswith(self.path + "/")]
+            if keys:
+                self.fs.rm(keys)
             self.fs.invalidate_cache(self.path)
 
         with_retries(call, self.url, writing=True, error=OutputError)
