@@ -137,6 +137,10 @@ def test_an_s3_to_s3_run_equals_the_local_run_bit_for_bit(s3, bucket, scan, mode
 
     exported = tifffile.imread(tmp_path / "remote.ome.tif")
     np.testing.assert_array_equal(exported, tifffile.imread(tmp_path / "local.ome.tif"))
+    # --overwrite replaces tiler's own output on S3 (other settings: other arrays), nothing left over
+    assert main(["run", url, "--model", str(model_file), "-o", out, "--kind", "labels", "--overwrite", *ARGS]) == 0
+    replaced = _group(out)
+    assert replaced["0"].shape == (384, 448) and dict(replaced.attrs)["tiler"]["settings"]["output"] == "labels"
 
 
 def test_missing_object_missing_bucket_and_wrong_credentials_are_one_line_errors(
