@@ -450,3 +450,19 @@ def test_replacing_an_s3_output_deletes_its_prefix_only(s3, bucket):
         fs.pipe(f"{bucket}/{key}", b"x")
     RemoteLocation(f"s3://{bucket}/out.zarr").remove()
     assert _keys(f"s3://{bucket}") == sorted(f"{bucket}/{k}" for k in keys[2:])
+
+
+def test_band_after_band_reads_fetch_the_next_band_ahead_with_no_extra_request(s3, bucket, scan):
+    url = f"s3://{bucket}/scan.tif"
+    _put(scan, url)
+    remote, local = open_source(url), open_source(scan)
+    before = COUNTERS.snapshot()
+    for y in range(0, 384, 64):  # how a block is read: whole tile rows, top to bottom
+        np.testing.assert_array_equal(remote.read(y, y + 64, 0, 448), local.read(y, y + 64, 0, 448))
+    assert COUNTERS.snapshot()[0] - before[0] == 6  # one per band: bands 3-6 were fetched ahead
+    # a read elsewhere while a band is being fetched ahead: the right pixels all the same
+    remote.read(0, 64, 0, 448), remote.read(64, 128, 0, 448)
+    np.testing.assert_array_equal(remote.read(200, 260, 100, 300), local.read(200, 260, 100, 300))
+    np.testing.assert_array_equal(remote.read(128, 192, 0, 448), local.read(128, 192, 0, 448))
+    remote.close()
+    local.close()
