@@ -11,9 +11,6 @@ from zarr.storage import WrapperStore
 from ...errors import InputError, TilerError
 from ._retry import COUNTERS, with_retries, with_retries_async
 
-#: URL schemes that can be written (the others are read-only).
-WRITABLE = ("s3", "gs", "gcs", "memory")
-
 _URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 _EXTRAS = {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "http": "aiohttp",
            "https": "aiohttp"}
