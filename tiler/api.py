@@ -27,6 +27,8 @@ from .masks.tissue import Mask
 from .plan.partition import Block
 from .runners.factory import load_runner
 from .sources import Source, open_at
+from .sources.remote import COUNTERS
+from .store.location import RemoteLocation, as_location
 from .store.ome import ome_metadata
 from .store.ownership import OutputLock
 from .store.paths import default_output_path, refuse_existing, refuse_input_as_output
@@ -137,9 +139,9 @@ def _make_job(
 
 @dataclass
 class RunResult:
-    """What :func:`run` did."""
+    """What :func:`run` did (``path``: a local path, or the S3 location written)."""
 
-    path: Path
+    path: Path | RemoteLocation
     shape: tuple[int, ...]
     dtype: str
     tiles: int
@@ -155,6 +157,10 @@ class RunResult:
     input_read: str | None = None  # the series / plane read, e.g. "series 1 'big' (the largest of 2; ...)"
     #: ``resume`` found the output complete (same input, model and settings) and changed nothing.
     already_complete: bool = False
+    #: Object-store requests this run made (input and output), and how many of them were retries
+    #: of a transient failure (see :mod:`tiler.sources.remote`); 0 for local files.
+    requests: int = 0
+    retries: int = 0
 
     def summary(self) -> str:
         if self.already_complete:
@@ -167,7 +173,8 @@ class RunResult:
             f"wrote {self.path}: {shape} {self.dtype}; {self.tiles} tiles{skipped} in "
             f"{self.seconds:.1f} s ({rate:.1f} MP/s){on}"
         ) + (f"; preview {self.preview}" if self.preview else "") + (
-            f"; read {self.input_read}" if self.input_read else "")
+            f"; read {self.input_read}" if self.input_read else "") + (
+            f"; {self.requests} object-store requests ({self.retries} retried)" if self.requests else "")
 
 
 def run(
@@ -192,7 +199,10 @@ def run(
     ----------
     image : a path (TIFF, OME-TIFF, SVS, zarr, PNG, JPEG) or an (H, W[, C]) array.
     model : as for :func:`predict`.
-    out : output group path; default: :func:`default_output_path`. It may not be the input.
+    out : output group path, or an ``s3://bucket/scan.zarr`` URL; default:
+        :func:`default_output_path` (beside the input, also on S3). It may not be the input.
+        ``image`` may be an ``s3://``, ``gs://`` or ``https://`` URL too (credentials and endpoints
+        from each cloud's standard variables and files, e.g. ``AWS_ENDPOINT_URL``).
     overwrite : replace an existing output (only one that tiler wrote). resume : continue an
         incomplete one; refused when the input, the model or a value-determining setting changed.
         ``resume="force"`` also resumes where the model or input cannot be checked (a
@@ -235,10 +245,14 @@ def run(
     runner, local, mpp = _runner_and_mpp(image, model, options, job_settings, level=level, mpp=mpp,
                                          read={"series": series, "plane": plane, "channels": channels,
                                                "reader": reader})
+    io_before = COUNTERS.snapshot()
     with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
                          reader=reader)) as source:
         t0 = time.perf_counter()
         out_path, target = _output_path(image, source, out, overwrite=overwrite, resume=resume)
+        if preview and isinstance(target, RemoteLocation):
+            raise OutputError(f"{out_path}: --preview writes a local PNG beside the output; make it "
+                              "afterwards with tiler export-result --format png")
         job, masks = _make_job(image, source, runner, local, job_settings, tissue=tissue, roi=roi,
                                client=client)
         record = run_record(image, source, job.runner, job.settings.record(), masks, roi)
@@ -266,25 +280,30 @@ def run(
                 sink.close()
             lock.release()
         preview_path = None
-        if preview:
+        if preview and isinstance(out_path, Path):
             from .results.preview import write_preview
 
             preview_path = write_preview(out_path, alpha=0.4 if preview is True else float(preview))
         h, w, _ = source.shape
+        requests, _, retries = (a - b for a, b in zip(COUNTERS.snapshot(), io_before))
         return RunResult(
             path=out_path, shape=job.output.shape(h, w), dtype=str(job.output.store_dtype), tiles=stats.tiles,
             skipped=stats.skipped, seconds=time.perf_counter() - t0, megapixels=h * w / 1e6,
             resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
             runtime=job.runner.describe(),
-            input_read=source.info.series_name, already_complete=complete,
+            input_read=source.info.series_name, already_complete=complete, requests=requests, retries=retries,
         )
 
 
-def _output_path(image: Any, source: Source, out: Any, *, overwrite: bool, resume: bool | str) -> tuple[Path, Path]:
+def _output_path(image: Any, source: Source, out: Any, *, overwrite: bool,
+                 resume: bool | str) -> tuple[Path | RemoteLocation, Path | RemoteLocation]:
     """The output path (``out``, or beside the input) and its real path (one name for the lock, the
-    sink and the tasks: symlinks resolved), refused where writing it would be unsafe."""
-    out_path = Path(out) if out is not None else default_output_path(image)
+    sink and the tasks: symlinks resolved), refused where writing it would be unsafe. An output
+    on an object store is a :class:`~tiler.store.location.RemoteLocation` (its own real path)."""
+    out_path = as_location(out if out is not None else default_output_path(image))
     refuse_input_as_output(image, source, out_path)
+    if isinstance(out_path, RemoteLocation):
+        out_path.check_bucket()  # before the owner record is written there
     target = out_path.resolve()
     if out_path.exists() and not (overwrite or resume):
         refuse_existing(out_path, target)
@@ -293,7 +312,8 @@ def _output_path(image: Any, source: Source, out: Any, *, overwrite: bool, resum
     return out_path, target
 
 
-def _open_sink(job: Job, path: Path, target: Path, record: dict[str, Any], lock: OutputLock, *,
+def _open_sink(job: Job, path: Path | RemoteLocation, target: Path | RemoteLocation, record: dict[str, Any],
+               lock: OutputLock, *,
                resume: bool | str, overwrite: bool, durable: bool) -> ZarrSink:
     """Step 2: the output group at ``target`` (``path`` resolved), continued (checked against
     ``record``) or created (``complete: false``)."""
@@ -330,7 +350,7 @@ def _pyramid_method(job: Job) -> str:
     return "mode" if job.output.kind == "labels" else "mean"
 
 
-def _execute(job: Job, work: list[Block], sink: Sink, path: Path, run_id: str, *,
+def _execute(job: Job, work: list[Block], sink: Sink, path: Path | RemoteLocation, run_id: str, *,
              progress: bool | Callable[[int, int], None], client: Any, image: Any, model: Any,
              options: ModelOptions, level: int | None, mpp: float | None, durable: bool) -> BlockStats:
     """Step 3: the blocks still to do, here or as tasks on ``client``'s workers."""
@@ -344,14 +364,15 @@ def _execute(job: Job, work: list[Block], sink: Sink, path: Path, run_id: str, *
             return stats
         from .distributed.tasks import run_blocks
 
-        return run_blocks(client, job, work, path, image=image, model=model,
+        out = str(path) if isinstance(path, RemoteLocation) else path
+        return run_blocks(client, job, work, out, image=image, model=model,
                           model_options=options.runner_keywords(job.settings.batch_size), on_tiles=report,
                           level=level, mpp=mpp, run_id=run_id, durable=durable)
     finally:
         report.close()
 
 
-def _finalise(job: Job, sink: ZarrSink, path: Path, lock: OutputLock, *, pyramid: bool,
+def _finalise(job: Job, sink: ZarrSink, path: Path | RemoteLocation, lock: OutputLock, *, pyramid: bool,
               pyramid_levels: int | None, stream: StreamingPyramid | None = None) -> None:
     """Step 4: check every stripe is recorded, finish the pyramid, then record ``complete`` (last)."""
     if not sink.done().all():  # never claim complete unless every stripe is recorded
@@ -378,6 +399,8 @@ def _add_class_metadata(job: Job, sink: ZarrSink) -> None:
         names = ["background", spec.class_names[0]]
     colours = class_colours(classes, spec.class_colours)
     if output.kind == "labels":
+        if not isinstance(sink.path, Path):  # an object store: the label image links local chunk files
+            return
         add_label_image(sink.group, sink.path, names, [(int(c[0]), int(c[1]), int(c[2])) for c in colours])
         return
     channel_colours = colours[1:] if output.channels == 1 else colours  # one channel: the foreground

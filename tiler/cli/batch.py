@@ -1,6 +1,7 @@
 """Archives: many inputs in one command, each failure reported without stopping the others.
 
-Inputs are files, directories (their image files, sorted), glob patterns, or a manifest: a text
+Inputs are files, directories (their image files, sorted), glob patterns, URLs (an object, a
+prefix ending in ``/``, or a glob such as ``s3://bucket/slides/*.svs``), or a manifest: a text
 file with one path per line, or a CSV with an ``input`` column and an optional ``output`` column
 (relative paths are relative to the manifest). Outputs go to ``out_dir`` (default: beside each
 input, ``scan.tif`` -> ``scan.zarr``, ``scan.zarr`` -> ``scan.pred.zarr``; never the input itself).
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, InputNotFoundError, OutputError, SettingsError, TilerError
+from ..sources.remote import COUNTERS, is_url
 
 #: File names a directory contributes (other files in it are ignored); a directory that is a zarr
 #: store or a DICOM series is one image.
@@ -49,6 +51,10 @@ class Item:
     seconds: float = 0.0
     error: str | None = None
     runtime: str | None = None
+    #: Object-store requests for this item (input and output; 0 for local files), and how many
+    #: of them retried a transient failure (a dropped connection, a timeout, SlowDown).
+    requests: int = 0
+    retries: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,7 +64,14 @@ def _is_zarr_dir(path: Path) -> bool:
     return any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
 
 
+def _key(entry: str) -> str:
+    """What identifies an input or output: its URL, or its resolved local path."""
+    return entry.rstrip("/") if is_url(entry) else str(Path(entry).resolve())
+
+
 def _expand(entry: str) -> list[Item]:
+    if is_url(entry):
+        return _expand_url(entry)
     from ..sources import is_dicom_folder
 
     path = Path(entry)
@@ -76,6 +89,30 @@ def _expand(entry: str) -> list[Item]:
             return [_failed(entry, InputNotFoundError(f"{entry}: no files match the pattern"))]
         return [i for m in matches for i in _expand(m)]
     return [Item(entry)]
+
+
+def _expand_url(entry: str) -> list[Item]:
+    """An object; a prefix ending in ``/`` (its image objects, sorted); or a glob
+    (``s3://bucket/slides/*.svs``), listed on the object store."""
+    if not (entry.endswith("/") or _GLOB_CHARS & set(entry.split("://", 1)[1])):
+        return [Item(entry)]
+    from ..sources.remote import filesystem, with_retries
+
+    try:
+        fs, path = filesystem(entry)
+        protocol = entry.split("://", 1)[0]
+        if entry.endswith("/"):
+            keys = with_retries(lambda: fs.find(path.rstrip("/")), entry)
+            keys = [k for k in keys if k.lower().endswith(IMAGE_SUFFIXES)]
+            empty = f"{entry}: the prefix holds no image objects ({', '.join(IMAGE_SUFFIXES)})"
+        else:
+            keys = with_retries(lambda: fs.glob(path), entry)
+            empty = f"{entry}: no objects match the pattern"
+    except TilerError as exc:
+        return [_failed(entry, exc)]
+    if not keys:
+        return [_failed(entry, InputNotFoundError(empty))]
+    return [Item(f"{protocol}://{k}") for k in sorted(keys)]
 
 
 def _failed(entry: str, exc: TilerError) -> Item:
@@ -99,7 +136,7 @@ def read_manifest(path: str | os.PathLike[str]) -> list[Item]:
         raise InputError(f"{path}: manifest lists no inputs")
 
     def resolve(p: str) -> str:
-        return str(base / p) if not Path(p).is_absolute() else p
+        return p if is_url(p) or Path(p).is_absolute() else str(base / p)
 
     header = [h.strip().lower() for h in next(csv.reader([lines[0]]))]
     if "input" not in header:
@@ -125,7 +162,7 @@ def collect(inputs: Iterable[str], manifest: str | None = None) -> list[Item]:
     seen: set[str] = set()
     unique = []
     for item in items:
-        key = str(Path(item.input).resolve())
+        key = _key(item.input)
         if key not in seen:
             seen.add(key)
             unique.append(item)
@@ -141,10 +178,21 @@ def assign_outputs(items: list[Item], out_dir: str | os.PathLike[str] | None) ->
         if item.status != "pending":
             continue
         if item.output is None:
-            default = default_output_path(item.input)
-            item.output = str(Path(out_dir) / default.name if out_dir else default)
-        key = str(Path(item.output).resolve())
-        if key == str(Path(item.input).resolve()):
+            default: Any
+            try:
+                default = default_output_path(item.input)
+            except OutputError as exc:  # an https:// input: no place beside it to write
+                if not out_dir:
+                    item.status, item.error = "failed", str(exc)
+                    continue
+                default = default_output_path(item.input.rstrip("/").rsplit("/", 1)[1])
+            name = str(default).rstrip("/").rsplit("/", 1)[-1]
+            if out_dir and is_url(str(out_dir)):
+                item.output = f"{str(out_dir).rstrip('/')}/{name}"
+            else:
+                item.output = str(Path(out_dir) / name if out_dir else default)
+        key = _key(item.output)
+        if key == _key(item.input):
             item.status = "failed"
             item.error = str(OutputError(f"{item.output}: is the input itself; choose another output "
                                          "(a manifest's output column, --out or --out-dir)"))
@@ -206,6 +254,7 @@ def run_batch(
         if item.status != "pending":
             continue
         t0 = time.perf_counter()
+        io_before = COUNTERS.snapshot()
         try:
             result = run(item.input, model, out=item.output, client=client, **model_options.keywords(), **options)
         except TilerError as exc:
@@ -239,6 +288,7 @@ def run_batch(
                 else:
                     log(line)
         item.seconds = round(time.perf_counter() - t0, 3)
+        item.requests, _, item.retries = (a - b for a, b in zip(COUNTERS.snapshot(), io_before))
         write_report(report, items)
     return items
 

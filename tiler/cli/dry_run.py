@@ -56,14 +56,17 @@ def describe(item_input: str, output: str | None, *, model: Any, options: Any, s
         shape = job.output.shape(h, w)
         nbytes = int(np.prod(shape)) * np.dtype(job.output.store_dtype).itemsize
         nbytes = int(nbytes * (PYRAMID_FACTOR if pyramid else 1))
-        free, where = free_space(out_path)
-        verdict = "fits" if nbytes <= free else "DOES NOT FIT"
-        lines.append(f"  output   {' x '.join(map(str, shape))} {job.output.store_dtype} {job.output.kind}: at most "
-                     f"{_size(nbytes)} uncompressed{' with the pyramid' if pyramid else ''}; {_size(free)} "
-                     f"free at {where}: {verdict}")
-        if out_path.exists():
-            state = "resumed" if resume else "replaced" if overwrite else "refused"
-            lines.append(f"  exists   {out_path} (would be {state})")
+        size = (f"output   {' x '.join(map(str, shape))} {job.output.store_dtype} {job.output.kind}: at most "
+                f"{_size(nbytes)} uncompressed{' with the pyramid' if pyramid else ''}")
+        if not isinstance(out_path, Path):  # an object store: no free space to compare with
+            lines.append(f"  {size}; written to an object store")
+        else:
+            free, where = free_space(out_path)
+            verdict = "fits" if nbytes <= free else "DOES NOT FIT"
+            lines.append(f"  {size}; {_size(free)} free at {where}: {verdict}")
+            if out_path.exists():
+                state = "resumed" if resume else "replaced" if overwrite else "refused"
+                lines.append(f"  exists   {out_path} (would be {state})")
         key = (plan.tile, c, str(job.source.dtype))
         if key not in probes:  # one probe per tile shape of an archive
             probes[key] = probe_seconds_per_tile(job)

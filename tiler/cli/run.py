@@ -39,6 +39,14 @@ examples:
   $ tiler run big.tif --scheduler tcp://head:8786                  # existing dask cluster
   $ tiler run slide.svs --kind labels --objects qupath             # + slide.qupath.geojson
   $ tiler run scenes/ --kind labels --objects '{name}.gpkg'        # one GeoPackage per input
+  $ tiler run s3://bucket/scan.tif --out s3://bucket/preds/scan.zarr # object store in and out
+  $ tiler run 's3://bucket/slides/*.svs' --out-dir s3://bucket/preds/ # an archive on S3 (or .../slides/)
+  $ tiler run https://host/scan.tif -o scan.zarr                   # read-only web server
+  $ AWS_ENDPOINT_URL=http://minio:9000 tiler run s3://b/scan.tif --resume  # S3-compatible store
+
+Object stores: credentials and endpoints come from each cloud's standard variables and files
+(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/config, ...); transient failures are
+retried with backoff and counted in --report ("retries").
 """
 
 
@@ -50,7 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", metavar="INPUT", nargs="*",
                    help="TIFF, OME-TIFF, SVS, NDPI/MRXS/SCN/BIF/VMS (OpenSlide), DICOM WSI folder or file, zarr, "
-                        "PNG or JPEG image, a directory of them, or a glob")
+                        "PNG or JPEG image, a directory of them, or a glob; or an s3://, gs:// or https:// URL "
+                        "of a TIFF, PNG, JPEG or zarr store")
     add_model_options(p)
     add_spec_options(p)
     add_tiling_options(p)
@@ -59,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("archives and clusters")
     g.add_argument("--manifest", metavar="FILE",
                    help="inputs, one path per line, or a CSV with an 'input' and optional 'output' column")
-    g.add_argument("--out-dir", metavar="DIR", help="write outputs here (default: beside each input)")
+    g.add_argument("--out-dir", metavar="DIR", help="write outputs here, a folder or an s3:// prefix "
+                   "(default: beside each input)")
     g.add_argument("--report", metavar="FILE", help="write a JSON report: each input's status, tiles, "
                    "seconds, output and error")
     g.add_argument("--workers", type=positive_int, metavar="N",

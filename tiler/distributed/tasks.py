@@ -33,6 +33,7 @@ from ..errors import SettingsError
 from ..plan.partition import Block, Partition
 from ..runners.factory import load_runner
 from ..sources import open_at
+from ..sources.remote import is_url
 from ..store.sink import MemorySink, ZarrSink
 from .worker import (
     JobTemplate,
@@ -139,7 +140,7 @@ def run_blocks(
                                 broadcast=True, hash=False)
     model_ref = _share(client, ModelRef.of(model, model_options))
     template = JobTemplate.of(job)
-    out_path = str(Path(out).resolve())
+    out_path = str(out) if is_url(str(out)) else str(Path(out).resolve())  # an S3 location: its URL
     if run_id is None:
         run_id = ZarrSink.open(out_path).attributes.get("tiler", {}).get("run_id")
     # A few blocks per worker in flight, the next submitted as one finishes: a dask image's block

@@ -29,6 +29,7 @@ from ..plan.box import Box
 from ..plan.lattice import TilePlan, reflect_index
 from ..plan.partition import Block, Partition
 from ..sources import ChannelSource, ReadOptions, Source, SourceInfo, open_at, open_source
+from ..sources.remote import is_url
 
 _LOCK = threading.Lock()
 _RUNNERS: OrderedDict[str, Any] = OrderedDict()
@@ -114,6 +115,11 @@ class SourceRef:
            read: ReadOptions | None = None) -> SourceRef:
         """``read`` (e.g. the client source's ``info.read``) wins over ``level`` / ``mpp``."""
         read = read if read is not None else ReadOptions(level=level, mpp=mpp)
+        if is_url(image):  # an object: workers open the URL itself (its version keys the cache)
+            from ..sources.remote import object_version
+
+            key = f"{image}:{object_version(image)}" + ("" if read.is_default else f":{read!r}")
+            return cls(image, key, read)
         if isinstance(image, (str, os.PathLike)):
             key = _path_key(Path(image)) + ("" if read.is_default else f":{read!r}")
             return cls(str(Path(image).resolve()), key, read)

@@ -125,7 +125,7 @@ def _objects_group(result: StoredResult, scratch: list[Path]) -> tuple[zarr.Grou
             return zarr.open_group(str(result.path), mode="r+"), True
         except OSError:  # a read-only output: label beside it
             pass
-    tmp = Path(tempfile.mkdtemp(prefix=".tiler-instances-", dir=result.path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=".tiler-instances-", dir=Path(result.path).parent))  # local (export_objects)
     scratch.append(tmp)
     return zarr.open_group(str(tmp / "instances.zarr"), mode="w", zarr_format=3), False
 
@@ -214,6 +214,9 @@ def export_objects(
         raise SettingsError(f"QuPath object type {object_type!r}: use annotation or detection")
     if not isinstance(result, StoredResult):
         result = open_result(result, require_complete=not partial)
+    if not isinstance(result.path, Path):
+        raise OutputError(f"{result.path}: objects are written from a local output; copy it here first "
+                          "(an object-store output is not labelled in place)")
     check_kind(result)
     keep = select_classes(result, classes)
     path = Path(out) if out is not None else default_objects_path(result.path, format)
@@ -276,7 +279,7 @@ def _record_export(result: StoredResult, path: Path, scratch: list[Path]) -> Non
     if scratch:
         return
     try:
-        node = zarr.open_group(str(result.path / INSTANCES), mode="r+")
+        node = zarr.open_group(str(Path(result.path) / INSTANCES), mode="r+")
         meta = dict(node.attrs.get("tiler_objects", {}))
         meta["exports"] = sorted(set(meta.get("exports", [])) | {str(path.resolve())})
         node.attrs["tiler_objects"] = meta

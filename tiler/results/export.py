@@ -175,7 +175,9 @@ def export_result(
         raise SettingsError(f"--tile {tile}: TIFF tiles must be a positive multiple of 16")
     if not isinstance(result, StoredResult):
         result = open_result(result)
-    path = Path(out) if out is not None else default_export_path(result.path, format)
+    # an output on an object store: the export's default goes to the current folder
+    here = result.path if isinstance(result.path, Path) else Path(result.path.rsplit("/", 1)[-1])
+    path = Path(out) if out is not None else default_export_path(here, format)
     if path.exists() and not overwrite:
         raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
     if result.input_path is not None and path.resolve() == result.input_path.resolve():

@@ -235,7 +235,8 @@ def write_preview(result: StoredResult | str | os.PathLike[str], path: str | os.
 
     if not isinstance(result, StoredResult):
         result = open_result(result)
-    target = Path(path) if path is not None else default_preview_path(result.path)
+    here = result.path if isinstance(result.path, Path) else Path(result.path.rsplit("/", 1)[-1])
+    target = Path(path) if path is not None else default_preview_path(here)
     if result.input_path is not None and target.resolve() == result.input_path.resolve():
         raise OutputError(f"{target}: is the input image; choose another path for the preview")
     if not 0 <= alpha <= 1:

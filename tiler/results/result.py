@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from ..errors import OutputError
+from ..sources.remote import is_url, zarr_store
 from ..store.sink import check_format
 
 
@@ -25,13 +26,13 @@ class StoredResult:
 
     Attributes
     ----------
-    path : the group's path.
+    path : the group's path (a local path, or the URL of a group on an object store).
     levels : arrays of the pyramid, full resolution first: (C, H, W) logits/probabilities or
         (H, W) labels, each level half the size of the one before.
     attributes : the group's attributes (``tiler`` run record, ``ome`` metadata).
     """
 
-    path: Path
+    path: Path | str
     levels: tuple[Any, ...]
     attributes: dict[str, Any]
 
@@ -120,13 +121,21 @@ def open_result(path: str | os.PathLike[str], *, require_complete: bool = True) 
     Raises :class:`~tiler.errors.OutputError` if the path is not a tiler output, or (with
     ``require_complete``) if the run that writes it has not finished.
     """
-    path = Path(path)
-    if not path.exists():
-        raise OutputError(f"{path}: no such output")
-    try:
-        group = zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise OutputError(f"{path}: is not a readable zarr group ({exc})") from None
+    where: Any
+    if is_url(path):  # s3://, gs://, https://: read through fsspec
+        where = str(path).rstrip("/")
+        try:
+            group = zarr.open_group(zarr_store(where), mode="r")
+        except (FileNotFoundError, ValueError, KeyError):
+            raise OutputError(f"{where}: no such output (no zarr group there)") from None
+    else:
+        where = Path(path)
+        if not where.exists():
+            raise OutputError(f"{where}: no such output")
+        try:
+            group = zarr.open_group(str(where), mode="r")
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            raise OutputError(f"{where}: is not a readable zarr group ({exc})") from None
     attributes = dict(group.attrs)
     if "0" not in group:
         raise OutputError(f"{path}: is not a tiler output (no array '0')")
@@ -144,7 +153,7 @@ def open_result(path: str | os.PathLike[str], *, require_complete: bool = True) 
         levels = tuple(group[p] for p in paths)
     except KeyError as exc:
         raise OutputError(f"{path}: the multiscales metadata names a missing level ({exc})") from None
-    return StoredResult(path=path, levels=levels, attributes=attributes)
+    return StoredResult(path=where, levels=levels, attributes=attributes)
 
 
 def to_labels(values: np.ndarray, kind: str, activation: str = "softmax") -> np.ndarray:

@@ -14,6 +14,7 @@ from ..errors import InputError, InputNotFoundError, SettingsError
 from ._array import ArraySource, check_image_shape
 from ._axes import AxisLayout, axis_layout
 from ._base import ReadOptions, Source, SourceInfo, is_label_or_macro
+from .remote import RemoteFile, is_url, is_zarr_url, zarr_store
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -59,7 +60,7 @@ class OmeZarrSource:
     """One level of an OME-Zarr image (``multiscales`` axes such as ``c, y, x`` or ``t, c, z, y, x``)
     as a lazy (H, W, C) image; tiler's own output groups are read this way too."""
 
-    def __init__(self, path: Path, group: Any, ms: dict[str, Any], *, level: int = 0,
+    def __init__(self, path: Path | str, group: Any, ms: dict[str, Any], *, level: int = 0,
                  plane: tuple[tuple[str, int], ...] = ()) -> None:
         self.name = str(path)
         datasets = ms["datasets"]
@@ -126,12 +127,13 @@ def _bioformats_names(path: Path) -> list[str]:
 
 
 def _open_zarr(
-    path: Path, *, level: int = 0, plane: tuple[tuple[str, int], ...] = (), series: int | None = None
+    path: Path | str, *, level: int = 0, plane: tuple[tuple[str, int], ...] = (), series: int | None = None
 ) -> Source:
+    """A zarr array or (OME-)zarr group at a local ``path`` or a URL (``s3://b/scan.zarr``)."""
     import zarr
 
     try:
-        node = zarr.open(str(path), mode="r")
+        node = zarr.open(zarr_store(path) if isinstance(path, str) else str(path), mode="r")
     except (FileNotFoundError, ValueError, KeyError) as exc:
         raise InputError(f"{path}: not a readable zarr array or group ({exc})") from None
     if isinstance(node, zarr.Group):
@@ -154,7 +156,7 @@ def _open_zarr(
     return ArraySource(node, name=str(path), info=SourceInfo(format="zarr", chunks=node.chunks[:2]))
 
 
-def _open_bioformats(path: Path, root: Any, *, level: int, plane: tuple[tuple[str, int], ...],
+def _open_bioformats(path: Path | str, root: Any, *, level: int, plane: tuple[tuple[str, int], ...],
                      series: int | None) -> Source:
     """Image ``series`` (default 0, never a label/macro image) of a bioformats2raw zarr."""
     import zarr
@@ -162,7 +164,7 @@ def _open_bioformats(path: Path, root: Any, *, level: int, plane: tuple[tuple[st
     count = 0
     while str(count) in root and isinstance(root[str(count)], zarr.Group):
         count += 1
-    names = _bioformats_names(path) + [""] * count
+    names = (_bioformats_names(path) if isinstance(path, Path) else []) + [""] * count
     protected = [is_label_or_macro(names[k]) for k in range(count)]
     listing = "; ".join(f"series {k}" + (f" {names[k]!r}" if names[k] else "") for k in range(count))
     if series is None:
@@ -336,6 +338,37 @@ def _named(source: Source, reader: str) -> Source:
     return source
 
 
+def _open_url(
+    url: str, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb"
+) -> Source:
+    """A TIFF (read by ranges), PNG or JPEG (read whole), or a zarr store, on an object store or
+    web server."""
+    if is_zarr_url(url):
+        return _open_zarr(url, level=level, plane=plane, series=series)
+    remote = RemoteFile(url)
+    head = remote.read_head(8) if remote.size else b""
+    if not head:
+        raise InputError(f"{url}: the object is empty (0 bytes)")
+    if head[:4] in _TIFF_MAGIC:
+        from .tiff.reader import TiffSource
+
+        return TiffSource(remote, level=level, series=series, plane=plane, palette=palette)
+    if series is not None or plane:
+        raise SettingsError(f"{url}: --series and --plane are for TIFF inputs")
+    if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
+        import imagecodecs
+
+        try:
+            array = imagecodecs.imread(remote.read_all())
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise InputError(f"{url}: cannot decode the image ({exc})") from None
+        fmt = "png" if head.startswith(_PNG_MAGIC) else "jpeg"
+        return ArraySource(array, name=url, info=SourceInfo(
+            format=fmt, alpha=array.ndim == 3 and array.shape[2] in (2, 4)))
+    raise InputError(f"{url}: not an image tiler can read from a URL (expected TIFF, PNG or JPEG; "
+                     f"the object starts with {head[:4]!r})")
+
+
 def _open_plain(
     image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb",
     reader: str | None = None,
@@ -344,6 +377,8 @@ def _open_plain(
         raise SettingsError(f"--reader {reader!r}: unknown reader; choose one of {', '.join(READER_NAMES)}")
     if series is not None and not isinstance(image, (str, os.PathLike)):
         raise SettingsError("--series chooses an image inside a TIFF file; the input is not a file")
+    if is_url(image):
+        return _open_url(image, level=level, series=series, plane=plane, palette=palette)
     if reader is not None and not isinstance(image, (str, os.PathLike)):
         raise SettingsError(f"--reader {reader} opens files; the input is a {type(image).__name__}")
     if isinstance(image, (str, os.PathLike)):

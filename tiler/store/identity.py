@@ -8,6 +8,7 @@ Recorded with every output (``tiler.input``) and compared on resume:
 - a **NumPy array**: a CRC-32 of its bytes (about 2 GB/s), with shape and dtype;
 - a **dask array**: its graph name, which dask derives from the content (``from_array`` of NumPy
   data tokenises the data) and the operations, plus the digest of every zarr array it reads;
+- an **object** on a store (``s3://``, ``https://``): its size and ETag;
 - a **zarr array** object: the digest of its folder when it lives on a local disk, else of its bytes.
 
 Anything else (a custom array-like, a :class:`~tiler.sources.Source` object) cannot be checked:
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..sources.remote import is_url
 
 #: Bytes of an array hashed at a time (bounds the contiguous copy of a strided array).
 _BAND_BYTES = 64 << 20
@@ -85,6 +88,10 @@ def _zarr_array_digest(array: Any) -> str | None:
 
 def input_digest(image: Any) -> str | None:
     """A string that changes when the input's pixels may have changed, or None if unknowable."""
+    if is_url(image):  # an object: its size and ETag (a rewritten object gets a new one); a prefix
+        from ..sources.remote import object_version  # (a zarr store): every object's
+
+        return f"object:{object_version(image)}"
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if path.is_dir():
@@ -144,6 +151,8 @@ def input_paths(image: Any) -> list[Path]:
         root = store_root(path)
         return [path] if root == path else [path, root]
 
+    if is_url(image):
+        return []  # not on this machine's disk (URL outputs are compared by refuse_input_as_output)
     if isinstance(image, (str, os.PathLike)):
         return with_store(Path(image))
     paths = []

@@ -22,7 +22,9 @@ group, so zarr readers never meet a foreign file, and replacing the group leaves
   such (a paused run, a host that is down within the lease).
 
 The three store operations used (exclusive create, atomic replace, delete) are the ones an
-object store offers as conditional writes, which the archives work plugs in here.
+object store offers as conditional writes: for an output on S3 the record is an object
+(:class:`~tiler.store.location.ObjectRecord`: ``If-None-Match: *`` to create, ``If-Match`` to
+renew and to delete), with the same protocol.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
+from .location import ObjectRecord, RemoteLocation
 
 #: The record's name: the output's name with this suffix, in the same folder.
 OWNER_SUFFIX = ".owner.json"
@@ -192,13 +195,21 @@ class RecordFile:
         return False
 
 
-def read_owner(root: str | os.PathLike[str]) -> Owner | None:
+def record_for(root: str | os.PathLike[str] | RemoteLocation) -> RecordFile | ObjectRecord:
+    """The owner record of the output at ``root``: a file beside a local output, an object
+    (conditional writes) beside one on an object store."""
+    if isinstance(root, RemoteLocation):
+        return root.owner_record()
+    return RecordFile(Path(root))
+
+
+def read_owner(root: str | os.PathLike[str] | RemoteLocation) -> Owner | None:
     """The owner record of the output at ``root``, if there is one and it is readable."""
-    data = RecordFile(Path(root)).read()
+    data = record_for(root).read()
     return Owner.from_bytes(data) if data is not None else None
 
 
-def check_owner(root: str | os.PathLike[str], run_id: str) -> None:
+def check_owner(root: str | os.PathLike[str] | RemoteLocation, run_id: str) -> None:
     """Raise :class:`OutputError` unless ``run_id`` still owns the output at ``root``, alive.
 
     Called by every writer before it writes or records a stripe, including dask tasks on other
@@ -226,11 +237,12 @@ class OutputLock:
     True
     """
 
-    def __init__(self, root: str | os.PathLike[str], run_id: str, *, lease: float = LEASE_SECONDS) -> None:
-        self.root = Path(root)
+    def __init__(self, root: str | os.PathLike[str] | RemoteLocation, run_id: str, *,
+                 lease: float = LEASE_SECONDS) -> None:
+        self.root: Path | RemoteLocation = root if isinstance(root, RemoteLocation) else Path(root)
         self.run_id = run_id
         self.lease = lease
-        self._record = RecordFile(self.root)
+        self._record = record_for(self.root)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lost: str | None = None
@@ -280,8 +292,8 @@ class OutputLock:
                 return
             try:
                 self._record.replace(Owner.me(self.run_id, self.lease).to_bytes())
-            except OSError:
-                pass  # a full disk: the next beat tries again; the lease covers a few misses
+            except (OSError, OutputError):
+                pass  # a full disk, an unreachable store: the next beat tries again; the lease covers misses
 
     def check(self) -> None:
         """Raise :class:`OutputError` if the record is no longer this run's (taken over)."""
@@ -296,10 +308,15 @@ class OutputLock:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        data = self._record.read()
-        holder = Owner.from_bytes(data) if data is not None else None
-        if data is not None and holder is not None and holder.run_id == self.run_id:
-            self._record.remove_if(data)
+        try:
+            data = self._record.read()
+            holder = Owner.from_bytes(data) if data is not None else None
+            if data is not None and holder is not None and holder.run_id == self.run_id:
+                self._record.remove_if(data)
+        except OutputError:
+            # an object store that cannot be reached (the run is failing for that reason): the
+            # record stays, seen as gone at once on this host (its pid) and after the lease elsewhere
+            pass
 
     def __enter__(self) -> OutputLock:
         self.acquire()

@@ -10,7 +10,9 @@ from typing import Any
 
 from ..errors import OutputError
 from ..sources import Source
+from ..sources.remote import is_url, scheme
 from .identity import input_paths, store_root
+from .location import RemoteLocation
 from .ownership import read_owner
 from .sink import ZarrSink
 
@@ -25,6 +27,8 @@ def default_output_path(image: Any) -> Path:
     """
     if not isinstance(image, (str, os.PathLike)):
         raise OutputError("an output path (out=...) is needed when the input is not a file")
+    if is_url(image):
+        return default_output_url(str(image))
     path = Path(image)
     name = path.name
     store = store_root(path.resolve()) if path.exists() else path.resolve()
@@ -47,9 +51,31 @@ def default_output_path(image: Any) -> Path:
     return path.with_name(name + ".zarr")
 
 
-def refuse_input_as_output(image: Any, source: Source, out: Path) -> None:
+def default_output_url(url: str) -> Any:
+    """Beside an input on an object store: ``s3://b/scan.tif`` -> ``s3://b/scan.zarr`` (a str; the
+    type is ``Any`` so that callers treating local defaults as paths need no cast). An input on a
+    read-only scheme (``https://``) has no default: the output must be named.
+
+    >>> default_output_url("s3://bucket/slides/scan.svs")
+    's3://bucket/slides/scan.zarr'
+    """
+    if scheme(url) in ("http", "https"):
+        raise OutputError(f"{url}: the input is on a read-only web server; name the output with --out "
+                          "(a local path or s3://...)")
+    head, _, name = url.rstrip("/").rpartition("/")
+    return f"{head}/{default_output_path(name).name}"
+
+
+def refuse_input_as_output(image: Any, source: Source, out: Path | RemoteLocation) -> None:
     """The output may not be the input, lie inside it (or inside its zarr store), or contain it
     (``--overwrite`` would delete it)."""
+    if isinstance(out, RemoteLocation) or is_url(image):
+        if isinstance(out, RemoteLocation) and is_url(image):
+            a, b = out.url.rstrip("/"), str(image).rstrip("/")
+            if a == b or a.startswith(b + "/") or b.startswith(a + "/"):
+                relation = "is" if a == b else "is inside" if a.startswith(b + "/") else "contains"
+                raise OutputError(f"{out}: the output {relation} the input {image}; choose another output path")
+        return
     target = out.resolve()
     for path in dict.fromkeys([*input_paths(image), *input_paths(source)]):  # in order, each once
         source_path = path.resolve()
@@ -59,7 +85,7 @@ def refuse_input_as_output(image: Any, source: Source, out: Path) -> None:
             raise OutputError(f"{out}: the output {relation} the input {path}; choose another output path")
 
 
-def refuse_existing(path: Path, target: Path) -> None:
+def refuse_existing(path: Path | RemoteLocation, target: Path | RemoteLocation) -> None:
     """The error for an existing output without --overwrite or --resume (``target``: its real path)."""
     holder = read_owner(target)
     if holder is not None and not holder.is_dead():

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import OutputError
 from ..sources import Source
+from ..sources.remote import is_url
 from ..version import __version__
 from .identity import input_digest
 from .sink import FORMAT, check_format
@@ -63,7 +64,9 @@ def input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) -
             record["mask"]["roi"]["path"] = str(Path(roi).resolve())
         if roi is not None and "roi" in record["mask"]:  # the same area elsewhere is another mask
             record["mask"]["roi"]["digest"] = input_digest(roi)
-    if isinstance(image, (str, os.PathLike)):
+    if is_url(image):
+        record["path"] = image
+    elif isinstance(image, (str, os.PathLike)):
         path = Path(image).resolve()
         record["path"] = str(path)
         if path.is_file():
@@ -140,7 +143,7 @@ def run_record(
     return record
 
 
-def check_resumable(path: Path, attributes: dict[str, Any], record: dict[str, Any], *, force: bool) -> None:
+def check_resumable(path: Any, attributes: dict[str, Any], record: dict[str, Any], *, force: bool) -> None:
     """Raise :class:`OutputError` unless the output at ``path`` is this run's to continue."""
     check_format(path, attributes, resume=True)
     recorded = attributes.get("tiler", {})

@@ -21,6 +21,10 @@ output is flushed to disk (fsync; finished chunk rows are flushed in the backgro
 :class:`Flusher`) and the record itself is fsynced, so a crash or power loss never leaves an output
 that claims to be complete without its data. ``durable=True`` also flushes each
 stripe before it is recorded as done, so ``--resume`` after a power loss trusts only data on disk.
+
+On an object store (``s3://``, :mod:`~tiler.store.location`) the group is written through zarr's
+``FsspecStore``; a PUT is durable once it returns, so there is nothing to flush and ``durable``
+changes nothing there.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import numpy as np
 import zarr
 
 from ..errors import OutputError
+from .location import RemoteLocation, as_location
 from .ownership import OutputLock, check_owner
 
 #: Layout version of the output groups this tiler writes (``tiler.format``). 1: tiler 0.1 (no
@@ -54,7 +59,7 @@ def output_format(attributes: dict[str, Any]) -> int:
     return value if isinstance(value, int) else -1
 
 
-def check_format(path: Path, attributes: dict[str, Any], *, resume: bool = False) -> None:
+def check_format(path: Any, attributes: dict[str, Any], *, resume: bool = False) -> None:
     """Raise :class:`OutputError` unless this tiler can read (or, with ``resume``, continue) it."""
     from ..version import __version__
 
@@ -71,10 +76,12 @@ def check_format(path: Path, attributes: dict[str, Any], *, resume: bool = False
     )
 
 
-def is_tiler_output(path: Path) -> bool:
+def is_tiler_output(path: Path | RemoteLocation) -> bool:
     """True for a zarr group whose attributes hold tiler's run record (``tiler``)."""
     import json
 
+    if isinstance(path, RemoteLocation):
+        return path.is_tiler_output()
     try:
         return "tiler" in json.loads((path / "zarr.json").read_bytes()).get("attributes", {})
     except (OSError, ValueError, AttributeError):
@@ -201,7 +208,7 @@ class MemorySink:
         return self._done
 
 
-def _disk_error(path: Path, exc: OSError) -> OutputError:
+def _disk_error(path: Path | RemoteLocation, exc: OSError) -> OutputError:
     reason = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
     return OutputError(f"{path}: cannot write the output ({reason})")
 
@@ -216,15 +223,17 @@ class ZarrSink:
     """
 
     def __init__(
-        self, path: Path, group: zarr.Group, run_id: str | None = None, *,
+        self, path: Path | RemoteLocation, group: zarr.Group, run_id: str | None = None, *,
         owner: OutputLock | None = None, durable: bool = False,
     ) -> None:
         self.path = path
         self.group = group
         self.run_id = run_id  # when set, writes stop once the output was replaced by another run
         self.owner = owner
-        self.durable = durable
-        self._flusher = Flusher(path)
+        # an object store's PUT is durable when it returns: nothing to fsync there
+        self.local = isinstance(path, Path)
+        self.durable = durable and self.local
+        self._flusher = Flusher(path if isinstance(path, Path) else Path("."))
         # write_empty_chunks: skip zarr's "is this chunk all fill value?" scan of every chunk
         # (a full pass over the data, about a tenth of a zero-cost run); the output is dense.
         # (Set while opening: Array.with_config exists only from zarr 3.1.6.)
@@ -235,7 +244,7 @@ class ZarrSink:
     @classmethod
     def create(
         cls,
-        path: str | Path,
+        path: str | Path | RemoteLocation,
         *,
         shape: tuple[int, ...],
         dtype: np.dtype,
@@ -251,18 +260,21 @@ class ZarrSink:
         ``overwrite`` replaces only an earlier tiler output (a group with tiler's run record);
         the owner record of the run doing it is kept.
         """
-        path = Path(path)
+        path = as_location(path)
         if path.exists():
             if not overwrite:
                 raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
             refuse_unless_tiler_output(path)
-            shutil.rmtree(path)
+            if isinstance(path, RemoteLocation):
+                path.remove()
+            else:
+                shutil.rmtree(path)
         dims = ("c", "y", "x") if len(shape) == 3 else ("y", "x")
         chunks = (shape[0], chunk, chunk) if len(shape) == 3 else (chunk, chunk)
         try:
             # the attributes in the group's first metadata write: a run killed right after it
             # leaves a group recognisably tiler's (so --overwrite and --resume can act on it)
-            group = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attributes)
+            group = zarr.open_group(_store(path), mode="w-", zarr_format=3, attributes=attributes)
             group.create_array(
                 "0", shape=shape, chunks=chunks, dtype=dtype, dimension_names=dims, fill_value=0
             )
@@ -275,7 +287,7 @@ class ZarrSink:
 
     @classmethod
     def open(
-        cls, path: str | Path, *, run_id: str | None = None, owner: OutputLock | None = None,
+        cls, path: str | Path | RemoteLocation, *, run_id: str | None = None, owner: OutputLock | None = None,
         durable: bool = False,
     ) -> ZarrSink:
         """Open an existing output group for resuming (or, for a worker, to write its blocks).
@@ -284,9 +296,9 @@ class ZarrSink:
         is still that run's: a task that outlives its run (a cancelled dask task still executing,
         a task of an attempt that was resumed since) stops instead of writing.
         """
-        path = Path(path)
+        path = as_location(path)
         try:
-            group = zarr.open_group(str(path), mode="r+")
+            group = zarr.open_group(_store(path), mode="r+")
         except (FileNotFoundError, ValueError, KeyError) as exc:
             raise OutputError(
                 f"{path}: is not a readable zarr output ({exc}); pass --overwrite to start again"
@@ -324,12 +336,12 @@ class ZarrSink:
         self._check_run()
         try:
             if self.durable:
-                fsync_tree(self.path, under=self._chunk_row_folder(chunk_row), parents=True)
-            else:  # flushed behind the run, ready for the flush before complete
+                fsync_tree(self._flusher.root, under=self._chunk_row_folder(chunk_row), parents=True)
+            elif self.local:  # flushed behind the run, ready for the flush before complete
                 self._flusher.submit(self._chunk_row_folder(chunk_row))
             self.progress[chunk_row, block_col] = 1
             if self.durable:  # the one progress chunk just written, and the folders naming it
-                fsync_tree(self.path, under=f"progress/c/{chunk_row}/{block_col}", parents=True)
+                fsync_tree(self._flusher.root, under=f"progress/c/{chunk_row}/{block_col}", parents=True)
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
 
@@ -358,23 +370,33 @@ class ZarrSink:
         """
         self._check_run()
         self._flusher.drain()
+        root = self._flusher.root
         try:
-            fsync_tree(self.path)  # what the background flush did not cover (pyramid, metadata)
+            if self.local:
+                fsync_tree(root)  # what the background flush did not cover (pyramid, metadata)
             meta = dict(self.group.attrs["tiler"])
             meta["complete"] = True
-            self.group.attrs["tiler"] = meta
-            _fsync(self.path / "zarr.json")
-            _fsync(self.path, directory=True)
+            self.group.attrs["tiler"] = meta  # on an object store: one PUT, after every other returned
+            if self.local:
+                _fsync(root / "zarr.json")
+                _fsync(root, directory=True)
         except OSError as exc:
             raise _disk_error(self.path, exc) from None
 
 
-def refuse_unless_tiler_output(path: Path) -> None:
+def _store(path: Path | RemoteLocation) -> Any:
+    """What zarr opens: a local path, or the object store's (retrying) zarr store."""
+    return path.zarr_store() if isinstance(path, RemoteLocation) else str(path)
+
+
+def refuse_unless_tiler_output(path: Path | RemoteLocation) -> None:
     """Raise :class:`OutputError` unless ``path`` is an output tiler wrote (``--overwrite`` may
     replace only those: never an input, a user's folder, or another program's zarr group)."""
     if is_tiler_output(path):
         return
-    if path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file()):
+    if isinstance(path, RemoteLocation):
+        what = path.describe()
+    elif path.is_dir() and ((path / "zarr.json").is_file() or (path / ".zgroup").is_file()):
         what = "a zarr group that tiler did not write (no 'tiler' run record)"
     elif path.is_dir():
         what = "a folder that is not a tiler output"

@@ -23,11 +23,12 @@ import numpy as np
 import tifffile
 import zarr
 
-from ...errors import InputError, SettingsError
+from ...errors import InputError, SettingsError, TilerError
 from ...geo.georef import GeoReference
 from .._array import check_image_shape
 from .._axes import AxisLayout, axis_layout
 from .._base import ReadOptions, SourceInfo, is_label_or_macro
+from ..remote import RemoteFile, is_transient, remote_error, remote_errors
 from .directories import truncation
 from .tiles import TiffTileReader
 
@@ -315,7 +316,8 @@ class _Photometric:
 
 
 def _fast_reader(
-    tif: tifffile.TiffFile, level: Any, axes: str, shape: tuple[int, ...], hwc: tuple[int, int, int]
+    tif: tifffile.TiffFile, level: Any, axes: str, shape: tuple[int, ...], hwc: tuple[int, int, int],
+    ranges: Any = None,
 ) -> TiffTileReader | None:
     """A thread-pool reader when the level is one interleaved (Y, X[, S]) page, else None."""
     others = [n for a, n in zip(axes, shape) if a not in "YXS"]
@@ -323,7 +325,7 @@ def _fast_reader(
         -1, len(axes) - 1
     ):
         return None
-    reader = TiffTileReader.create(tif, level)
+    reader = TiffTileReader.create(tif, level, ranges=ranges)
     if reader is not None and (reader.height, reader.width, reader.samples) != hwc:
         reader.close()
         reader = None
@@ -341,20 +343,28 @@ class TiffSource:
     plane : one index per extra axis (``(("Z", 3),)``) for Z stacks, time series, multi-page files.
     palette : "rgb" expands palette images through their colour map; "index" keeps the indices
         (for masks, whose palette indices are the classes).
+
+    ``path`` may also be a :class:`~tiler.sources.remote.RemoteFile` (an object on S3, GCS, a web
+    server): tifffile parses the header through its block-cached file object, and the stored tiles
+    a region needs are fetched as coalesced, concurrent range requests.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, level: int = 0, series: int | None = None,
+        self, path: str | os.PathLike[str] | RemoteFile, *, level: int = 0, series: int | None = None,
         plane: tuple[tuple[str, int], ...] = (), palette: str = "rgb",
     ) -> None:
-        self.path = Path(path)
-        self.name = str(path)
+        self._remote = path if isinstance(path, RemoteFile) else None
+        self.path: Path | None = None if isinstance(path, RemoteFile) else Path(path)
+        self.name = path.url if isinstance(path, RemoteFile) else str(path)
         notes = _HeaderWarnings()
         logging.getLogger("tifffile").addFilter(notes)
         try:
-            self._tif = tifffile.TiffFile(self.path)
+            if self._remote is not None:
+                self._tif = tifffile.TiffFile(self._remote.open(), name=self._remote.open().name)
+            else:
+                self._tif = tifffile.TiffFile(path)
             try:
-                if not self._tif.series and (cut := truncation(self.path)):
+                if not self._tif.series and self.path is not None and (cut := truncation(self.path)):
                     raise InputError(f"{self.name}: {cut}")
                 k = _choose_series(self.name, self._tif, series)
             except InputError:
@@ -375,7 +385,8 @@ class TiffSource:
             lvl = levels[level]
             page = lvl.keyframe
             _check_chunk_count(self.name, page, notes.messages)
-            _check_not_truncated(self.name, page, os.path.getsize(self.path))
+            size = self._remote.size if self._remote is not None else os.path.getsize(path)  # type: ignore[arg-type]
+            _check_not_truncated(self.name, page, size)
             axes, shape = lvl.axes, tuple(lvl.shape)
             others = "; ".join(line for i, line in enumerate(listing) if i != k)
             try:
@@ -389,8 +400,14 @@ class TiffSource:
             self._z: Any = zarr.open_array(self._store, mode="r")
         except (InputError, SettingsError):
             raise
+        except remote_errors() as exc:  # DECODE_ERRORS too (OSError): a failed request says so
+            if self._remote is not None and not isinstance(exc, tifffile.TiffFileError) and (
+                    is_transient(exc) or not isinstance(exc, DECODE_ERRORS)):
+                raise remote_error(self.name, exc) from None
+            raise InputError(f"{self.name}: not a readable TIFF ({exc})") from None
         except DECODE_ERRORS as exc:
-            raise InputError(f"{self.name}: {truncation(self.path) or f'not a readable TIFF ({exc})'}") from None
+            cut = truncation(self.path) if self.path is not None else None
+            raise InputError(f"{self.name}: {cut or f'not a readable TIFF ({exc})'}") from None
         finally:
             logging.getLogger("tifffile").removeFilter(notes)
         self._layout = layout
@@ -403,7 +420,8 @@ class TiffSource:
         )
         self.level = level
         # Fast path: one interleaved 2-D page, decoded on a thread pool (see _tiff_tiles.py).
-        self._tiles = _fast_reader(self._tif, lvl, axes, shape, stored)
+        self._tiles = _fast_reader(self._tif, lvl, axes, shape, stored,
+                                   self._remote.read_ranges if self._remote is not None else None)
         compression = page.compression.name.lower() if page.compression != 1 else None
         fmt = "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "philips" if self._tif.is_philips \
             else "tiff"
@@ -423,7 +441,7 @@ class TiffSource:
             levels=shapes,
             mpp=(base_mpp[0] * downsample[0], base_mpp[1] * downsample[1]) if base_mpp else None,
             extra={"photometric": page.photometric.name.lower(), "tiled": page.is_tiled,
-                   "unreadable": _unreadable_levels(self.path, levels)},
+                   "unreadable": _unreadable_levels(self.path, levels) if self.path is not None else []},
             level=level,
             downsample=downsample,
             base_mpp=base_mpp,
@@ -441,6 +459,15 @@ class TiffSource:
                 region = self._tiles.read(y0, y1, x0, x1)
             else:
                 region = self._layout.read(self._z, y0, y1, x0, x1)
+        except TilerError:
+            raise
+        except remote_errors() as exc:
+            if self._remote is not None and (is_transient(exc) or not isinstance(exc, DECODE_ERRORS)):
+                raise remote_error(self.name, exc) from None
+            raise InputError(
+                f"{self.name}: cannot decode the image data at rows {y0}:{y1}, columns {x0}:{x1} "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
         except DECODE_ERRORS as exc:
             raise InputError(
                 f"{self.name}: cannot decode the image data at rows {y0}:{y1}, columns {x0}:{x1} "
@@ -452,6 +479,8 @@ class TiffSource:
         if self._tiles is not None:
             self._tiles.close()
         self._tif.close()
+        if self._remote is not None:
+            self._remote.close()
 
     def __del__(self) -> None:  # close the file handle when dropped (archives open many files)
         tif = getattr(self, "_tif", None)

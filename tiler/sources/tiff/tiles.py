@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,9 @@ from ...cores import pool_threads
 #: Compression codes of JPEG in TIFF (these segments need the page's JPEG tables).
 _JPEG = {6, 7, 33007, 34892}
 
+
+#: Fetches byte ranges ``(offsets, counts) -> [bytes | None]`` (None: an empty range).
+Ranges = Callable[[list[int], list[int]], list[bytes | None]]
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool)
 _POOL_LOCK = threading.Lock()
@@ -42,6 +46,18 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL[1]
 
 
+_PREFETCH: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _prefetch_pool() -> ThreadPoolExecutor:
+    """Threads that fetch the next band from an object store (waiting on the network, not the CPU)."""
+    global _PREFETCH
+    with _POOL_LOCK:
+        if _PREFETCH is None or _PREFETCH[0] != os.getpid():
+            _PREFETCH = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="tiler-prefetch"))
+        return _PREFETCH[1]
+
+
 class TiffTileReader:
     """Decode regions ``[y0, y1) x [x0, x1)`` of one page as (h, w, samples) arrays.
 
@@ -49,8 +65,12 @@ class TiffTileReader:
     pages per level, planar samples, volumes); the zarr view handles those.
     """
 
-    def __init__(self, tif: tifffile.TiffFile, page: tifffile.TiffPage) -> None:
+    def __init__(self, tif: tifffile.TiffFile, page: tifffile.TiffPage, ranges: Ranges | None = None) -> None:
         self._tif, self._page = tif, page
+        self._ranges = ranges
+        self._lock = threading.Lock()
+        self._ahead: tuple[tuple[int, ...], Future[list[tuple[bytes | None, int]]]] | None = None
+        self._last: tuple[int, int, int] | None = None  # (next row, x0, x1) of the previous read
         self._decode = page.decode
         self._args: dict[str, Any] = {"_fullsize": bool(page.is_tiled)}
         if page.compression in _JPEG:
@@ -64,8 +84,12 @@ class TiffTileReader:
         self.dtype = np.dtype(page.dtype)
 
     @classmethod
-    def create(cls, tif: tifffile.TiffFile, level: Any) -> TiffTileReader | None:
-        """A reader for pyramid level ``level`` (a tifffile series/level), or None if unsupported."""
+    def create(cls, tif: tifffile.TiffFile, level: Any, *, ranges: Ranges | None = None) -> TiffTileReader | None:
+        """A reader for pyramid level ``level`` (a tifffile series/level), or None if unsupported.
+
+        ``ranges(offsets, counts) -> [bytes | None]`` fetches segments instead of the file handle
+        (a :meth:`RemoteFile.read_ranges <tiler.sources.remote.RemoteFile.read_ranges>`: coalesced,
+        concurrent range requests on an object store)."""
         pages = getattr(level, "pages", None) or []
         if len(pages) != 1 or pages[0] is None:
             return None
@@ -78,23 +102,52 @@ class TiffTileReader:
             return None
         if page.dtype is None or not page.dataoffsets:
             return None
-        return cls(tif, page)
+        return cls(tif, page, ranges)
+
+    def _index(self, y0: int, y1: int, x0: int, x1: int) -> list[int]:
+        """Numbers of the segments that rows ``[y0, y1)``, columns ``[x0, x1)`` touch."""
+        sh, sw, per_row = self._seg_h, self._seg_w, self._per_row
+        return [r * per_row + c for r in range(y0 // sh, -(-y1 // sh)) for c in range(x0 // sw, -(-x1 // sw))]
+
+    def _fetch(self, index: list[int]) -> list[tuple[bytes | None, int]]:
+        assert self._ranges is not None
+        data = self._ranges([self._offsets[i] for i in index], [self._counts[i] for i in index])
+        return list(zip(data, index))
+
+    def _fetch_ahead(self, index: list[int], y0: int, y1: int, x0: int, x1: int) -> list[tuple[bytes | None, int]]:
+        """The segments of this read — fetched ahead by the previous read when it asked for them —
+        and, when this read continues the previous one (the next band down, the same columns:
+        how blocks are read), the next band's segments fetched in the background meanwhile, so
+        that a store's round trip overlaps decoding instead of adding to it."""
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+            sequential = self._last == (y0, x0, x1)
+            self._last = (y1, x0, x1)
+        if ahead is not None and ahead[0] == tuple(index):
+            segments = ahead[1].result()
+        else:
+            segments = self._fetch(index)
+        if sequential and y1 < self.height:
+            following = self._index(y1, min(self.height, 2 * y1 - y0), x0, x1)
+            with self._lock:
+                self._ahead = (tuple(following), _prefetch_pool().submit(self._fetch, following))
+        return segments
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """Pixels ``[y0, y1) x [x0, x1)`` as an (h, w, samples) array in the page's dtype."""
         sh, sw, per_row = self._seg_h, self._seg_w, self._per_row
-        index = [
-            r * per_row + c for r in range(y0 // sh, -(-y1 // sh)) for c in range(x0 // sw, -(-x1 // sw))
-        ]
+        index = self._index(y0, y1, x0, x1)
         out = np.empty((y1 - y0, x1 - x0, self.samples), self.dtype)
-        fh = self._tif.filehandle
-        # Segment numbers are mapped back here, not passed as ``indices``: tifffile 2025.6 and older
-        # looks a single segment's offset up by its number in the (one-item) list it is given.
-        segments = [
-            (data, index[k]) for data, k in fh.read_segments(
-                [self._offsets[i] for i in index], [self._counts[i] for i in index], lock=fh.lock, sort=True,
-            )
-        ]
+        offsets, counts = [self._offsets[i] for i in index], [self._counts[i] for i in index]
+        if self._ranges is not None:
+            segments = self._fetch_ahead(index, y0, y1, x0, x1)
+        else:
+            fh = self._tif.filehandle
+            # Segment numbers are mapped back here, not passed as ``indices``: tifffile 2025.6 and older
+            # looks a single segment's offset up by its number in the (one-item) list it is given.
+            segments = [
+                (data, index[k]) for data, k in fh.read_segments(offsets, counts, lock=fh.lock, sort=True)
+            ]
 
         def place(item: tuple[bytes | None, int]) -> None:
             data, k = item

@@ -1,0 +1,260 @@
+"""Where an output lives: a local path, or a URL on an object store (``s3://bucket/scan.zarr``).
+
+:func:`as_location` turns what the user gave into a :class:`~pathlib.Path` (everything local is
+handled as before) or a :class:`RemoteLocation`, which offers what the sink, the lock and the
+output-safety rules need there:
+
+- a zarr store for the group (zarr's ``FsspecStore`` over s3fs, wrapped in :class:`~tiler.sources.remote.RetryStore`:
+  transient failures retried with backoff and counted, each request counted);
+- ``exists``, ``is_tiler_output``, ``describe`` (what is there, for the refusals) and ``remove``;
+- the owner record ``scan.zarr.owner.json`` beside the group (:class:`ObjectRecord`), with S3
+  conditional writes: created with ``If-None-Match: *`` (of runs racing to create it exactly one
+  succeeds), renewed with ``If-Match`` on its own ETag, and removed with a ``DELETE`` conditional
+  on the ETag that was judged stale, so a record another run wrote meanwhile is never deleted.
+
+Object stores need no fsync: a PUT that returned is durable and S3 reads are strongly consistent,
+so ``complete`` (one PUT of ``zarr.json``, after every chunk PUT returned) is never seen before
+the data it vouches for.
+
+May import: errors, sources (the URL helpers of :mod:`tiler.sources.remote`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import OutputError
+from ..sources.remote import COUNTERS, RetryStore, filesystem, is_url, scheme, with_retries
+
+#: The owner record's suffix (as :data:`tiler.store.ownership.OWNER_SUFFIX`).
+_OWNER_SUFFIX = ".owner.json"
+
+
+def as_location(out: Any) -> Path | RemoteLocation:
+    """A local :class:`Path`, or a :class:`RemoteLocation` for an ``s3://`` URL.
+
+    Read-only schemes (``https://``) and object stores without a conditional write that tiler
+    uses (``gs://``: not wired yet) are refused in one line.
+    """
+    if isinstance(out, RemoteLocation):
+        return out
+    if not is_url(out):
+        return Path(out)
+    kind = scheme(out)
+    if kind in ("http", "https"):
+        raise OutputError(f"{out}: {kind}:// is read-only; write the output to a local path or s3://")
+    if kind != "s3":
+        raise OutputError(f"{out}: outputs on {kind}:// are not supported (the one-writer record needs S3's "
+                          "conditional writes); write to s3:// or a local path")
+    return RemoteLocation(out)
+
+
+class RemoteLocation:
+    """An output group at ``url`` on S3 (``s3://bucket/prefix/scan.zarr``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.fs, self.path = filesystem(self.url)
+        self.path = self.path.rstrip("/")
+        self.name = self.path.rsplit("/", 1)[-1]
+        self.bucket = self.path.split("/", 1)[0]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def __repr__(self) -> str:
+        return f"RemoteLocation({self.url!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteLocation) and other.url == self.url
+
+    def __hash__(self) -> int:
+        return hash(self.url)
+
+    def resolve(self) -> RemoteLocation:
+        return self
+
+    def check_bucket(self) -> None:
+        """Raise a one-line :class:`OutputError` unless the bucket exists and can be listed."""
+        try:
+            with_retries(lambda: self.fs.ls(self.bucket, refresh=True), self.url, writing=True, error=OutputError)
+        except OutputError as exc:
+            if "does not exist" in str(exc) or "no such" in str(exc).lower():
+                raise OutputError(f"{self.url}: the bucket {self.bucket!r} does not exist") from None
+            raise
+        COUNTERS.add(requests=1)
+
+    def _get(self, key: str) -> bytes | None:
+        """The object ``key`` below the group (None if missing)."""
+        def call() -> bytes | None:
+            try:
+                return bytes(self.fs.cat_file(f"{self.path}/{key}"))
+            except FileNotFoundError:
+                return None
+
+        COUNTERS.add(requests=1)
+        return with_retries(call, self.url, writing=True, error=OutputError)
+
+    def exists(self) -> bool:
+        """Whether anything is stored at the group's prefix (or an object of that very name)."""
+        def call() -> bool:
+            self.fs.invalidate_cache(self.path)
+            return bool(self.fs.exists(self.path))
+
+        COUNTERS.add(requests=1)
+        return with_retries(call, self.url, writing=True, error=OutputError)
+
+    def attributes(self) -> dict[str, Any] | None:
+        """The group's attributes, or None where there is no readable zarr v3 group."""
+        data = self._get("zarr.json")
+        try:
+            meta = json.loads(data) if data is not None else None
+        except ValueError:
+            return None
+        return meta.get("attributes", {}) if isinstance(meta, dict) else None
+
+    def is_tiler_output(self) -> bool:
+        attrs = self.attributes()
+        return attrs is not None and "tiler" in attrs
+
+    def describe(self) -> str:
+        """What is at the location, for refusals: a foreign zarr group, an object, a prefix."""
+        if self.attributes() is not None or self._get(".zgroup") is not None:
+            return "a zarr group that tiler did not write (no 'tiler' run record)"
+        if with_retries(lambda: self.fs.isfile(self.path), self.url, writing=True, error=OutputError):
+            return "an object, not a tiler output"
+        return "a prefix holding other objects, not a tiler output"
+
+    def remove(self) -> None:
+        """Delete every object below the group's prefix (only after :meth:`is_tiler_output`)."""
+        def call() -> None:
+            # the keys below "prefix/" only: never a neighbour sharing the name's start
+            # ("scan.zarr2/...", the owner record "scan.zarr.owner.json")
+            keys = [k for k in self.fs.find(self.path + "/") if k.startswith(self.path + "/")]
+            if keys:
+                self.fs.rm(keys)
+            self.fs.invalidate_cache(self.path)
+
+        with_retries(call, self.url, writing=True, error=OutputError)
+
+    def zarr_store(self, *, read_only: bool = False) -> RetryStore:
+        """A zarr store over the group's prefix (asynchronous s3fs, retried and counted)."""
+        from zarr.storage import FsspecStore
+
+        fs, _ = filesystem(self.url, asynchronous=True)
+        _close_at_exit(fs)
+        return RetryStore(FsspecStore(fs, read_only=read_only, path=self.path), url=self.url, error=OutputError)
+
+    def owner_record(self) -> ObjectRecord:
+        return ObjectRecord(self)
+
+
+_OPEN: dict[int, Any] = {}
+
+
+def _close_at_exit(fs: Any) -> None:
+    """Close the HTTP session of an asynchronous s3fs (used on zarr's event loop) when the process
+    ends: s3fs closes only the sessions of its synchronous instances (else "Unclosed client
+    session" is printed at exit)."""
+    if not _OPEN:
+        import atexit
+
+        atexit.register(_close_sessions)  # runs before zarr's own handler stops its loop
+    _OPEN[id(fs)] = fs
+
+
+def _close_sessions() -> None:
+    from zarr.core.sync import sync
+
+    for fs in list(_OPEN.values()):
+        client = getattr(fs, "_s3", None)
+        if client is not None:
+            try:
+                sync(client.close())
+            except (RuntimeError, OSError, AttributeError):
+                pass  # the loop is already gone: nothing left to close
+    _OPEN.clear()
+
+
+class ObjectRecord:
+    """The owner record of a :class:`RemoteLocation` as an S3 object, written conditionally
+    (the same operations as :class:`tiler.store.ownership.RecordFile`: create exclusively, read,
+    replace, remove if unchanged, age)."""
+
+    def __init__(self, location: RemoteLocation) -> None:
+        self.location = location
+        self.url = location.url + _OWNER_SUFFIX
+        self.bucket, self.key = (location.path + _OWNER_SUFFIX).split("/", 1)
+        self._etag: str | None = None  # of the record as this process last wrote or read it
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        COUNTERS.add(requests=1)
+        return with_retries(lambda: self.location.fs.call_s3(method, Bucket=self.bucket, Key=self.key, **kwargs),
+                            self.url, writing=True, error=OutputError)
+
+    def create(self, data: bytes) -> bool:
+        """PUT with ``If-None-Match: *``: True if this call created the record."""
+        try:
+            out = self._call("put_object", Body=data, IfNoneMatch="*")
+        except OutputError as exc:
+            if "PreconditionFailed" in str(exc) or "At least one of the pre-conditions" in str(exc) or (
+                    isinstance(exc.__context__, FileExistsError)):
+                return False
+            raise
+        self._etag = out.get("ETag")
+        return True
+
+    def _head(self) -> tuple[bytes, str, float] | None:
+        """``(data, etag, modified)`` of the record in one GET, or None if there is none."""
+        from fsspec.asyn import sync
+
+        fs = self.location.fs
+
+        async def get() -> tuple[bytes, str, float] | None:
+            try:
+                out = await fs._call_s3("get_object", Bucket=self.bucket, Key=self.key)
+            except FileNotFoundError:
+                return None
+            async with out["Body"] as stream:
+                data = bytes(await stream.read())
+            modified = out.get("LastModified")
+            return data, str(out.get("ETag", "")), modified.timestamp() if modified is not None else time.time()
+
+        COUNTERS.add(requests=1)
+        return with_retries(lambda: sync(fs.loop, get), self.url, writing=True, error=OutputError)
+
+    def read(self) -> bytes | None:
+        got = self._head()
+        if got is None:
+            return None
+        self._etag = got[1]
+        return got[0]
+
+    def age(self) -> float:
+        got = self._head()
+        return float("inf") if got is None else max(0.0, time.time() - got[2])
+
+    def replace(self, data: bytes) -> None:
+        """PUT conditional on the ETag this process last saw (a heartbeat of its own record)."""
+        extra = {"IfMatch": self._etag} if self._etag else {}
+        out = self._call("put_object", Body=data, **extra)
+        self._etag = out.get("ETag")
+
+    def remove_if(self, data: bytes) -> bool:
+        """DELETE the record if it still holds ``data`` (conditional on its ETag): True if removed."""
+        got = self._head()
+        if got is None or got[0] != data:
+            return False
+        try:
+            self._call("delete_object", IfMatch=got[1])
+        except OutputError as exc:
+            if "PreconditionFailed" in str(exc) or "pre-conditions" in str(exc):
+                return False  # rewritten meanwhile by another run: not ours to delete
+            raise
+        return True
+
+
+__all__ = ["ObjectRecord", "RemoteLocation", "as_location"]
