@@ -38,6 +38,7 @@ SKIPS: tuple[tuple[str, str], ...] = (
     (r"--provider (cuda|tensorrt)|--device cuda|--precision fp16", "GPU only"),
     (r"--scheduler |^(CUDA_VISIBLE_DEVICES=\S+ )?dask ", "needs an external dask cluster"),
     (r"--workers ", "starts a local dask cluster (30 s here): tests/test_distributed.py runs one"),
+    (r"(s3|gs|https)://", "an object store or web server: tests/test_object_store.py runs these on a local S3"),
 )
 
 SCAN_SHAPE = (256, 320)
