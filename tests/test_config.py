@@ -42,7 +42,8 @@ def _every_keyword() -> dict[str, object]:
         "output": "probs", "dtype": "float32", "fill": 0.5, "chunk": 64, "block_height": 64,
         "block_width": 128, "prefetch": 1, "stitch_threads": 1,
         # reading, masks, model
-        "level": 0, "mpp": None, "series": None, "plane": None, "channels": (2, 1, 0), "tissue": "none", "roi": roi,
+        "level": 0, "mpp": None, "series": None, "plane": None, "channels": (2, 1, 0), "reader": "tifffile",
+        "tissue": "none", "roi": roi,
         "device": "cpu", "precision": "fp32", "provider": "auto", "trust_model": False, "compile": False,
         "overrides": {"scale": 1 / 255},
     }

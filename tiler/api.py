@@ -44,7 +44,7 @@ def predict(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None,  # sources.ReadOptions
+    channels: Any = None, reader: str | None = "auto",  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> np.ndarray:
@@ -91,7 +91,8 @@ def predict(
     check_keywords("tiler.predict", settings, keyword_names(predict) | set(SETTING_KEYWORDS))
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
     job_settings = _settings(settings, block_width=None)  # in memory: one block column
-    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
+    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
+                         reader=reader)) as source:
         job, _masks = _make_job(image, source, model, options, job_settings, tissue=tissue, roi=roi)
         h, w, _ = source.shape
         out = np.zeros(job.output.shape(h, w), job.output.store_dtype)  # lazily zeroed by the kernel
@@ -161,7 +162,7 @@ def run(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None,  # sources.ReadOptions
+    channels: Any = None, reader: str | None = "auto",  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> RunResult:
@@ -209,7 +210,8 @@ def run(
     if resume not in (False, True, "force"):
         raise SettingsError(f"resume must be True, False or 'force', got {resume!r}")
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
-    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)) as source:
+    with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
+                         reader=reader)) as source:
         t0 = time.perf_counter()
         out_path, target = _output_path(image, source, out, overwrite=overwrite, resume=resume)
         job, masks = _make_job(image, source, model, options, _settings(settings), tissue=tissue, roi=roi,

@@ -127,7 +127,7 @@ class ModelOptions:
 SETTING_KEYWORDS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
 #: How the input is read: which pixels the model sees (pyramid level, resampling, the series of a
 #: multi-series file, the plane of a stack, the channels and their order).
-READ_KEYWORDS: tuple[str, ...] = ("level", "mpp", "series", "plane", "channels")
+READ_KEYWORDS: tuple[str, ...] = ("level", "mpp", "series", "plane", "channels", "reader")
 #: Which tiles are computed at all (the rest get ``fill``).
 MASK_KEYWORDS: tuple[str, ...] = ("tissue", "roi")
 #: How the model is loaded and run.

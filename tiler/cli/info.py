@@ -30,7 +30,8 @@ def main(args: argparse.Namespace) -> int:
     from ..sources import open_source
 
     try:
-        src = open_source(args.input, series=args.series, plane=args.plane, channels=args.channels)
+        src = open_source(args.input, series=args.series, plane=args.plane, channels=args.channels,
+                          reader=args.reader)
     except InputError:
         listing = _series_listing(args.input)
         if listing:  # say what is there before the error explains what could not be read
@@ -42,6 +43,10 @@ def main(args: argparse.Namespace) -> int:
         src.close()
 
 
+def _default_reader(fmt: str) -> str:
+    return {"png": "imagecodecs", "jpeg": "imagecodecs", "zarr": "zarr", "ome-zarr": "zarr"}.get(fmt, "tifffile")
+
+
 def _describe(src, args: argparse.Namespace) -> int:
     from ..plan.lattice import TilePlan
 
@@ -49,7 +54,7 @@ def _describe(src, args: argparse.Namespace) -> int:
     info = src.info
     lines = [
         f"{src.name}",
-        f"  format       {info.format}",
+        f"  format       {info.format} (read with {info.extra.get('reader', _default_reader(info.format))})",
         f"  shape        {h} x {w} x {c} (height x width x channels), {src.dtype}",
         f"  megapixels   {h * w / 1e6:.1f}",
     ]
@@ -58,6 +63,11 @@ def _describe(src, args: argparse.Namespace) -> int:
         lines.extend(f"    {line}" for line in info.series_list)
     elif info.series_name:
         lines.append(f"  reading      {info.series_name}")
+    if info.extra.get("bands"):
+        lines.append(f"  bands        {', '.join(str(b) or '-' for b in info.extra['bands'])}")
+    if getattr(src, "masked", False):
+        value = f"value {info.nodata:g}" if info.nodata is not None else str(info.extra.get("mask", "a mask"))
+        lines.append(f"  nodata       {value}: tiles all nodata are skipped, nodata pixels get --fill")
     if "axes" in info.extra:
         lines.append(f"  axes         {', '.join(info.extra['axes'])}")
     photometric = {"palette": "palette (expanded through its colour map to RGB)",

@@ -101,7 +101,13 @@ def add_read_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--plane", metavar="z=K[,t=J]",
                    help="one plane of a Z stack, time series or multi-page file (axes as tiler info shows)")
     g.add_argument("--channels", metavar="0,1,2",
-                   help="input channels to use, in this order (select or reorder bands, drop alpha)")
+                   help="input channels to use, in this order (select or reorder bands, drop alpha); "
+                        "band names work too: GDAL band descriptions, a STAC item's assets (B04,B03,B02)")
+    from ..sources import reader_choices
+
+    g.add_argument("--reader", choices=reader_choices(), default="auto",
+                   help="library that opens the file: auto (TIFF: tifffile; .jp2 .vrt .ntf .hdf, GeoTIFFs "
+                        "tifffile cannot read and STAC items: rasterio/GDAL), or one by name")
 
 
 def add_slide_options(p: argparse.ArgumentParser) -> None:

@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,
             pyramid_levels=args.pyramid_levels, preview=args.preview,
             level=args.level, mpp=args.mpp, series=args.series, plane=args.plane, channels=args.channels,
-            tissue=args.tissue, roi=args.roi, fill=args.fill,
+            reader=args.reader, tissue=args.tissue, roi=args.roi, fill=args.fill,
         )
     finally:
         if client is not None:

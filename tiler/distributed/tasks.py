@@ -192,7 +192,7 @@ def predict_dask(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None,  # sources.ReadOptions
+    channels: Any = None, reader: str | None = "auto",  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> Any:
@@ -233,7 +233,8 @@ def predict_dask(
     check_keywords("tiler.predict_dask", settings, keyword_names(predict_dask) | set(SETTING_KEYWORDS))
     if block < 1:
         raise SettingsError(f"block {block} must be a positive number of pixels")
-    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels)
+    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
+                         reader=reader)
     base = Settings(**{"block_height": block, "block_width": block,
                        **{k: v for k, v in settings.items() if v is not None}})
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)

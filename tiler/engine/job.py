@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import ModelOptions, Settings
 from ..errors import ModelError
+from ..masks.nodata import valid_pixels
 from ..masks.skip import build_skip, skip_predicate
 from ..masks.tissue import Mask
 from ..plan import windows
@@ -75,6 +76,9 @@ class Job:
     skip: Callable[[int, int], bool] | None = None
     #: Tiles per model call after an out-of-memory error halved it (None: the batch size).
     model_batch: int | None = None
+    #: ``valid(y0, y1, x0, x1) -> (h, w) bool`` where the input has nodata (False pixels get
+    #: ``fill``; :func:`tiler.masks.nodata.valid_pixels`), else None.
+    valid: Callable[[int, int, int, int], np.ndarray] | None = None
 
     @classmethod
     def create(
@@ -115,7 +119,7 @@ class Job:
             (h, w), chunk=settings.chunk, block_height=settings.block_height,
             block_width=settings.block_width,
         )
-        return cls(source, runner, settings, plan, partition, window, output, skip)
+        return cls(source, runner, settings, plan, partition, window, output, skip, valid=valid_pixels(source))
 
     def tiles_in(self, block: Block) -> int:
         rows, cols = self.plan.tiles_touching(block)

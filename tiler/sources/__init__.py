@@ -17,13 +17,14 @@ from __future__ import annotations
 from ._array import ArraySource
 from ._base import ReadOptions, Source, SourceInfo
 from ._levels import choose_level, level_mpps, open_at
-from ._open import ChannelSource, OmeZarrSource, open_source
+from ._open import READERS, ChannelSource, OmeZarrSource, open_source, reader_choices
 from ._resample import ResampledSource
 
 __all__ = [
     "ArraySource",
     "ChannelSource",
     "OmeZarrSource",
+    "READERS",
     "ReadOptions",
     "ResampledSource",
     "Source",
@@ -32,4 +33,5 @@ __all__ = [
     "level_mpps",
     "open_at",
     "open_source",
+    "reader_choices",
 ]

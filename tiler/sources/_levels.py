@@ -39,17 +39,18 @@ def choose_level(info: SourceInfo, mpp: float, *, name: str = "input") -> int:
 
 def open_at(
     image: Any, *, level: int | None = None, mpp: float | None = None, series: int | None = None,
-    plane: Any = None, channels: Any = None,
+    plane: Any = None, channels: Any = None, reader: str | None = "auto",
 ) -> Source:
     """Open ``image`` at pyramid ``level``, or at pixel size ``mpp`` µm (level + resampling).
 
     With ``mpp`` the nearest level at least as fine is read and resampled by ``mpp / level_mpp``
     (area averaging, :class:`ResampledSource`) unless it is within 1 % already; the source's
     ``info.mpp`` is then the pixel size of the image the model sees. ``series``, ``plane`` and
-    ``channels`` choose the image, plane and channels (see :class:`~tiler.sources.ReadOptions`);
-    the returned source's ``info.read`` records all of them, to reopen it the same way elsewhere.
+    ``channels`` choose the image, plane and channels, ``reader`` the opening library (see
+    :class:`~tiler.sources.ReadOptions`); the returned source's ``info.read`` records all of
+    them, to reopen it the same way elsewhere.
     """
-    options = ReadOptions.of(level=level, mpp=mpp, series=series, plane=plane, channels=channels)
+    options = ReadOptions.of(level=level, mpp=mpp, series=series, plane=plane, channels=channels, reader=reader)
     source = _open_at(image, options)
     if source is not image and isinstance(getattr(source, "info", None), SourceInfo):
         source.info = replace(source.info, read=options)
@@ -58,7 +59,8 @@ def open_at(
 
 def _open_at(image: Any, options: ReadOptions) -> Source:
     level, mpp = options.level, options.mpp
-    what: dict[str, Any] = {"series": options.series, "plane": options.plane, "channels": options.channels}
+    what: dict[str, Any] = {"series": options.series, "plane": options.plane, "channels": options.channels,
+                            "reader": options.reader}
     if level is not None and mpp is not None:
         raise SettingsError("--level and --mpp both choose the resolution; give one of them")
     if level is not None and level < 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -204,11 +205,22 @@ class ChannelSource:
         info = source.info
         read = info.read or ReadOptions()
         before = read.channels
+        names = info.extra.get("bands")
+        extra = info.extra | ({"bands": [names[k] for k in channels]} if names and len(names) == c else {})
         self.info = replace(
-            info, alpha=False,
+            info, alpha=False, extra=extra,
             read=replace(read, channels=tuple(before[k] for k in channels) if before else self.channels),
         )
         self._identity = self.channels == tuple(range(c))
+        #: The source's nodata mask applies to every channel (see :mod:`tiler.sources.raster`).
+        self.masked = bool(getattr(source, "masked", False))
+
+    def valid_mask(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """(h, w) bool: where the source has data (its ``valid_mask``; all True if it has none)."""
+        if not self.masked:
+            return np.ones((y1 - y0, x1 - x0), bool)
+        mask: np.ndarray = self.source.valid_mask(y0, y1, x0, x1)  # type: ignore[attr-defined]
+        return mask
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         region = self.source.read(y0, y1, x0, x1)
@@ -220,27 +232,94 @@ class ChannelSource:
             close()
 
 
+#: ``opener(path, level=, series=, plane=, palette=) -> Source`` of one reading library.
+Opener = Callable[..., Source]
+
+
+def _open_tifffile(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                   palette: str = "rgb") -> Source:
+    from .tiff.reader import TiffSource
+
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head not in _TIFF_MAGIC:
+        raise InputError(f"{path}: --reader tifffile reads TIFF files; this file starts with {head!r}")
+    return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
+
+
+def _open_rasterio(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                   palette: str = "rgb") -> Source:
+    from .raster import RasterioSource, check_plain
+
+    check_plain(path, series=series, plane=plane)
+    return RasterioSource(path, level=level)
+
+
+#: ``--reader NAME`` -> how a file is opened; ``auto`` chooses by content and name ending.
+READERS: dict[str, Opener] = {"tifffile": _open_tifffile, "rasterio": _open_rasterio}
+
+
+def reader_choices() -> tuple[str, ...]:
+    """The values ``--reader`` accepts: ``auto`` and every name of :data:`READERS`."""
+    return ("auto", *READERS)
+
+
 def open_source(
     image: Any, *, level: int = 0, series: int | None = None, plane: Any = (), channels: Any = None,
-    palette: str = "rgb",
+    palette: str = "rgb", reader: str | None = "auto",
 ) -> Source:
-    """Open ``image``: a path (TIFF family, zarr, PNG, JPEG), an array-like or a Source.
+    """Open ``image``: a path (TIFF family, GDAL rasters, zarr, PNG, JPEG), an array-like or a Source.
 
     ``series`` chooses the image of a multi-series TIFF, ``plane`` (``"z=3"`` or pairs) one plane
     of a stack, ``channels`` (``"0,1,2"`` or ints) the input channels (see :class:`ReadOptions`);
-    ``palette="index"`` reads a palette TIFF's indices instead of its colours (masks).
+    ``palette="index"`` reads a palette TIFF's indices instead of its colours (masks); ``reader``
+    names the library that opens a file (:data:`READERS`; ``auto``: TIFF with tifffile, ``.jp2``,
+    ``.vrt``, ``.ntf``, ``.hdf`` and GeoTIFFs tifffile cannot read with rasterio).
     Raises :class:`~tiler.errors.InputError` naming the file for anything unreadable.
     """
-    options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels)
-    source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette)
+    options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels, reader=reader)
+    if options.reader != "auto" and options.reader not in READERS:
+        raise SettingsError(f"--reader {options.reader!r} is not known; choose one of {', '.join(reader_choices())}")
+    if isinstance(image, (str, os.PathLike)) and Path(image).suffix.lower() == ".json" and options.reader == "auto":
+        from .stack import is_stac_item, open_stac
+
+        if Path(image).is_file() and is_stac_item(Path(image)):
+            if options.series is not None or options.plane:
+                raise SettingsError(f"{image}: --series and --plane are for TIFF and OME-Zarr inputs")
+            return open_stac(image, level=level, channels=options.channels)  # --channels picks the assets
+    source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette,
+                         reader=options.reader)
     if options.channels is not None:
-        source = ChannelSource(source, options.channels)
+        source = ChannelSource(source, _channel_numbers(source, options.channels))
     return source
 
 
+def _channel_numbers(source: Source, channels: tuple[int | str, ...]) -> tuple[int, ...]:
+    """``--channels`` as numbers: band names (``info.extra["bands"]``: GDAL band descriptions) looked up."""
+    names = [str(n) for n in (source.info.extra.get("bands") or [])]
+    out = []
+    for c in channels:
+        if isinstance(c, int):
+            out.append(c)
+        elif c in names:
+            out.append(names.index(c))
+        else:
+            known = f"its bands are {', '.join(names)}" if names else "it has no band names; give numbers"
+            raise SettingsError(f"{source.name}: --channels {c!r}: no band of that name ({known})")
+    return tuple(out)
+
+
 def _open_plain(
-    image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb"
+    image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb",
+    reader: str = "auto",
 ) -> Source:
+    if reader != "auto":
+        if not isinstance(image, (str, os.PathLike)):
+            raise SettingsError(f"--reader {reader} opens files; the input is not a file")
+        path = Path(image)
+        if not path.is_file():
+            raise InputNotFoundError(f"{path}: no such file" + (" (a directory)" if path.is_dir() else ""))
+        return READERS[reader](path, level=level, series=series, plane=plane, palette=palette)
     if series is not None and not isinstance(image, (str, os.PathLike)):
         raise SettingsError("--series chooses an image inside a TIFF file; the input is not a file")
     if isinstance(image, (str, os.PathLike)):
@@ -255,17 +334,31 @@ def _open_plain(
             head = fh.read(8)
         if not head:
             raise InputError(f"{path}: file is empty (0 bytes)")
+        from .raster import RASTER_SUFFIXES, is_gdal_raster
+
+        if path.suffix.lower() in RASTER_SUFFIXES:
+            return _open_rasterio(path, level=level, series=series, plane=plane)
         if head[:4] in _TIFF_MAGIC:
             from .tiff.reader import TiffSource
 
-            return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
+            try:
+                tiff = TiffSource(path, level=level, series=series, plane=plane, palette=palette)
+            except InputError as exc:
+                # a GeoTIFF tifffile cannot read (a codec or layout it lacks): GDAL's turn
+                if "truncated" in str(exc) or series is not None or plane or not is_gdal_raster(path):
+                    raise
+                return _open_rasterio(path, level=level, series=series, plane=plane)
+            if tiff.info.nodata is None or palette != "rgb" or series is not None or plane:
+                return tiff
+            tiff.close()  # a GeoTIFF with a nodata value: GDAL honours it (masks, skipped tiles)
+            return _open_rasterio(path, level=level, series=series, plane=plane)
         if series is not None or plane:
             raise SettingsError(f"{path}: --series and --plane are for TIFF and OME-Zarr inputs")
         if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
             return _open_small_image(path)
         raise InputError(
-            f"{path}: not an image tiler can read (expected TIFF, PNG, JPEG or zarr; "
-            f"file starts with {head[:4]!r})"
+            f"{path}: not an image tiler can read (expected TIFF, PNG, JPEG, zarr, a GDAL raster "
+            f"(.jp2, .vrt, ...) or a STAC item; file starts with {head[:4]!r})"
         )
     if plane:
         raise SettingsError("--plane needs named axes (TIFF, OME-Zarr); an array is read as (H, W[, C])")

@@ -79,7 +79,8 @@ def read_record(info: Any) -> dict[str, Any]:
     read = getattr(info, "read", None)
     return {"series": info.series or None,
             "plane": {a.lower(): i for a, i in read.plane} if read is not None and read.plane else None,
-            "channels": list(read.channels) if read is not None and read.channels is not None else None}
+            "channels": list(read.channels) if read is not None and read.channels is not None else None,
+            "reader": read.reader if read is not None and read.reader != "auto" else None}
 
 
 def run_fingerprint(*parts: Any) -> str:
@@ -102,6 +103,8 @@ def run_record(
     record["model"]["fingerprint"] = fingerprint() if callable(fingerprint) else None
     if source.info.georeference is not None:
         record["georeference"] = source.info.georeference.to_attrs()
+    if getattr(source, "masked", False):  # the input's nodata pixels hold the fill value
+        record["nodata"] = {"value": settings.get("fill", 0.0), "input": source.info.nodata}
     record["fingerprint"] = run_fingerprint(record["input"], record["model"]["spec"], record["settings"],
                                              record["model"]["fingerprint"])
     return record
