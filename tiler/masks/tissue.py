@@ -188,7 +188,8 @@ def auto_tissue(image: Any, source: Source) -> Mask:
         if low.info.level != k:  # the same series, plane and channels as the processed source
             read = source.info.read or low.info.read
             same: dict[str, Any] = (
-                {} if read is None else {"series": read.series, "plane": read.plane, "channels": read.channels})
+                {} if read is None else {"series": read.series, "plane": read.plane, "channels": read.channels,
+                                         "reader": read.reader})
             low = opened = open_source(image, level=k, **same)
     lh, lw = low.shape[:2]
     reduce = max(1, int(want * lh / h0))

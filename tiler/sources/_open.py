@@ -304,8 +304,11 @@ def _channel_numbers(source: Source, channels: tuple[int | str, ...]) -> tuple[i
         elif c in names:
             out.append(names.index(c))
         else:
-            known = f"its bands are {', '.join(names)}" if names else "it has no band names; give numbers"
-            raise SettingsError(f"{source.name}: --channels {c!r}: no band of that name ({known})")
+            if not names:
+                raise SettingsError(f"{source.name}: --channels {c!r}: the image has no band names; expected "
+                                    "channel numbers such as 0,1,2")
+            raise SettingsError(f"{source.name}: --channels {c!r}: no band of that name (its bands are "
+                                f"{', '.join(names)})")
     return tuple(out)
 
 
