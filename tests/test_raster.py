@@ -216,3 +216,16 @@ def test_open_at_records_the_reader_for_workers(scene):
     assert source.info.read is not None and source.info.read.reader == "rasterio"
     assert source.shape == (200, 260, 1)
     np.testing.assert_array_equal(source.read(0, 10, 0, 10)[..., 0], scene[1][2, :10, :10])
+
+
+def test_strips_are_read_in_bands_of_whole_strips(tmp_path):
+    data = bands((2, 300, 90), seed=11)
+    path = tmp_path / "strips.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=90, height=300, count=2, dtype="uint16", crs=CRS,
+                       transform=TRANSFORM, blockysize=1) as ds:
+        ds.write(data)
+    source = RasterioSource(path)
+    assert source.info.chunks == (1, 90) and source.chunks == (256, 90)  # 256 one-row strips per read
+    result = tiler.predict(path, FunctionRunner(_double, normalise=False), tile=64, overlap=16, device="cpu",
+                           reader="rasterio")
+    np.testing.assert_allclose(result, data.astype(np.float32) * 2, rtol=1e-6)  # blended: float sums

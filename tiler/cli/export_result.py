@@ -9,7 +9,8 @@ from .options import add_command, add_result_argument, positive_int
 EXAMPLES = """\
 examples:
   $ tiler export-result scan.zarr                       # scan.pred.ome.tif, tiled, with SubIFD levels
-  $ tiler export-result scene.zarr --format geotiff     # scene.pred.tif with the input's geotags
+  $ tiler export-result scene.zarr --format geotiff     # scene.pred.tif: a COG with the input's CRS,
+                                                        # class names as band names, nodata marked
   $ tiler export-result scan.zarr --format png --out scan.png
 """
 

@@ -12,6 +12,8 @@ examples:
   $ tiler info scan.tif
   $ tiler info stack.ome.tif --plane z=3      # one plane of a Z stack
   $ tiler info slide.ome.tif --series 1       # another image of a multi-series file
+  $ tiler info T32TNS.jp2                      # a GDAL raster: reader, bands, nodata, CRS, overviews
+  $ tiler info scene.tif --reader rasterio     # read a TIFF through GDAL instead of tifffile
 """
 
 

@@ -124,7 +124,8 @@ def add_slide_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--roi", metavar="MASK", help="mask image (any resolution, nonzero = inside); "
                    "tiles outside it are skipped")
     g.add_argument("--fill", type=float, default=_DEFAULTS.fill, metavar="V",
-                   help="value stored where tiles were skipped (default 0: background class, p = 0)")
+                   help="value stored where tiles were skipped and at the input's nodata pixels (default "
+                        "0: background class, p = 0; --fill 255 marks nodata in a labels GeoTIFF export)")
 
 
 def float_list(text: str) -> tuple[float, ...]:

@@ -25,6 +25,9 @@ examples:
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster
   $ tiler run big.tif --scheduler tcp://head:8786                  # existing dask cluster
+  $ tiler run T32TNS.jp2 --model s2.onnx --channels 3,2,1 --fill 255 --kind labels  # GDAL; nodata -> 255
+  $ tiler run item.json --channels red,green,blue,B08 --model s2.onnx   # STAC assets on the 10 m grid
+  $ tiler run scene.tif --reader rasterio                          # force GDAL for a TIFF
 """
 
 

@@ -2,10 +2,10 @@
 
 :class:`RasterioSource` is one resolution of a raster as a lazy (H, W, bands) image: level 0 is the
 full resolution, levels 1, 2, ... the raster's overviews (as ``gdalinfo`` lists them). Reads are
-windowed (``DatasetReader.read(window=...)``) and ``chunks`` is the raster's block size, so the
-loader asks for whole blocks. The CRS and transform become a GeoTIFF georeference
-(:func:`tiler.geo.gdal.georeference_from_gdal`) that travels to the output and to
-``tiler export-result --format geotiff``.
+windowed (``DatasetReader.read(window=...)``) and ``chunks`` follows the raster's blocks (whole
+block rows, at least ~256 and at most 1024 rows at a time), so the loader asks for whole blocks.
+The CRS and transform become a GeoTIFF georeference (:func:`tiler.geo.gdal.georeference_from_gdal`)
+that travels to the output and to ``tiler export-result --format geotiff``.
 
 Nodata: when GDAL gives the raster a mask (a nodata value, an internal mask or an alpha band),
 ``masked`` is True and :meth:`RasterioSource.valid_mask` gives the (h, w) bool "has data" mask of a
@@ -19,6 +19,7 @@ May import: errors, geo.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from pathlib import Path
@@ -48,6 +49,17 @@ def rasterio_errors() -> tuple[type[BaseException], ...]:
     except ImportError:  # pragma: no cover - rasterio moved it
         return (RasterioError,)
     return (RasterioError, CPLE_BaseError)
+
+
+def _read_rows(block_height: int) -> int:
+    """Rows per read for a raster with blocks ``block_height`` tall.
+
+    >>> _read_rows(512), _read_rows(1), _read_rows(3), _read_rows(10980)
+    (512, 256, 258, 1024)
+    """
+    if block_height < 64:
+        return block_height * math.ceil(256 / block_height)
+    return min(block_height, 1024)
 
 
 def _open_dataset(path: Path, overview: int | None = None) -> Any:
@@ -111,8 +123,10 @@ class RasterioSource:
             ds.close()
             raise
         self.dtype = np.dtype(ds.dtypes[0])
-        bh, bw = ds.block_shapes[0]
-        self.chunks: tuple[int, int] | None = (int(bh), int(bw))
+        bh, bw = (int(v) for v in ds.block_shapes[0])
+        #: Rows per read: whole blocks, but at least ~256 rows (strips of a few rows) and at most 1024
+        #: (an untiled JPEG 2000 is one block; GDAL's block cache keeps what a later band reuses).
+        self.chunks: tuple[int, int] | None = (_read_rows(bh), bw)
         self._lock = threading.Lock()
         from rasterio.enums import ColorInterp, MaskFlags
 
@@ -130,7 +144,7 @@ class RasterioSource:
         self.info = SourceInfo(
             format=_FORMATS.get(ds.driver, ds.driver.lower()),
             compression=comp.name.lower() if comp is not None else None,
-            chunks=self.chunks, levels=tuple(shapes), extra=extra, level=level, downsample=downsample,
+            chunks=(bh, bw), levels=tuple(shapes), extra=extra, level=level, downsample=downsample,
             georeference=georef.downsampled(downsample) if georef is not None else None,
             alpha=alpha, read=ReadOptions(level=level, reader="rasterio"),
             nodata=float(ds.nodata) if ds.nodata is not None else None,
