@@ -24,7 +24,7 @@ from ..config import Settings
 from ..engine.job import Job
 from ..engine.outputs import OutputSpec
 from ..errors import DeviceWarning
-from ..masks.nodata import valid_pixels
+from ..masks.nodata import ValidPixels
 from ..plan import windows
 from ..plan.box import Box
 from ..plan.lattice import TilePlan, reflect_index
@@ -178,10 +178,11 @@ class JobTemplate:
     partition: Partition
     output: OutputSpec
     skip: Callable[[int, int], bool] | None = None
+    valid: ValidPixels | None = None  # the input's nodata (a small table, see tiler.masks.nodata)
 
     @classmethod
     def of(cls, job: Job) -> JobTemplate:
-        return cls(job.settings, job.plan, job.partition, job.output, job.skip)
+        return cls(job.settings, job.plan, job.partition, job.output, job.skip, job.valid)
 
     def job(self, source: Source, runner: Any, model_key: str) -> Job:
         s = self.settings
@@ -192,7 +193,7 @@ class JobTemplate:
                 window = windows.window_2d(s.window, s.tile, margin=s.margin, sigma_scale=s.sigma_scale)
                 _WINDOWS[key] = window
         job = Job(source, runner, s, self.plan, self.partition, window, self.output, self.skip,
-                  valid=valid_pixels(source))
+                  valid=self.valid)
         job.model_batch = _MODEL_BATCH.get(model_key)
         return job
 

@@ -195,8 +195,9 @@ def run_block(
                         out = stitcher.take(shape, job.output.store_dtype)
                     covered = row.covered
                     if job.valid is not None:  # the input's nodata pixels get the fill value
-                        valid = job.valid(row.y0, row.y1, row.x0, row.x1)
-                        covered = valid if covered is None else covered & valid
+                        valid = job.valid(job.source, row.y0, row.y1, row.x0, row.x1)
+                        if valid is not None:
+                            covered = valid if covered is None else covered & valid
                     data = job.output.convert(row.logits, covered, out)
                     if data is not row.logits:
                         stitcher.recycle(row.logits)

@@ -27,7 +27,6 @@ import numpy as np
 from ..errors import SettingsError
 from ..plan.lattice import TilePlan
 from ..sources import Source
-from .nodata import data_mask
 from .roi import load_roi
 from .tissue import Mask, auto_tissue
 
@@ -80,14 +79,12 @@ def skip_predicate(skip: np.ndarray) -> Callable[[int, int], bool]:
 
 
 def build_skip(
-    plan: TilePlan, image: Any, source: Source, *, tissue: Any = None, roi: Any = None
+    plan: TilePlan, image: Any, source: Source, *, tissue: Any = None, roi: Any = None,
+    extra: list[Mask] | None = None,
 ) -> tuple[np.ndarray | None, list[Mask]]:
-    """The (rows, cols) skip table for ``--tissue`` / ``--roi`` and the input's nodata (None when
-    neither is asked and the input has no nodata)."""
-    masks: list[Mask] = []
-    data = data_mask(source)
-    if data is not None:
-        masks.append(data)
+    """The (rows, cols) skip table for ``--tissue`` / ``--roi`` and ``extra`` masks (the input's
+    nodata: :func:`tiler.masks.nodata.data_mask`); None when there is none of them."""
+    masks: list[Mask] = list(extra or [])
     if tissue not in (None, False, "none", "off"):
         if tissue not in (True, "auto"):
             raise SettingsError(f"--tissue {tissue!r} is not known; use --tissue auto (or --roi MASK)")
