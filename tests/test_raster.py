@@ -229,3 +229,26 @@ def test_strips_are_read_in_bands_of_whole_strips(tmp_path):
     result = tiler.predict(path, FunctionRunner(_double, normalise=False), tile=64, overlap=16, device="cpu",
                            reader="rasterio")
     np.testing.assert_allclose(result, data.astype(np.float32) * 2, rtol=1e-6)  # blended: float sums
+
+
+def test_a_reduced_nodata_mask_never_skips_a_tile_with_one_valid_pixel(tmp_path, monkeypatch):
+    """Large scenes get a block-reduced mask (a block has data where any pixel has): single valid
+    pixels in a sea of nodata still get computed tiles, and their values equal an unmasked run."""
+    from tiler.masks import nodata
+
+    data = np.zeros((1, 260, 300), np.uint16)
+    points = [(3, 5), (131, 177), (259, 299), (200, 31)]
+    for y, x in points:
+        data[0, y, x] = 1000 + y
+    path = write_geotiff(tmp_path / "sparse.tif", data, nodata=0)
+    monkeypatch.setattr(nodata, "MAX_DATA_MASK_PIXELS", 900)  # 260 x 300 -> blocks of 10 x 10
+    mask, valid = nodata.data_mask(open_source(path))
+    assert mask.scale == (10.0, 10.0) and valid.factor == 10
+    model = FunctionRunner(_double, normalise=False)
+    kw = dict(tile=32, overlap=8, device="cpu")
+    got = tiler.predict(path, model, fill=-7.0, **kw)
+    ref = tiler.predict(path, model, reader="tifffile", **kw)
+    for y, x in points:
+        assert got[0, y, x] == ref[0, y, x] == 2 * (1000 + y)
+    keep = data[0] != 0
+    assert (got[0, ~keep] == -7.0).all()
