@@ -252,3 +252,22 @@ def test_a_reduced_nodata_mask_never_skips_a_tile_with_one_valid_pixel(tmp_path,
         assert got[0, y, x] == ref[0, y, x] == 2 * (1000 + y)
     keep = data[0] != 0
     assert (got[0, ~keep] == -7.0).all()
+
+
+@pytest.mark.slow
+def test_worker_processes_reopen_the_raster_with_its_reader_and_nodata(tmp_path, model_file):
+    """Real dask worker processes reopen the scene (reader, band names) and apply its nodata."""
+    from tiler.distributed import cluster
+
+    path, data = _nodata_scene(tmp_path)
+    kw = dict(tile=64, overlap=16, chunk=64, block_width=128, device="cpu", fill=-3.0, reader="rasterio",
+              channels="2,1,0", overrides={"scale": 1 / 4000}, pyramid=False)
+    single = tiler.run(path, model_file, out=tmp_path / "one.zarr", **kw)
+    client = cluster.connect(workers=2)
+    try:
+        multi = tiler.run(path, model_file, out=tmp_path / "two.zarr", client=client, **kw)
+    finally:
+        cluster.close_client(client)
+    one, two = (zarr.open_group(r.path, mode="r")["0"][...] for r in (single, multi))
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-6)
+    assert (two[:, (data == 0).all(axis=0)] == -3.0).all() and multi.skipped >= single.skipped > 0
