@@ -19,6 +19,8 @@ import tiler
 from tiler.models.spec import ModelSpec
 from tiler.results.export import export_result
 from tiler.runners.base import FunctionRunner
+from tiler.sources import open_source
+from tiler.sources.raster import RasterioSource
 
 from ._geo_files import bands, write_geotiff
 
@@ -86,6 +88,9 @@ def test_probabilities_with_nodata_get_an_internal_mask(tmp_path):
         assert ds.nodata is None and all(rasterio.enums.MaskFlags.per_dataset in f for f in ds.mask_flag_enums)
         np.testing.assert_array_equal(ds.dataset_mask() != 0, valid)
         assert (ds.read()[:, ~valid] == 0).all()
+    again = open_source(cog)  # the export as an input: GDAL reads it, with its mask
+    assert isinstance(again, RasterioSource) and again.masked
+    np.testing.assert_array_equal(again.valid_mask(0, 384, 0, 384), valid)
 
 
 def test_labels_with_nodata_get_a_nodata_value_unless_the_fill_is_a_class(tmp_path):

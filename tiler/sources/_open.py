@@ -351,9 +351,10 @@ def _open_plain(
                 if "truncated" in str(exc) or series is not None or plane or not is_gdal_raster(path):
                     raise
                 return _open_rasterio(path, level=level, series=series, plane=plane)
-            if tiff.info.nodata is None or palette != "rgb" or series is not None or plane:
+            nodata = tiff.info.nodata is not None or tiff.info.extra.get("gdal_mask")
+            if not nodata or palette != "rgb" or series is not None or plane:
                 return tiff
-            tiff.close()  # a GeoTIFF with a nodata value: GDAL honours it (masks, skipped tiles)
+            tiff.close()  # a GeoTIFF with a nodata value or mask: GDAL honours it (skipped tiles, fill)
             return _open_rasterio(path, level=level, series=series, plane=plane)
         if series is not None or plane:
             raise SettingsError(f"{path}: --series and --plane are for TIFF and OME-Zarr inputs")

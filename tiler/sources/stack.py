@@ -139,7 +139,8 @@ class StackSource:
                  for b in range(s.shape[2])]
         nodata = {s.info.nodata for s in self.sources}
         self.info = SourceInfo(
-            format="stac", chunks=self.chunks, levels=((h, w),), georeference=self.sources[fine].info.georeference,
+            format="stac", chunks=self.sources[fine].info.chunks, levels=((h, w),),
+            georeference=self.sources[fine].info.georeference,
             extra={"reader": "rasterio (stack)", "bands": names, "crs": crs.pop(),
                    "resolutions": [abs(m[0]) for m in affines]},
             nodata=nodata.pop() if len(nodata) == 1 else None, read=ReadOptions(),

@@ -315,6 +315,11 @@ def _gdal_band_names(page: Any, channels: int) -> list[str] | None:
     return names if any(names) else None
 
 
+def _has_mask(tif: Any) -> bool:
+    """True when a series of the file is a transparency mask (GDAL's internal nodata mask)."""
+    return any(int(s.keyframe.subfiletype) & 4 for s in tif.series)
+
+
 class TiffSource:
     """One pyramid level of one image series of a TIFF file as a lazy (H, W, C) image.
 
@@ -405,7 +410,8 @@ class TiffSource:
             levels=shapes,
             mpp=(base_mpp[0] * downsample[0], base_mpp[1] * downsample[1]) if base_mpp else None,
             extra={"photometric": page.photometric.name.lower(), "tiled": page.is_tiled}
-            | ({"bands": names} if (names := _gdal_band_names(base, layout.channels)) else {}),
+            | ({"bands": names} if (names := _gdal_band_names(base, layout.channels)) else {})
+            | ({"gdal_mask": True} if georef is not None and _has_mask(self._tif) else {}),
             level=level,
             downsample=downsample,
             base_mpp=base_mpp,
