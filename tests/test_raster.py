@@ -271,3 +271,11 @@ def test_worker_processes_reopen_the_raster_with_its_reader_and_nodata(tmp_path,
     one, two = (zarr.open_group(r.path, mode="r")["0"][...] for r in (single, multi))
     np.testing.assert_allclose(two, one, rtol=0, atol=1e-6)
     assert (two[:, (data == 0).all(axis=0)] == -3.0).all() and multi.skipped >= single.skipped > 0
+
+
+def test_without_the_geo_extra_a_gdal_raster_names_the_install(tmp_path, monkeypatch):
+    path = tmp_path / "scene.jp2"
+    path.write_bytes(b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\x00" * 40)
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # import rasterio -> ImportError
+    with pytest.raises(InputError, match=r"scene.jp2: reading it needs rasterio: pip install 'tiler-engine\[geo\]'"):
+        open_source(path)

@@ -72,7 +72,7 @@ def to_cog(result: Any, plain: Path, out: Path, *, tile: int, compression: str |
         from rasterio.shutil import copy as gdal_copy
         from rasterio.windows import Window
     except ImportError:
-        raise OutputError(f"{out}: the GeoTIFF export (a COG) needs rasterio: pip install 'tiler[geo]'") from None
+        raise OutputError(f"{out}: the GeoTIFF export needs rasterio: pip install 'tiler-engine[geo]'") from None
     plan = nodata_plan(result)
     errors = _gdal_errors()
     try:

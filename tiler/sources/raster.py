@@ -66,7 +66,7 @@ def _open_dataset(path: Path, overview: int | None = None) -> Any:
     try:
         import rasterio
     except ImportError:
-        raise InputError(f"{path}: reading it needs rasterio: pip install 'tiler[geo]'") from None
+        raise InputError(f"{path}: reading it needs rasterio: pip install 'tiler-engine[geo]'") from None
     try:
         if overview is None:
             return rasterio.open(path)

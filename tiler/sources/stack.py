@@ -183,9 +183,11 @@ class StackSource:
 def open_stac(path: str | os.PathLike[str], *, level: int = 0,
               channels: tuple[int | str, ...] | None = None) -> StackSource:
     """The STAC item at ``path`` as a :class:`StackSource` of its chosen assets."""
-    import pystac
-
     path = Path(path)
+    try:
+        import pystac
+    except ImportError:
+        raise InputError(f"{path}: STAC items need the geo extra: pip install 'tiler-engine[geo]'") from None
     if level:
         raise InputError(f"{path}: a STAC stack has one resolution level (its finest band); level {level} "
                          "does not exist")
