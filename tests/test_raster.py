@@ -279,3 +279,15 @@ def test_without_the_geo_extra_a_gdal_raster_names_the_install(tmp_path, monkeyp
     monkeypatch.setitem(sys.modules, "rasterio", None)  # import rasterio -> ImportError
     with pytest.raises(InputError, match=r"scene.jp2: reading it needs rasterio: pip install 'tiler-engine\[geo\]'"):
         open_source(path)
+
+
+def test_stats_leave_out_nodata_pixels(tmp_path):
+    from tiler.results.stats import channel_stats
+
+    path, data = _nodata_scene(tmp_path)
+    valid = ~(data == 0).all(axis=0)
+    stats = channel_stats(path, block=128)
+    pixels = data[:, valid].astype(np.float64) / 65535  # uint16 scaled by its range
+    np.testing.assert_allclose(stats.mean, pixels.mean(axis=1), rtol=1e-9)
+    np.testing.assert_allclose(stats.std, pixels.std(axis=1), rtol=1e-9)
+    assert stats.count == int(valid.sum())
