@@ -107,6 +107,7 @@ def test_labels_with_nodata_get_a_nodata_value_unless_the_fill_is_a_class(tmp_pa
         assert ds.nodata is None
 
 
+@pytest.mark.slow
 def test_cli_export_and_existing_file_kept(tmp_path):
     scene = write_geotiff(tmp_path / "cli.tif", bands((3, 256, 256)), block=128)
     out = run(tmp_path, scene, "labels")

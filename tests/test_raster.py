@@ -166,6 +166,7 @@ def test_nodata_tiles_are_skipped_and_pixels_get_fill(tmp_path, output):
     assert record["nodata"] == {"value": fill, "input": 0.0} and "data" in record["input"]["mask"]
 
 
+@pytest.mark.slow
 def test_nodata_fill_is_the_same_on_dask(tmp_path):
     path, data = _nodata_scene(tmp_path)
     model = FunctionRunner(_double, normalise=False)
@@ -198,6 +199,7 @@ def test_multiband_channels_and_per_band_normalisation(tmp_path, dtype):
     np.testing.assert_array_equal(by_name, by_number)
 
 
+@pytest.mark.slow
 def test_cli_info_and_run_with_reader(scene, tmp_path):
     path, _ = scene
     cmd = [sys.executable, "-m", "tiler.cli.main"]
