@@ -66,9 +66,10 @@ def predict(
         tiles (one shape: compiled once; pays off on GPUs and long runs).
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
         :func:`~tiler.sources.open_at`); H, W are then that image's size.
-    series, plane, channels : which image of a multi-series file (default: the largest, never a
-        label/macro image), which plane of a stack (``"z=3"``), which input channels (``"0,1,2"``);
-        see :class:`~tiler.sources.ReadOptions`.
+    series, plane, channels, reader : which image of a multi-series file (default: the largest,
+        never a label/macro image), which plane of a stack (``"z=3"``), which input channels
+        (``"0,1,2"``, or band names: ``"B08,B04"``), which library opens the file (``"auto"``,
+        ``"tifffile"``, ``"rasterio"``); see :class:`~tiler.sources.ReadOptions`.
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
         touching no foreground are not computed; pixels no computed tile covers get ``fill``.
     **settings : the other fields of :class:`~tiler.config.Settings` (output, dtype, chunk, ...);
@@ -191,7 +192,7 @@ def run(
         :mod:`tiler.distributed.tasks`); the input and ``out`` must be at the same path on every worker.
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel; the output has that
         image's size and records its pixel size (OME scale) and georeference.
-    series, plane, channels : as for :func:`predict` (recorded with the input).
+    series, plane, channels, reader : as for :func:`predict` (recorded with the input).
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
         foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
     **settings : fields of :class:`~tiler.config.Settings` (tile, overlap, margin, window,

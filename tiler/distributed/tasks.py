@@ -207,7 +207,7 @@ def predict_dask(
         between blocks repeats about ``tile / block`` of the work (see ``docs-scale.md``);
         ``block_height`` / ``block_width``, if given, replace it along one axis.
     device, precision, provider, trust_model, compile, overrides, level, mpp, series, plane, channels,
-        tissue, roi : as for :func:`tiler.predict` (a path model is loaded by each worker with the
+        reader, tissue, roi : as for :func:`tiler.predict` (a path model is loaded by each worker with the
         same options; a path image is opened by each with the same read options).
     **settings : fields of :class:`~tiler.config.Settings` (tile, overlap, window, output, ...);
         every keyword of :data:`tiler.config.VALUE_KEYWORDS` is accepted, as by :func:`tiler.run`.
@@ -234,7 +234,7 @@ def predict_dask(
     if block < 1:
         raise SettingsError(f"block {block} must be a positive number of pixels")
     source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
-                         reader=reader)
+                     reader=reader)
     base = Settings(**{"block_height": block, "block_width": block,
                        **{k: v for k, v in settings.items() if v is not None}})
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
