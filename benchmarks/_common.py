@@ -113,6 +113,55 @@ def make_unet_checkpoint(path: Path | None = None) -> Path:
     return path
 
 
+def make_zero_cost_models() -> tuple[Path, Path]:
+    """The zero-cost model ``x[:, :2]`` as a TorchScript file and an ONNX file (made once).
+
+    Handed unchanged to ``tiler run`` and to the user's script: the same file on both sides.
+    """
+    import torch
+
+    ts, onnx_path = WORK / "zero_cost.ts", WORK / "zero_cost.onnx"
+    if ts.exists() and onnx_path.exists():
+        return ts, onnx_path
+    WORK.mkdir(parents=True, exist_ok=True)
+    module = ZeroCost().eval()
+    torch.jit.save(torch.jit.script(module), str(ts))
+    axes = {0: "batch", 2: "height", 3: "width"}
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.zeros(1, 3, 64, 64),), str(onnx_path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": axes, "logits": axes})
+    return ts, onnx_path
+
+
+def make_logits_model() -> Path:
+    """A TorchScript 1x1 convolution 3 -> 2 channels (fixed weights): the float32 logits case."""
+    import torch
+
+    path = WORK / "conv1x1.ts"
+    if path.exists():
+        return path
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 2, 1).eval()
+    torch.jit.save(torch.jit.script(conv), str(path))
+    return path
+
+
+try:  # the competitors' environments have torch too; this module must import without it
+    import torch as _torch
+
+    class ZeroCost(_torch.nn.Module):
+        """The zero-cost model as an ``nn.Module``: the first two channels, (N, 3, h, w) -> (N, 2, h, w)."""
+
+        def forward(self, x: _torch.Tensor) -> _torch.Tensor:
+            return x[:, :2]
+except ImportError:  # pragma: no cover
+    pass
+
+
 # --------------------------------------------------------------------------- measurement
 def reset_peak() -> bool:
     """Reset this process's peak RSS (VmHWM) on Linux; False where that is not possible."""
@@ -169,6 +218,36 @@ def report(name: str, timer: Timer, *, megapixels: float, tiles: int, **extra: A
         "peak_mb": timer.peak_mb, "base_mb": timer.base_mb, "cpu_s": timer.cpu_seconds, **extra,
     }
     print("RESULT " + json.dumps(res), flush=True)
+
+
+def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:
+    """Run ``cmd`` as a whole process, as a user runs it: wall seconds from start to exit, and the
+    CPU seconds and peak RSS of that one process (``wait4``), or ``{"error": ...}``."""
+    import signal
+    import tempfile
+
+    full_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | (env or {})
+    with tempfile.TemporaryFile("w+") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=full_env, text=True)
+        deadline = t0 + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                os.kill(proc.pid, signal.SIGKILL)
+                os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                return {"error": f"timed out after {timeout:.0f} s"}
+            time.sleep(0.005)
+        seconds = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            out.seek(0)
+            tail = out.read().strip().splitlines()[-3:]
+            return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
+    return {"seconds": seconds, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mb": usage.ru_maxrss / 1024}
 
 
 def run_case(python: str | Path, script: Path, args: list[str], env: dict[str, str] | None = None,

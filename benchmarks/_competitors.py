@@ -1,9 +1,10 @@
 """The competitors' cases, each run in a subprocess of its own environment (see bench_competitors.py).
 
-Run with ``benchmarks/_work/venv-competitors/bin/python`` (MONAI, pytorch-toolbelt, the user's
-script) or ``benchmarks/_work/venv-tilerpkg/bin/python`` (the PyPI ``tiler`` package, which shares
+Run with ``benchmarks/_work/venv-competitors/bin/python`` (MONAI, pytorch-toolbelt, ONNX Runtime,
+the user's script) or ``benchmarks/_work/venv-tilerpkg/bin/python`` (the PyPI ``tiler`` package, which shares
 our import name). Each case prints one ``RESULT {json}`` line. Written the way each library's own
-documentation shows; every case gets the same channel-last (H, W, 3) image that ours gets.
+documentation shows; every case gets the same channel-last (H, W, 3) image that ours gets, and the
+same model: the same ``nn.Module`` class in memory, the same TorchScript / ONNX file from disk.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import numpy as np  # noqa: E402
 STEP = C.TILE - C.OVERLAP
 
 
-def zero_cost_nchw(x):
-    return x[:, :2]
+def zero_cost_module():
+    """The same ``nn.Module`` tiler.predict gets (benchmarks/_common.py ``ZeroCost``)."""
+    return C.ZeroCost().eval()
 
 
 def _load_unet():
@@ -51,7 +53,7 @@ def monai_memory(size: int) -> None:
     with C.Timer() as t, torch.inference_mode():
         x = torch.from_numpy(image).permute(2, 0, 1)[None]  # (1, 3, H, W) view of the same array
         out = sliding_window_inference(
-            x, (C.TILE, C.TILE), C.BATCH, zero_cost_nchw, overlap=C.OVERLAP / C.TILE, mode="gaussian",
+            x, (C.TILE, C.TILE), C.BATCH, zero_cost_module(), overlap=C.OVERLAP / C.TILE, mode="gaussian",
             sigma_scale=0.125,
         )
         out = out[0].numpy()
@@ -73,8 +75,9 @@ def toolbelt_memory(size: int) -> None:
         merger = tiles_mod.TileMerger(slicer.target_shape, channels=2, weight=slicer.weight)
         tiles = [torch.from_numpy(np.moveaxis(tile, -1, 0).copy()) for tile in slicer.split(image)]
         loader = torch.utils.data.DataLoader(list(zip(tiles, slicer.crops)), batch_size=C.BATCH)
+        model = zero_cost_module()
         for batch, coords in loader:
-            merger.integrate_batch(zero_cost_nchw(batch), coords)
+            merger.integrate_batch(model(batch), coords)
         merged = np.moveaxis(merger.merge().numpy(), 0, -1)
         out = slicer.crop_to_orignal_size(merged)
     C.report(f"pytorch-toolbelt memory {size}x{size}", t, megapixels=size * size / 1e6, tiles=len(slicer.crops),
@@ -82,6 +85,8 @@ def toolbelt_memory(size: int) -> None:
 
 
 def tilerpkg_memory(size: int) -> None:
+    import torch
+
     from tiler import Merger, Tiler
 
     image = C.load_array(size)
@@ -92,8 +97,10 @@ def tilerpkg_memory(size: int) -> None:
                           channel_dimension=2, mode="reflect")
         merger = Merger(tiler_out, window="hann")
         n = 0
+        model = zero_cost_module()
         for batch_id, batch in tiler_in(image, batch_size=C.BATCH):
-            pred = zero_cost_nchw(batch.transpose(0, 3, 1, 2))  # the model sees NCHW
+            with torch.inference_mode():  # the model sees NCHW
+                pred = model(torch.from_numpy(batch.transpose(0, 3, 1, 2))).numpy()
             merger.add_batch(batch_id, C.BATCH, pred.transpose(0, 2, 3, 1))
             n += len(batch)
         out = merger.merge(unpad=True)
@@ -101,7 +108,27 @@ def tilerpkg_memory(size: int) -> None:
              out_shape=list(out.shape))
 
 
-def user_script(height: int, width: int, model: str) -> None:
+def _predictor(model_file: Path):
+    """The model file as MONAI's predictor: TorchScript, an ONNX file (ONNX Runtime, CPU), or the
+    built-in UNet's checkpoint."""
+    import torch
+
+    if model_file.suffix == ".onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+
+        def run(x):
+            return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
+
+        return run
+    if model_file.suffix == ".ts":
+        return torch.jit.load(str(model_file), map_location="cpu").eval()
+    return _load_unet()
+
+
+def user_script(height: int, width: int, model_file: Path) -> None:
     """What a user without tiler writes: read the whole TIFF, MONAI over it, softmax, uint8, zarr."""
     import shutil
 
@@ -113,7 +140,7 @@ def user_script(height: int, width: int, model: str) -> None:
     path = C.WORK / f"jpeg_{height}x{width}.tif"
     out_path = C.WORK / f"user_{height}x{width}.zarr"
     shutil.rmtree(out_path, ignore_errors=True)
-    net = _load_unet() if model == "unet" else zero_cost_nchw
+    net = _predictor(model_file)
     with C.Timer() as t, torch.inference_mode():
         image = tifffile.imread(path)  # (H, W, 3) uint8, whole
         x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
@@ -123,8 +150,8 @@ def user_script(height: int, width: int, model: str) -> None:
         u8 = (probs * 255).round().to(torch.uint8).numpy()
         z = zarr.create_array(out_path, shape=u8.shape, chunks=(u8.shape[0], 1024, 1024), dtype="uint8")
         z[:] = u8
-    C.report(f"tifffile+MONAI+zarr script {model} {height}x{width}", t, megapixels=height * width / 1e6,
-             tiles=_n_tiles(height, width))
+    C.report(f"tifffile+MONAI+zarr script {model_file.name} {height}x{width}", t,
+             megapixels=height * width / 1e6, tiles=_n_tiles(height, width))
     shutil.rmtree(out_path, ignore_errors=True)
 
 
@@ -137,7 +164,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("case", choices=["monai", "toolbelt", "tilerpkg", "user"])
     p.add_argument("--size", type=int, nargs="+", required=True)
-    p.add_argument("--model", default="zero", choices=["zero", "unet"])
+    p.add_argument("--model-file", type=Path, help="user: TorchScript (.ts), ONNX (.onnx) or the UNet checkpoint")
     args = p.parse_args()
     if args.case == "monai":
         monai_memory(args.size[0])
@@ -146,7 +173,7 @@ def main() -> None:
     elif args.case == "tilerpkg":
         tilerpkg_memory(args.size[0])
     else:
-        user_script(args.size[0], args.size[1], args.model)
+        user_script(args.size[0], args.size[1], args.model_file)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 Cases (tile 512, overlap 64, batch 8, gaussian window):
 
-* ``memory``  — ``tiler.predict`` on an 8192 x 8192 x 3 float32 array with a zero-cost model
-  (``x[:, :2]``): the tiling machinery alone.
+* ``memory``  — ``tiler.predict`` on an 8192 x 8192 x 3 float32 array with the zero-cost
+  ``nn.Module`` (``x[:, :2]``), and with a NumPy function as the "engine floor" (no framework call).
 * ``file``    — ``tiler.run`` from a JPEG-tiled 8192 x 16384 TIFF to a zarr of uint8 probabilities,
-  zero-cost model; again at 32768 rows to show that peak memory does not grow with the height.
+  the zero-cost model as a TorchScript file (and the NumPy function as the engine floor); again at
+  32768 rows to show that peak memory does not grow with the height.
 * ``unet``    — the built-in UNet (shipped weights, or a random-init ``UNet(3, 3, 16)``) from a TIFF
   to zarr, against the model alone on the same batches of tiles: three alternating rounds of each,
   best against best (ratio end-to-end / model-only).
@@ -13,7 +14,8 @@ Cases (tile 512, overlap 64, batch 8, gaussian window):
 Each case runs in a fresh process set up as ``tiler run`` sets itself up (freed memory kept:
 ``tiler.malloc.keep_freed_memory``).
 
-Inputs are generated once into ``benchmarks/_work/`` (streamed, tile by tile). Run::
+Inputs are generated once into ``benchmarks/_work/`` (streamed, tile by tile); a single case
+(``--case ... --size ...``) makes the inputs it needs. Run::
 
     python benchmarks/bench_engine.py            # full sizes (a few minutes on 2 cores)
     python benchmarks/bench_engine.py --quick    # small sizes, for a smoke test
@@ -59,25 +61,36 @@ def zero_runner():
 
 
 # ------------------------------------------------------------------------- child cases
-def case_memory(size: int) -> None:
+def case_memory(size: int, model: str = "module") -> None:
+    """``tiler.predict`` on the in-memory array: the zero-cost ``nn.Module`` (what users pass), or
+    the NumPy function (``function``: the engine floor, no framework call)."""
     import tiler
 
+    C.make_array_file(size)
     image = C.load_array(size)
-    runner = zero_runner()
+    runner = zero_runner() if model == "function" else C.ZeroCost().eval()
     with C.Timer() as t:
-        out = tiler.predict(image, runner, tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH)
+        out = tiler.predict(image, runner, tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, device="cpu",
+                            overrides=None if model == "function" else {"scale": 1.0})
     n = _tiles((size, size))
-    C.report(f"tiler memory {size}x{size}", t, megapixels=size * size / 1e6, tiles=n,
+    C.report(f"tiler memory {model} {size}x{size}", t, megapixels=size * size / 1e6, tiles=n,
              out_shape=list(out.shape))
 
 
-def case_file(height: int, width: int, model: str = "zero") -> None:
+def case_file(height: int, width: int, model: str = "ts") -> None:
+    """``tiler.run`` TIFF -> zarr probabilities in this process: the zero-cost TorchScript file
+    (``ts``), the NumPy function (``function``: the engine floor) or the built-in UNet."""
     import tiler
 
-    path = C.WORK / f"jpeg_{height}x{width}.tif"
+    path = C.make_tiff(height, width)
     out = C.WORK / f"out_{height}x{width}.zarr"
     shutil.rmtree(out, ignore_errors=True)
-    runner = zero_runner() if model == "zero" else C.make_unet_checkpoint()
+    if model == "function":
+        runner = zero_runner()
+    elif model == "unet":
+        runner = C.make_unet_checkpoint()
+    else:
+        runner = C.make_zero_cost_models()[0]
     with C.Timer() as t:
         res = tiler.run(path, runner, out=out, overwrite=True, output="probs", device="cpu",
                         tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, **RUN_OPTIONS)
@@ -96,7 +109,7 @@ def case_unet(height: int, width: int) -> None:
     from tiler.runners.factory import load_runner
     from tiler.sources import open_source
 
-    path = C.WORK / f"jpeg_{height}x{width}.tif"
+    path = C.make_tiff(height, width)
     ckpt = C.make_unet_checkpoint()
     out = C.WORK / f"out_unet_{height}x{width}.zarr"
     runner = load_runner(ckpt, device="cpu")
@@ -153,6 +166,8 @@ def prepare(sizes: dict) -> None:
         C.make_tiff(h, w)
     C.make_tiff(*sizes["unet"])
     C.make_unet_checkpoint()
+    C.make_zero_cost_models()
+    C.make_logits_model()
     if time.perf_counter() - t0 > 1:
         print(f"(inputs generated in {time.perf_counter() - t0:.0f} s)", file=sys.stderr)
 
@@ -160,9 +175,13 @@ def prepare(sizes: dict) -> None:
 def engine_cases(sizes: dict) -> list[tuple[str, list[str]]]:
     """(workload key, child arguments) of every engine case."""
     m = sizes["memory"]
-    cases = [("memory", ["--case", "memory", "--size", str(m)])]
+    cases = [("memory", ["--case", "memory", "--size", str(m), "--model", "module"]),
+             ("memory, engine floor (NumPy function)", ["--case", "memory", "--size", str(m), "--model", "function"])]
     for i, (h, w) in enumerate(sizes["file"]):
-        cases.append((f"file{i}", ["--case", "file", "--size", str(h), str(w)]))
+        cases.append((f"file{i}", ["--case", "file", "--size", str(h), str(w), "--model", "ts"]))
+    h, w = sizes["file"][0]
+    cases.append(("file0, engine floor (NumPy function)",
+                  ["--case", "file", "--size", str(h), str(w), "--model", "function"]))
     cases.append(("unet", ["--case", "unet", "--size", *map(str, sizes["unet"])]))
     return cases
 
@@ -178,7 +197,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
     p.add_argument("--case", choices=["memory", "file", "unet"], help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, nargs="+", help=argparse.SUPPRESS)
-    p.add_argument("--model", default="zero", choices=["zero", "unet"], help=argparse.SUPPRESS)
+    p.add_argument("--model", default=None, choices=["module", "function", "ts", "unet"], help=argparse.SUPPRESS)
     p.add_argument("--only", nargs="+", help="run only these workloads (memory file0 file1 unet)")
     args = p.parse_args()
     if args.case:  # a child: set up the process as `tiler run` does (see tiler/malloc.py)
@@ -186,9 +205,9 @@ def main() -> None:
 
         keep_freed_memory()
     if args.case == "memory":
-        return case_memory(args.size[0])
+        return case_memory(args.size[0], model=args.model or "module")
     if args.case == "file":
-        return case_file(*args.size, model=args.model)
+        return case_file(*args.size, model=args.model or "ts")
     if args.case == "unet":
         return case_unet(*args.size)
 

@@ -118,3 +118,44 @@ def write_geotiff(
             tif.write(downsample(img if img.ndim == 3 else img[..., None], 2**k).squeeze(),
                       tile=(64, 64), subfiletype=1,
                       photometric="rgb" if img.ndim == 3 else "minisblack")
+
+
+def _philips_xml(spacings_mm: list[float]) -> str:
+    """The ImageDescription of a Philips TIFF: a DPUfsImport DataObject naming one WSI image and the
+    pixel spacing of every level (what OpenSlide reads levels and mpp from)."""
+    reps = "".join(
+        '<DataObject ObjectType="PixelDataRepresentation">'
+        f'<Attribute Name="DICOM_PIXEL_SPACING" Group="0x0028" Element="0x0030" PMSVR="IDoubleArray">'
+        f'"{s:.6f}" "{s:.6f}"</Attribute>'
+        f'<Attribute Name="PIIM_PIXEL_DATA_REPRESENTATION_NUMBER" Group="0x101D" Element="0x2001" '
+        f'PMSVR="IUInt16">{k}</Attribute></DataObject>'
+        for k, s in enumerate(spacings_mm))
+    return (
+        '<?xml version="1.0" encoding="UTF-8" ?>\n<DataObject ObjectType="DPUfsImport">'
+        '<Attribute Name="PIM_DP_UFS_INTERFACE_VERSION" Group="0x301D" Element="0x1001" PMSVR="IString">3.0'
+        '</Attribute><Attribute Name="PIM_DP_SCANNED_IMAGES" Group="0x301D" Element="0x1003" '
+        'PMSVR="IDataObjectArray"><Array><DataObject ObjectType="DPScannedImage">'
+        f'<Attribute Name="DICOM_PIXEL_SPACING" Group="0x0028" Element="0x0030" PMSVR="IDoubleArray">'
+        f'"{spacings_mm[0]:.6f}" "{spacings_mm[0]:.6f}"</Attribute>'
+        '<Attribute Name="PIM_DP_IMAGE_TYPE" Group="0x301D" Element="0x1004" PMSVR="IString">WSI</Attribute>'
+        '<Attribute Name="PIIM_PIXEL_DATA_REPRESENTATION_SEQUENCE" Group="0x1001" Element="0x8B01" '
+        f'PMSVR="IDataObjectArray"><Array>{reps}</Array></Attribute>'
+        '</DataObject></Array></Attribute></DataObject>')
+
+
+def write_philips(path: Path, img: np.ndarray, *, levels: int = 3, mpp: float = 0.25, tile: int = 64
+                  ) -> list[np.ndarray]:
+    """A Philips-like TIFF: Software ``Philips ...``, the DPUfsImport XML, JPEG tiles, levels halving
+    in reduced-resolution pages stored padded to whole tiles (as the scanners do; the XML's pixel
+    spacings give their true size). Returns the levels' true pixels."""
+    pyramid = [img] + [downsample(img, 2**k) for k in range(1, levels)]
+    xml = _philips_xml([mpp * 2**k / 1000.0 for k in range(levels)])
+    with tifffile.TiffWriter(path) as tif:
+        for k, level in enumerate(pyramid):
+            h, w = level.shape[:2]
+            padded = np.zeros((-(-h // tile) * tile, -(-w // tile) * tile, 3), np.uint8)
+            padded[:h, :w] = level
+            tif.write(padded, tile=(tile, tile), photometric="rgb", compression="jpeg",
+                      compressionargs={"level": 95}, subfiletype=1 if k else 0, software="Philips DP v1.0",
+                      description=xml if k == 0 else f"level={k} mag={40 >> k} quality=95", metadata=None)
+    return pyramid

@@ -20,7 +20,7 @@ PACKAGE = ROOT / "tiler"
 
 #: Units from the bottom up; units in one tuple are one layer (they must still not form a cycle).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "version", "malloc"),
+    ("errors", "version", "malloc", "cores"),
     ("geo",),
     ("sources",),
     ("plan",),

@@ -58,6 +58,49 @@ def test_each_stored_chunk_row_is_read_once() -> None:
     assert (rows == 1).all()
 
 
+@pytest.mark.parametrize("stored", [1, 7, 300])
+def test_sources_stored_in_thin_strips_are_read_in_bands_and_copied_by_slices(stored, monkeypatch) -> None:
+    """A strip TIFF of one row per strip (or a dask array in (1, W) chunks) is read in bands of
+    >= 256 rows aligned to its strips, each row once, and tiles are copied by slices, never by the
+    per-pixel gather meant for images smaller than a tile."""
+    image = smooth_image((900, 300, 3))
+    source = CountingSource(image, chunks=(stored, 300))
+    plan = TilePlan.create((900, 300), tile=128, overlap=32)
+    gathers = []
+    loader = TileLoader(source, plan, range(plan.rows.count), range(plan.cols.count), batch_size=4)
+    monkeypatch.setattr(loader.cache, "get", lambda lo, hi: gathers.append((lo, hi)))
+    tiles = {tuple(ij): t.copy() for b in loader for t, ij in zip(b.tiles, b.index.tolist())}
+    assert len(tiles) == plan.n_tiles and gathers == []
+    rows = np.zeros(900, int)
+    for y0, y1, _, _ in source.reads:
+        assert y0 % stored == 0 and (y1 - y0 >= 256 or y1 == 900)
+        rows[y0:y1] += 1
+    assert (rows == 1).all()
+    reference = TileLoader(ArraySource(image), plan, range(plan.rows.count), range(plan.cols.count), batch_size=4)
+    for b in reference:
+        for t, ij in zip(b.tiles, b.index.tolist()):
+            np.testing.assert_array_equal(tiles[tuple(ij)], t)
+
+
+def test_a_dask_task_window_is_one_band_read_as_views() -> None:
+    """predict_dask's window source: one band, the whole window, and never a row outside it."""
+    from tiler.distributed.worker import WindowSource
+
+    image = smooth_image((600, 400, 3))
+    plan = TilePlan.create((600, 400), tile=128, overlap=32)
+    rows = [i for i in range(plan.rows.count) if 200 <= plan.rows.origin(i) < 400]
+    lo = min(plan.rows.origin(i) for i in rows)
+    hi = max(plan.rows.origin(i) for i in rows) + 128
+    window = WindowSource(image[lo:hi], (lo, 0), image.shape, "window")
+    loader = TileLoader(window, plan, rows, range(plan.cols.count), batch_size=4)
+    got = {tuple(ij): t for b in loader for t, ij in zip(b.tiles, b.index.tolist())}
+    assert list(loader.cache.bands) == [0] and loader.cache.rows_read == hi - lo
+    reference = TileLoader(ArraySource(image), plan, rows, range(plan.cols.count), batch_size=4)
+    for b in reference:
+        for t, ij in zip(b.tiles, b.index.tolist()):
+            np.testing.assert_array_equal(got[tuple(ij)], t)
+
+
 def test_skipped_tiles_are_not_loaded_but_rows_are_reported_done() -> None:
     image = smooth_image((200, 200, 3))
     plan = TilePlan.create((200, 200), tile=64, overlap=16)

@@ -162,42 +162,73 @@ def test_run_builds_pyramid_before_complete(tmp_path, monkeypatch) -> None:
     img = np.random.default_rng(7).integers(0, 256, (300, 200, 3)).astype(np.uint8)
     runner = FunctionRunner(lambda x: x[:, :1] * 4 - 2)
     seen = {}
-    import tiler.store.pyramid as pyramid
+    from tiler.store.sink import ZarrSink
 
-    real = pyramid.build_pyramid
+    real = ZarrSink.set_complete
 
-    def spy(group, **kw):
-        seen["complete_before"] = group.attrs["tiler"]["complete"]
-        return real(group, **kw)
+    def spy(self):
+        g = zarr.open_group(str(self.path), mode="r")
+        seen["levels_before"] = sorted(k for k in g.array_keys() if k.isdigit())
+        seen["datasets_before"] = len(g.attrs["ome"]["multiscales"][0]["datasets"])
+        seen["complete_before"] = g.attrs["tiler"]["complete"]
+        return real(self)
 
-    monkeypatch.setattr(pyramid, "build_pyramid", spy)
+    monkeypatch.setattr(ZarrSink, "set_complete", spy)
     out = tmp_path / "r.zarr"
     tiler.run(img, runner, out=out, tile=64, overlap=16, chunk=64, output="labels", pyramid_levels=3)
     g = zarr.open_group(str(out), mode="r")
-    assert seen["complete_before"] is False and g.attrs["tiler"]["complete"] is True
+    assert seen == {"levels_before": ["0", "1", "2"], "datasets_before": 3, "complete_before": False}
+    assert g.attrs["tiler"]["complete"] is True
     assert [g[k].shape for k in ("0", "1", "2")] == [(300, 200), (150, 100), (75, 50)]
     np.testing.assert_array_equal(g["1"][...], reference_mode(g["0"][...]))
     tiler.run(img, runner, out=tmp_path / "n.zarr", tile=64, overlap=16, chunk=64, pyramid=False)
     assert sorted(zarr.open_group(str(tmp_path / "n.zarr")).array_keys()) == ["0", "progress"]
 
 
+@pytest.mark.parametrize("kind", ["probs", "logits", "labels"])
+def test_the_pyramid_built_while_writing_equals_the_one_built_after(tmp_path, monkeypatch, kind) -> None:
+    """A fresh run reduces level-0 rows as they are written (never reading them back): the same bits
+    as build_pyramid over the finished level 0 — odd sizes, several chunk rows and columns, stitch
+    column parts, five levels down to a few pixels."""
+    import tiler.api
+
+    img = np.random.default_rng(3).integers(0, 256, (331, 457, 3)).astype(np.uint8)
+    runner = FunctionRunner(lambda x: np.concatenate([x[:, :1], 1 - x[:, 1:2], x[:, 2:] * 3], 1))
+    built_after = []
+    real = tiler.api.build_pyramid
+    monkeypatch.setattr(tiler.api, "build_pyramid", lambda g, **kw: built_after.append(kw) or real(g, **kw))
+    out = tmp_path / "stream.zarr"
+    kw = dict(tile=64, overlap=16, chunk=32, output=kind, pyramid_levels=5, stitch_threads=2)
+    tiler.run(img, runner, out=out, **kw)
+    assert built_after == []  # built while writing
+    g = zarr.open_group(str(out), mode="r")
+    ref = zarr.open_group(str(tmp_path / "ref.zarr"), mode="w")
+    base = g["0"]
+    ref.create_array("0", data=base[...], chunks=base.chunks)
+    ref.attrs["ome"] = {}
+    build_pyramid(ref, method="mode" if kind == "labels" else "mean", levels=5)
+    for k in range(1, 5):
+        assert g[str(k)].shape == ref[str(k)].shape and g[str(k)].chunks == ref[str(k)].chunks
+        np.testing.assert_array_equal(g[str(k)][...], ref[str(k)][...])
+    assert g.attrs["ome"]["multiscales"][0]["datasets"] == ref.attrs["ome"]["multiscales"][0]["datasets"]
+    assert g.attrs["tiler"]["complete"] is True
+
+
 def test_interrupted_pyramid_is_finished_by_resume(tmp_path, monkeypatch) -> None:
     img = np.random.default_rng(8).integers(0, 256, (200, 260)).astype(np.uint8)
     runner = FunctionRunner(lambda x: np.concatenate([x, 1 - x], 1))
-    import tiler.store.pyramid as pyramid
+    from tiler.store.pyramid import StreamingPyramid
 
-    real = pyramid.build_pyramid
-
-    def crash(group, **kw):
+    def crash(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pyramid, "build_pyramid", crash)
+    monkeypatch.setattr(StreamingPyramid, "finish", crash)
     out = tmp_path / "r.zarr"
     kw = dict(tile=64, overlap=16, chunk=64, output="probs")
     with pytest.raises(KeyboardInterrupt):
         tiler.run(img, runner, out=out, **kw)
     assert zarr.open_group(str(out), mode="r").attrs["tiler"]["complete"] is False
-    monkeypatch.setattr(pyramid, "build_pyramid", real)
+    monkeypatch.undo()
     result = tiler.run(img, runner, out=out, resume="force", pyramid_levels=2, **kw)
     g = zarr.open_group(str(out), mode="r")
     assert result.tiles == 0 and g.attrs["tiler"]["complete"] is True

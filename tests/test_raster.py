@@ -111,7 +111,8 @@ def test_reader_errors_are_one_line(scene, tmp_path):
         with pytest.raises(InputError) as info:
             open_source(bad)
         assert str(bad) in str(info.value) and "\n" not in str(info.value)
-    with pytest.raises(SettingsError, match="--reader 'gdal' is not known; choose one of auto, tifffile, rasterio"):
+    choices = "auto, tifffile, openslide, wsidicom, rasterio"
+    with pytest.raises(SettingsError, match=f"--reader 'gdal': unknown reader; choose one of {choices}"):
         open_source(path, reader="gdal")
     with pytest.raises(SettingsError, match="bands are its channels"):
         open_source(path, reader="rasterio", plane="z=1")
@@ -165,6 +166,25 @@ def test_nodata_tiles_are_skipped_and_pixels_get_fill(tmp_path, output):
     record = a.attrs["tiler"]
     assert record["nodata"] == {"value": fill, "input": 0.0} and "data" in record["input"]["mask"]
 
+    # one reader registry: auto chose rasterio (nodata), named on info.reader and recorded for resume
+    assert record["input"]["reader"] == "rasterio" and "reader" not in zarr.open_group(plain.path).attrs[
+        "tiler"]["input"]  # tifffile is not recorded (outputs from before readers were named resume)
+
+
+def test_auto_reader_names_the_library_on_info_reader(scene, tmp_path):
+    from tiler.cli.options import READER_CHOICES
+    from tiler.sources import READER_NAMES, READERS
+
+    assert READER_CHOICES == READER_NAMES and "rasterio" in READERS  # --help lists the registry
+    path, _ = scene
+    assert open_source(path).info.reader == "tifffile"  # a plain GeoTIFF: tifffile
+    assert open_source(path, reader="rasterio").info.reader == "rasterio"
+    nodata, _ = _nodata_scene(tmp_path)
+    source = open_source(nodata)
+    assert isinstance(source, RasterioSource) and source.info.reader == "rasterio"
+    assert open_source(nodata, reader="tifffile").info.reader == "tifffile"  # --reader wins
+    assert open_source(nodata, channels="1").info.reader == "rasterio"
+
 
 @pytest.mark.slow
 def test_nodata_fill_is_the_same_on_dask(tmp_path):
@@ -205,12 +225,12 @@ def test_cli_info_and_run_with_reader(scene, tmp_path):
     cmd = [sys.executable, "-m", "tiler.cli.main"]
     info = subprocess.run([*cmd, "info", str(path), "--reader", "rasterio"], capture_output=True, text=True)
     assert info.returncode == 0, info.stderr
-    assert "read with rasterio" in info.stdout and "bands        B04, B03, B02" in info.stdout
+    assert "reader       rasterio" in info.stdout and "bands        B04, B03, B02" in info.stdout
     assert "EPSG:32632" in info.stdout and "level 2" in info.stdout
     bad = subprocess.run([*cmd, "info", str(path), "--reader", "gdal"], capture_output=True, text=True)
     assert bad.returncode != 0 and "invalid choice: 'gdal'" in bad.stderr
     help_text = subprocess.run([*cmd, "run", "--help"], capture_output=True, text=True).stdout
-    assert "--reader {auto,tifffile,rasterio}" in help_text
+    assert "--reader {auto,tifffile,openslide,wsidicom,rasterio}" in help_text
 
 
 def test_open_at_records_the_reader_for_workers(scene):

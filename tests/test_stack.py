@@ -65,6 +65,9 @@ def test_stac_item_stacks_its_data_assets_on_the_finest_grid(product):
         np.testing.assert_array_equal(source.read(y0, y1, x0, x1), hand[y0:y1, x0:x1])
     assert source.info.georeference is not None
     assert source.info.georeference.affine == (10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0)
+    assert source.info.reader == "rasterio"  # auto: a STAC item is rasterio's, as --reader rasterio
+    named = open_source(path, reader="rasterio", channels="B04")
+    assert isinstance(named, StackSource) and named.info.reader == "rasterio" and named.shape == (120, 180, 1)
 
 
 def test_channels_choose_assets_by_key_band_name_or_number(product):
@@ -103,7 +106,7 @@ def test_a_run_over_a_stac_item_equals_a_run_over_the_stacked_array(product, tmp
     group = zarr.open_group(result.path, mode="r")
     np.testing.assert_array_equal(group["0"][...], hand)
     record = group.attrs["tiler"]
-    assert record["input"]["channels"] == ["B04", "B03", "B05"]
+    assert record["input"]["channels"] == ["B04", "B03", "B05"] and record["input"]["reader"] == "rasterio"
     assert record["georeference"]["affine"] == [10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0]
 
 

@@ -21,15 +21,18 @@ from .config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, ke
 from .engine.job import BlockStats, Job, build_job
 from .engine.pipeline import run_block
 from .engine.progress import progress_counter
+from .engine.resolution import model_mpp
 from .errors import OutputError, SettingsError
 from .masks.tissue import Mask
 from .plan.partition import Block
+from .runners.factory import load_runner
 from .sources import Source, open_at
 from .store.ome import ome_metadata
 from .store.ownership import OutputLock
 from .store.paths import default_output_path, refuse_existing, refuse_input_as_output
+from .store.pyramid import StreamingPyramid, build_pyramid
 from .store.record import check_resumable, run_record
-from .store.sink import MemorySink, ZarrSink, refuse_unless_tiler_output
+from .store.sink import MemorySink, Sink, ZarrSink, refuse_unless_tiler_output
 
 
 def _settings(given: Mapping[str, Any], **defaults: Any) -> Settings:
@@ -44,7 +47,7 @@ def predict(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None, reader: str | None = "auto",  # sources.ReadOptions
+    channels: Any = None, reader: str | None = None,  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> np.ndarray:
@@ -66,10 +69,11 @@ def predict(
         tiles (one shape: compiled once; pays off on GPUs and long runs).
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
         :func:`~tiler.sources.open_at`); H, W are then that image's size.
-    series, plane, channels, reader : which image of a multi-series file (default: the largest,
-        never a label/macro image), which plane of a stack (``"z=3"``), which input channels
-        (``"0,1,2"``, or band names: ``"B08,B04"``), which library opens the file (``"auto"``,
-        ``"tifffile"``, ``"rasterio"``); see :class:`~tiler.sources.ReadOptions`.
+    series, plane, channels : which image of a multi-series file (default: the largest, never a
+        label/macro image), which plane of a stack (``"z=3"``), which input channels (``"0,1,2"``,
+        or band names: ``"B08,B04"``); see :class:`~tiler.sources.ReadOptions`.
+    reader : the library that opens a file: ``"auto"``/None (by content and name), ``"tifffile"``,
+        ``"openslide"``, ``"wsidicom"``, ``"rasterio"`` (:data:`tiler.sources.READERS`).
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
         touching no foreground are not computed; pixels no computed tile covers get ``fill``.
     **settings : the other fields of :class:`~tiler.config.Settings` (output, dtype, chunk, ...);
@@ -92,15 +96,30 @@ def predict(
     check_keywords("tiler.predict", settings, keyword_names(predict) | set(SETTING_KEYWORDS))
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
     job_settings = _settings(settings, block_width=None)  # in memory: one block column
+    runner, local, mpp = _runner_and_mpp(image, model, options, job_settings, level=level, mpp=mpp,
+                                         read={"series": series, "plane": plane, "channels": channels,
+                                               "reader": reader})
     with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
                          reader=reader)) as source:
-        job, _masks = _make_job(image, source, model, options, job_settings, tissue=tissue, roi=roi)
+        job, _masks = _make_job(image, source, runner, local, job_settings, tissue=tissue, roi=roi)
         h, w, _ = source.shape
         out = np.zeros(job.output.shape(h, w), job.output.store_dtype)  # lazily zeroed by the kernel
         sink = MemorySink(out, job.partition.stripes, zeroed=True)
         for block in job.partition.blocks():
             run_block(job, block, sink)
         return out
+
+
+def _runner_and_mpp(
+    image: Any, model: Any, options: ModelOptions, settings: Settings, *, level: int | None, mpp: float | None,
+    read: dict[str, Any],
+) -> tuple[Any, ModelOptions, float | None]:
+    """Step 0: the runner (loaded once), the options to build the job with, and the pixel size to
+    read at: ``mpp``, or the model's own where neither ``level`` nor ``mpp`` is given (see
+    :func:`~tiler.engine.resolution.model_mpp`)."""
+    runner = load_runner(model, **options.runner_keywords(settings.batch_size))
+    chosen = model_mpp(image, runner.spec, level=level, mpp=mpp, **read)
+    return runner, replace(options, compile=False), chosen  # compiled already, if asked
 
 
 def _make_job(
@@ -163,7 +182,7 @@ def run(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None, reader: str | None = "auto",  # sources.ReadOptions
+    channels: Any = None, reader: str | None = None,  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> RunResult:
@@ -211,11 +230,15 @@ def run(
     if resume not in (False, True, "force"):
         raise SettingsError(f"resume must be True, False or 'force', got {resume!r}")
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
+    job_settings = _settings(settings)
+    runner, local, mpp = _runner_and_mpp(image, model, options, job_settings, level=level, mpp=mpp,
+                                         read={"series": series, "plane": plane, "channels": channels,
+                                               "reader": reader})
     with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
                          reader=reader)) as source:
         t0 = time.perf_counter()
         out_path, target = _output_path(image, source, out, overwrite=overwrite, resume=resume)
-        job, masks = _make_job(image, source, model, options, _settings(settings), tissue=tissue, roi=roi,
+        job, masks = _make_job(image, source, runner, local, job_settings, tissue=tissue, roi=roi,
                                client=client)
         record = run_record(image, source, job.runner, job.settings.record(), masks, roi)
         run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing
@@ -231,10 +254,12 @@ def run(
             complete = bool(resume) and sink.complete
             stats = BlockStats()
             if not complete:  # a resumed complete output (checked: the same run) is left as it is
-                stats = _execute(job, work, sink, target, run_id, progress=progress, client=client,
+                stream = _pyramid_stream(job, sink, done, pyramid=pyramid, levels=pyramid_levels, client=client)
+                stats = _execute(job, work, stream or sink, target, run_id, progress=progress, client=client,
                                  image=image, model=model, options=options, level=level, mpp=mpp,
                                  durable=durable)
-                _finalise(job, sink, out_path, lock, pyramid=pyramid, pyramid_levels=pyramid_levels)
+                _finalise(job, sink, out_path, lock, pyramid=pyramid, pyramid_levels=pyramid_levels,
+                          stream=stream)
         finally:
             if sink is not None:
                 sink.close()
@@ -291,7 +316,20 @@ def _open_sink(job: Job, path: Path, target: Path, record: dict[str, Any], lock:
     )
 
 
-def _execute(job: Job, work: list[Block], sink: ZarrSink, path: Path, run_id: str, *,
+def _pyramid_stream(job: Job, sink: ZarrSink, done: np.ndarray, *, pyramid: bool, levels: int | None,
+                    client: Any) -> StreamingPyramid | None:
+    """The pyramid built while level 0 is written, when this process writes all of level 0 (a fresh
+    run, no dask client); None: built after level 0 by :func:`~tiler.store.pyramid.build_pyramid`."""
+    if not pyramid or client is not None or done.any() or not StreamingPyramid.applies(job.partition.chunk):
+        return None
+    return StreamingPyramid(sink, method=_pyramid_method(job), levels=levels)
+
+
+def _pyramid_method(job: Job) -> str:
+    return "mode" if job.output.kind == "labels" else "mean"
+
+
+def _execute(job: Job, work: list[Block], sink: Sink, path: Path, run_id: str, *,
              progress: bool | Callable[[int, int], None], client: Any, image: Any, model: Any,
              options: ModelOptions, level: int | None, mpp: float | None, durable: bool) -> BlockStats:
     """Step 3: the blocks still to do, here or as tasks on ``client``'s workers."""
@@ -313,13 +351,12 @@ def _execute(job: Job, work: list[Block], sink: ZarrSink, path: Path, run_id: st
 
 
 def _finalise(job: Job, sink: ZarrSink, path: Path, lock: OutputLock, *, pyramid: bool,
-              pyramid_levels: int | None) -> None:
-    """Step 4: check every stripe is recorded, add the pyramid, then record ``complete`` (last)."""
+              pyramid_levels: int | None, stream: StreamingPyramid | None = None) -> None:
+    """Step 4: check every stripe is recorded, finish the pyramid, then record ``complete`` (last)."""
     if not sink.done().all():  # never claim complete unless every stripe is recorded
         raise OutputError(f"{path}: some blocks were not written; rerun with --resume")
     if pyramid:
-        from .store.pyramid import build_pyramid
-
         lock.check()
-        build_pyramid(sink.group, method="mode" if job.output.kind == "labels" else "mean", levels=pyramid_levels)
+        if stream is None or not stream.finish():
+            build_pyramid(sink.group, method=_pyramid_method(job), levels=pyramid_levels)
     sink.set_complete()

@@ -126,7 +126,7 @@ class ModelOptions:
 #: Fields of :class:`~tiler.config.Settings`: tiling, blending, output kind, layout, threads.
 SETTING_KEYWORDS: tuple[str, ...] = tuple(f.name for f in fields(Settings))
 #: How the input is read: which pixels the model sees (pyramid level, resampling, the series of a
-#: multi-series file, the plane of a stack, the channels and their order).
+#: multi-series file, the plane of a stack, the channels and their order, the library that reads it).
 READ_KEYWORDS: tuple[str, ...] = ("level", "mpp", "series", "plane", "channels", "reader")
 #: Which tiles are computed at all (the rest get ``fill``).
 MASK_KEYWORDS: tuple[str, ...] = ("tissue", "roi")

@@ -44,3 +44,13 @@ class DeviceWarning(RuntimeWarning):
     device: ``device="cpu"`` is never noted). Requests that cannot be honoured (``device="cuda"``
     without a GPU, ``provider="cuda"`` that ONNX Runtime cannot load) are errors, not warnings.
     """
+
+
+class Note(UserWarning):
+    """Something a run chose for the user that they should know about, said once (the CLI prints
+    it as ``note: ...``): e.g. reading the input at the model's pixel size."""
+
+
+class PixelSizeWarning(UserWarning):
+    """The input's pixel size cannot be matched to the model's: the file states none, so the
+    model (trained at a stated pixel size) sees the pixels as they are."""

@@ -26,8 +26,10 @@ from typing import Any
 
 from ..errors import InputError, InputNotFoundError, OutputError, SettingsError, TilerError
 
-#: File names a directory contributes (other files in it are ignored).
-IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg", ".btf", ".tf8")
+#: File names a directory contributes (other files in it are ignored); a directory that is a zarr
+#: store or a DICOM series is one image.
+IMAGE_SUFFIXES = (".tif", ".tiff", ".svs", ".png", ".jpg", ".jpeg", ".btf", ".tf8", ".ndpi", ".mrxs", ".scn",
+                  ".bif", ".vms", ".vmu", ".svslide")
 _GLOB_CHARS = set("*?[")
 
 
@@ -57,8 +59,10 @@ def _is_zarr_dir(path: Path) -> bool:
 
 
 def _expand(entry: str) -> list[Item]:
+    from ..sources import is_dicom_folder
+
     path = Path(entry)
-    if path.is_dir() and not _is_zarr_dir(path):
+    if path.is_dir() and not _is_zarr_dir(path) and not is_dicom_folder(path):
         files = sorted(
             p for p in path.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES)
         )

@@ -12,8 +12,11 @@ examples:
   $ tiler info scan.tif
   $ tiler info stack.ome.tif --plane z=3      # one plane of a Z stack
   $ tiler info slide.ome.tif --series 1       # another image of a multi-series file
+  $ tiler info scan.ndpi                      # read through OpenSlide (the 'reader' line says)
+  $ tiler info slide.svs --reader openslide   # the same file through another library
+  $ tiler info dicom_series/                  # a DICOM WSI folder (wsidicom)
   $ tiler info T32TNS.jp2                      # a GDAL raster: reader, bands, nodata, CRS, overviews
-  $ tiler info scene.tif --reader rasterio     # read a TIFF through GDAL instead of tifffile
+  $ tiler info scene.tif --reader rasterio    # read a TIFF through GDAL instead of tifffile
 """
 
 
@@ -45,10 +48,6 @@ def main(args: argparse.Namespace) -> int:
         src.close()
 
 
-def _default_reader(fmt: str) -> str:
-    return {"png": "imagecodecs", "jpeg": "imagecodecs", "zarr": "zarr", "ome-zarr": "zarr"}.get(fmt, "tifffile")
-
-
 def _describe(src, args: argparse.Namespace) -> int:
     from ..plan.lattice import TilePlan
 
@@ -56,7 +55,8 @@ def _describe(src, args: argparse.Namespace) -> int:
     info = src.info
     lines = [
         f"{src.name}",
-        f"  format       {info.format} (read with {info.extra.get('reader', _default_reader(info.format))})",
+        f"  format       {info.format}",
+        *([f"  reader       {info.reader}"] if info.reader else []),
         f"  shape        {h} x {w} x {c} (height x width x channels), {src.dtype}",
         f"  megapixels   {h * w / 1e6:.1f}",
     ]
@@ -77,12 +77,14 @@ def _describe(src, args: argparse.Namespace) -> int:
                    "ycbcr": "YCbCr JPEG (decoded to RGB)"}.get(str(info.extra.get("photometric")))
     if photometric:
         lines.append(f"  photometric  {photometric}")
+    if info.extra.get("associated"):
+        lines.append(f"  associated   {', '.join(info.extra['associated'])} (OpenSlide's other images: never read)")
     if info.alpha:
         lines.append("  alpha        the last channel is transparency (dropped for a model taking one channel fewer)")
     if info.chunks:
         kind = "tiles" if info.extra.get("tiled", True) else "strips"
-        lines.append(f"  storage      {kind} of {info.chunks[0]} x {info.chunks[1]}, "
-                     f"compression {info.compression or 'none'}")
+        codec = info.compression or ("(decoded by OpenSlide)" if info.reader == "openslide" else "none")
+        lines.append(f"  storage      {kind} of {info.chunks[0]} x {info.chunks[1]}, compression {codec}")
     if info.mpp:
         lines.append(f"  pixel size   {info.mpp[0]:.4g} x {info.mpp[1]:.4g} µm (y x)")
     else:

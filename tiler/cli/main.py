@@ -32,7 +32,10 @@ examples:
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
-    return f"warning: {message}\n"
+    from ..errors import Note
+
+    kind = "note" if isinstance(category, type) and issubclass(category, Note) else "warning"
+    return f"{kind}: {message}\n"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -93,8 +93,19 @@ def add_result_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("result", metavar="OUT.zarr", help="output group written by tiler run")
 
 
+#: ``--reader`` choices (kept here, not imported from tiler.sources, so that --help needs no reader).
+READER_CHOICES = ("auto", "tifffile", "openslide", "wsidicom", "rasterio")
+
+
 def add_read_options(g: argparse._ActionsContainer) -> None:
-    """Which image, plane and channels of the input to read (--series, --plane, --channels)."""
+    """Which image, plane and channels of the input to read, and by which library (--series,
+    --plane, --channels, --reader)."""
+    g.add_argument("--reader", choices=READER_CHOICES, default="auto",
+                   help="library that opens the file (default auto: OpenSlide for .ndpi/.mrxs/.scn/.bif/.vms/"
+                        ".vmu/.svslide and for vendor TIFFs tifffile cannot read, wsidicom for DICOM files and "
+                        "folders, rasterio/GDAL for .jp2/.vrt/.ntf/.hdf, STAC items and GeoTIFFs with nodata "
+                        "or that tifffile cannot read, tifffile for other TIFFs), e.g. --reader openslide for an "
+                        "SVS, --reader rasterio for a TIFF through GDAL")
     g.add_argument("--series", type=_series, metavar="N",
                    help="image series of a multi-image file (OME-TIFF images, SVS; default: the largest; "
                         "see tiler info). Label and macro images are never read")
@@ -103,11 +114,6 @@ def add_read_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--channels", metavar="0,1,2",
                    help="input channels to use, in this order (select or reorder bands, drop alpha); "
                         "band names work too: GDAL band descriptions, a STAC item's assets (B04,B03,B02)")
-    from ..sources import reader_choices
-
-    g.add_argument("--reader", choices=reader_choices(), default="auto",
-                   help="library that opens the file: auto (TIFF: tifffile; .jp2 .vrt .ntf .hdf, GeoTIFFs "
-                        "tifffile cannot read and STAC items: rasterio/GDAL), or one by name")
 
 
 def add_slide_options(p: argparse.ArgumentParser) -> None:
@@ -154,12 +160,19 @@ def add_spec_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--activation", choices=("softmax", "sigmoid", "none"),
                    help="how logits become probabilities (none: the model outputs probabilities)")
     g.add_argument("--class-names", type=name_list, metavar="A,B,...", help="names of the output channels")
+    g.add_argument("--model-mpp", type=positive_float, metavar="X",
+                   help="pixel size in µm the model was trained at; tiler run then reads the input at X µm/px "
+                        "(the matching level, resampled) unless --level or --mpp is given, "
+                        "e.g. --model-mpp 0.5")
 
 
 def spec_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The :func:`add_spec_options` flags given, as ``ModelSpec`` fields."""
+    """The :func:`add_spec_options` flags given, as ``ModelSpec`` fields (``--model-mpp``: ``mpp``)."""
     fields = ("in_channels", "multiple", "scale", "mean", "std", "activation", "class_names")
-    return {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
+    given = {k: getattr(args, k) for k in fields if getattr(args, k, None) is not None}
+    if getattr(args, "model_mpp", None) is not None:
+        given["mpp"] = args.model_mpp
+    return given
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:

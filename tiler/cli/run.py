@@ -21,6 +21,9 @@ examples:
   $ tiler run scan.tif --kind labels -o labels.zarr --overwrite
   $ tiler run scene.tif --model unet.pt --tile 1024 --overlap 128 --window cosine
   $ tiler run slide.svs --mpp 1.0 --tissue auto --kind labels  # 1 µm pixels, skip the glass
+  $ tiler run scan.ndpi --model unet.onnx --model-mpp 0.5       # read at the model's 0.5 µm/px
+  $ tiler run dicom_series/ --reader wsidicom                    # a DICOM WSI folder
+  $ tiler run slide.svs --reader openslide                       # OpenSlide instead of tifffile
   $ tiler run slides/ --out-dir preds/ --report report.json      # every image in a directory
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster
@@ -39,7 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", metavar="INPUT", nargs="*",
-                   help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image, a directory of them, or a glob")
+                   help="TIFF, OME-TIFF, SVS, NDPI/MRXS/SCN/BIF/VMS (OpenSlide), DICOM WSI folder or file, zarr, "
+                        "PNG or JPEG image, a directory of them, or a glob")
     add_model_options(p)
     add_spec_options(p)
     add_tiling_options(p)

@@ -4,5 +4,5 @@ Owns :func:`~tiler.distributed.tasks.run_blocks` and :func:`~tiler.distributed.t
 (:mod:`~tiler.distributed.tasks`), what a worker reopens and caches (:mod:`~tiler.distributed.worker`)
 and starting or joining a cluster (:mod:`~tiler.distributed.cluster`).
 
-May import: errors, malloc, sources, plan, masks, runners, config, store, engine.
+May import: errors, malloc, cores, sources, plan, masks, runners, config, store, engine.
 """

@@ -6,6 +6,7 @@ import os
 import warnings
 from typing import Any
 
+from ..cores import CORES_VARIABLE, available_cores
 from ..errors import DeviceWarning, SettingsError
 
 
@@ -42,8 +43,11 @@ def local_cluster_spec(workers: int, *, gpus: bool = True) -> dict[str, dict[str
                           f"worker(s) start, one per GPU (--device cpu for {workers} CPU workers)",
                           DeviceWarning, stacklevel=3)
     else:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        threads = str(max(1, available_cores() // workers))
         envs = [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}] * workers
+    # tiler's own pools (decode, stitch, pyramid; tiler.cores) sized to each worker's share of the host
+    share = str(max(1, available_cores() // len(envs)))
+    envs = [{**env, CORES_VARIABLE: share} for env in envs]
     options = {"nthreads": 1, "memory_limit": MEMORY_LIMIT // len(envs), "dashboard": False,
                "silence_logs": logging.ERROR}
     return {f"tiler-{i}": {"cls": Nanny, "options": {**options, "env": env}} for i, env in enumerate(envs)}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,10 @@ import numpy as np
 from ..config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names
 from ..engine.job import BlockStats, Job, build_job, grid_for_workers
 from ..engine.pipeline import run_block
+from ..engine.resolution import model_mpp
 from ..errors import SettingsError
 from ..plan.partition import Block, Partition
+from ..runners.factory import load_runner
 from ..sources import open_at
 from ..store.sink import MemorySink, ZarrSink
 from .worker import (
@@ -192,7 +195,7 @@ def predict_dask(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None, reader: str | None = "auto",  # sources.ReadOptions
+    channels: Any = None, reader: str | None = None,  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> Any:
@@ -233,12 +236,14 @@ def predict_dask(
     check_keywords("tiler.predict_dask", settings, keyword_names(predict_dask) | set(SETTING_KEYWORDS))
     if block < 1:
         raise SettingsError(f"block {block} must be a positive number of pixels")
-    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
-                     reader=reader)
     base = Settings(**{"block_height": block, "block_width": block,
                        **{k: v for k, v in settings.items() if v is not None}})
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
-    job, _masks = build_job(image, source, model, options, base, tissue=tissue, roi=roi)
+    local = load_runner(model, **options.runner_keywords(base.batch_size))
+    mpp = model_mpp(image, local.spec, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
+                    reader=reader)
+    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels, reader=reader)
+    job, _masks = build_job(image, source, local, replace(options, compile=False), base, tissue=tissue, roi=roi)
     runner, model_options = job.runner, options.runner_keywords(base.batch_size)
     by_path = model is None or isinstance(model, (str, os.PathLike))
     # a path is loaded by each worker with the same options; a loaded runner is shipped as it is

@@ -144,7 +144,9 @@ class WindowSource:
         self.data = data if data.ndim == 3 else data[..., None]
         self.origin, self.shape, self.name = origin, shape, name
         self.dtype = self.data.dtype
-        self.chunks: tuple[int, int] | None = (1, shape[1])  # read exactly the rows asked for: never outside the window
+        # one band: the whole window (a view of it, no copies); never a row outside it
+        self.chunks: tuple[int, int] | None = (max(1, self.data.shape[0]), shape[1])
+        self.rows = (origin[0], origin[0] + self.data.shape[0])
         self.info = SourceInfo(format="window")
 
     def close(self) -> None:

@@ -5,6 +5,6 @@ Owns :class:`~tiler.engine.job.Job` (one output's work), :func:`~tiler.engine.pi
 the stitcher (:mod:`~tiler.engine.stitch`), output kinds and conversion (:mod:`~tiler.engine.outputs`),
 background threads (:mod:`~tiler.engine.threads`) and recycled buffers (:mod:`~tiler.engine.buffers`).
 
-May import: errors, sources, plan, masks (the skip table), models (the spec), runners, config, store (the sink
+May import: errors, cores, sources, plan, masks (the skip table), models (the spec), runners, config, store (the sink
 interface).
 """

@@ -25,6 +25,9 @@ from ..plan.lattice import TilePlan, reflect_index
 from ..sources import Source
 from .buffers import BufferPool
 
+#: Fewest rows a :class:`RowCache` band holds (a multiple of the stored chunk height).
+MIN_BAND = 256
+
 #: Above this many runs along an axis (images smaller than a few pixels) a tile is gathered instead.
 _MAX_RUNS = 8
 
@@ -76,12 +79,19 @@ class RowCache:
     """Decoded source rows across columns ``[x0, x1)``, read in bands of whole stored chunk rows.
 
     Band ``b`` holds rows ``[b * align, (b + 1) * align)`` (clipped to the image) as an
-    (rows, x1 - x0, C) array; ``align`` is the stored chunk height (256 for unchunked sources).
+    (rows, x1 - x0, C) array; ``align`` is the stored chunk height rounded up to a multiple of it of
+    at least :data:`MIN_BAND` rows (256 for unchunked sources): a strip TIFF stored one row per
+    strip, or a dask array in (1, W) chunks, is still read in bands of a few hundred rows, not row
+    by row (one read call, and one gather per tile, for every row).
     """
 
     def __init__(self, source: Source, x0: int, x1: int) -> None:
         self.source, self.x0, self.x1 = source, x0, x1
-        self.align = source.chunks[0] if source.chunks else 256
+        stored = source.chunks[0] if source.chunks else MIN_BAND
+        self.align = stored * max(1, -(-MIN_BAND // stored))
+        # the rows the source holds: all of them, or a dask task's window (bands start there)
+        self.base: int = getattr(source, "rows", (0, source.shape[0]))[0]
+        self.end: int = getattr(source, "rows", (0, source.shape[0]))[1]
         self.bands: dict[int, np.ndarray] = {}
         self.rows_read = 0  # statistics: source rows decoded
 
@@ -89,25 +99,25 @@ class RowCache:
         """Band ``b``, read on first use."""
         band = self.bands.get(b)
         if band is None:
-            y0 = b * self.align
-            y1 = min(self.source.shape[0], y0 + self.align)
+            y0 = self.base + b * self.align
+            y1 = min(self.end, y0 + self.align)
             band = self.bands[b] = self.source.read(y0, y1, self.x0, self.x1)
             self.rows_read += y1 - y0
         return band
 
     def release_below(self, y: int) -> None:
         """Drop the bands that end at or above row ``y`` (no longer needed)."""
-        for b in [b for b in self.bands if (b + 1) * self.align <= y]:
+        for b in [b for b in self.bands if self.base + (b + 1) * self.align <= y]:
             del self.bands[b]
 
     def get(self, lo: int, hi: int) -> np.ndarray:
         """Rows ``[lo, hi)`` as an (hi - lo, x1 - x0, C) array (a view when inside one band)."""
-        first, last = lo // self.align, (hi - 1) // self.align
+        first, last = (lo - self.base) // self.align, (hi - 1 - self.base) // self.align
+        a = self.base + first * self.align
         if first == last:
-            a = first * self.align
             return self.band(first)[lo - a : hi - a]
         parts = [self.band(b) for b in range(first, last + 1)]
-        return np.concatenate(parts)[lo - first * self.align : hi - first * self.align]
+        return np.concatenate(parts)[lo - a : hi - a]
 
 
 class TileLoader:
@@ -168,9 +178,9 @@ class TileLoader:
         """
         y = self.plan.rows.origin(row)
         y_index = reflect_index(np.arange(y, y + self.plan.tile), self.source.shape[0])
-        align, out = self.cache.align, []
+        align, base, out = self.cache.align, self.cache.base, []
         ys: list[int] = y_index.tolist()
-        bands = [y // align for y in ys]
+        bands = [(y - base) // align for y in ys]
         for d0, d1, s in runs(y_index):
             # split the run where it crosses a band border
             k = d0
@@ -179,7 +189,7 @@ class TileLoader:
                 e = k + 1
                 while e < d1 and bands[e] == b:
                     e += 1
-                start = ys[k] - b * align
+                start = ys[k] - (base + b * align)
                 stop = start + s.step * (e - k)
                 out.append((k, e, b, slice(start, stop if stop >= 0 else None, s.step)))
                 k = e

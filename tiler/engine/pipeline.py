@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 import time
 import warnings
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cores import pool_threads
 from ..errors import ModelOutputError
 from ..models.spec import Normalisation
 from ..plan.box import Box
@@ -56,7 +56,7 @@ def _non_finite(job: Job, exc: NonFiniteOutput) -> ModelOutputError:
                                 normalisation=norm)
             y, x = job.plan.rows.origin(i), job.plan.cols.origin(j)
             for batch in (b for b in loader if len(b.index)):
-                out = _run_model(job, batch.tiles, normalised=norm is not None)
+                out = _host(_run_model(job, batch.tiles, normalised=norm is not None))
                 if not np.isfinite(out[0, :, exc.y - y, exc.x - x]).all():
                     return ModelOutputError(
                         f"{job.source.name}: the model returned NaN or infinite values for the tile "
@@ -96,7 +96,28 @@ def _run_model(job: Job, tiles: np.ndarray, *, normalised: bool = False) -> np.n
                     stacklevel=2,
                 )
             job.model_batch = step
-    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if len(parts) == 1:
+        return parts[0]
+    if not isinstance(parts[0], np.ndarray):  # device tensors (a runner that blends on its device)
+        import torch
+
+        return torch.cat(parts)
+    return np.concatenate(parts)
+
+
+def _may_share(outputs: Any, tiles: np.ndarray) -> bool:
+    """Whether the model's outputs may be a view of the batch's tile buffer (then the buffer is
+    given back only once every stitcher has added them). Device tensors never are."""
+    if not isinstance(outputs, np.ndarray):
+        if outputs.device.type != "cpu":
+            return False
+        outputs = outputs.numpy()
+    return bool(np.may_share_memory(outputs, tiles))
+
+
+def _host(outputs: Any) -> np.ndarray:
+    """Model outputs as a NumPy array (device tensors copied back)."""
+    return outputs if isinstance(outputs, np.ndarray) else outputs.detach().cpu().numpy()
 
 
 def column_parts(block: Block, chunk: int, parts: int) -> list[Block]:
@@ -141,7 +162,11 @@ def run_block(
     t0 = time.perf_counter()
     stats = BlockStats()
     rows, cols = job.plan.tiles_touching(block)
-    parts = column_parts(block, job.partition.chunk, job.settings.stitch_threads or default_stitch_threads())
+    on_device = bool(getattr(job.runner, "blend_on_device", False))
+    # On the device: one stitcher (the device works in parallel on its own); on the host: bands of
+    # chunk columns side by side, one thread each.
+    parts = [block] if on_device else column_parts(
+        block, job.partition.chunk, job.settings.stitch_threads or default_stitch_threads())
     # batches in the loader's queue, in the model, and in every stitcher's queue
     pool = BufferPool(job.settings.prefetch + 2 + 2 * len(parts))
     normalisation = _loader_normalisation(job)
@@ -158,8 +183,13 @@ def run_block(
             return None
         return lambda y0, y1: view(y0, y1, part.x0, part.x1)
 
+    make: Callable[..., Stitcher] = Stitcher
+    if on_device:
+        from .device_stitch import TorchStitcher
+
+        make = functools.partial(TorchStitcher, device=job.runner.device)  # type: ignore[attr-defined]
     stitchers = [
-        Stitcher(
+        make(
             job.plan, part, job.window, job.output.channels, job.partition.chunk, target(part),
             complete=job.skip is None, target_zeroed=getattr(sink, "zeroed", False),
         )
@@ -216,7 +246,7 @@ def run_block(
                     outputs = _run_model(job, batch.tiles, normalised=normalisation is not None)
                     stats.model_seconds += time.perf_counter() - m0
                 release = None
-                if outputs is None or not np.may_share_memory(outputs, batch.tiles):
+                if outputs is None or not _may_share(outputs, batch.tiles):
                     pool.give(batch.tiles)
                 else:
                     release = _Countdown(len(workers), functools.partial(pool.give, batch.tiles))
@@ -246,7 +276,8 @@ def run_block(
 
 
 def default_stitch_threads() -> int:
-    """Stitcher threads when the settings leave it open: one per core, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """Stitcher threads when the settings leave it open: one per core of this process's share of the
+    host (:func:`~tiler.cores.available_cores`), at most 4."""
+    return pool_threads()
 
 

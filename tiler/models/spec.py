@@ -58,6 +58,8 @@ class ModelSpec:
     mean, std : per-channel normalisation after scaling; empty = none.
     activation : "softmax", "sigmoid" or "none": how logits become probabilities.
     class_names : names of the output channels.
+    mpp : the pixel size in µm the model was trained at (None: not stated). ``tiler run`` reads
+        an input at this pixel size unless ``--level`` or ``--mpp`` says otherwise.
     """
 
     name: str = "model"
@@ -69,8 +71,17 @@ class ModelSpec:
     std: tuple[float, ...] = ()
     activation: str = "softmax"
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    mpp: float | None = None
 
     def __post_init__(self) -> None:
+        if self.mpp is not None:
+            try:
+                mpp = float(self.mpp)
+            except (TypeError, ValueError):
+                raise ModelError(f"model metadata has a pixel size (mpp) that is not a number: {self.mpp!r}") from None
+            if not mpp > 0 or mpp == float("inf"):
+                raise ModelError(f"model metadata has a pixel size (mpp) that is not a positive number: {mpp}")
+            object.__setattr__(self, "mpp", mpp)
         if self.activation not in ("softmax", "sigmoid", "none"):
             raise ModelError(f"unknown activation {self.activation!r} in model metadata")
         if len(self.mean) != len(self.std):
@@ -79,9 +90,13 @@ class ModelSpec:
             raise ModelError(f"model metadata has a std that is not positive: {list(self.std)}")
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON values; ``mpp`` only when stated (so records written before it existed
+        compare equal)."""
         d = asdict(self)
         for k in ("mean", "std", "class_names"):
             d[k] = list(d[k])
+        if d["mpp"] is None:
+            del d["mpp"]
         return d
 
     @classmethod

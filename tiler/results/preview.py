@@ -148,10 +148,10 @@ def _input_thumbnail(result: StoredResult, out_shape: tuple[int, int]) -> np.nda
                       "shows the prediction on grey", stacklevel=3)
         return None
     recorded = result.record.get("input", {})
-    # the series, plane and channels the run read (never a label/macro image: the default excludes them)
+    # the series, plane, channels and reader the run read (never a label/macro image: the default excludes them)
     read = {"series": recorded.get("series"), "plane": recorded.get("plane") or (),
-            "channels": recorded.get("channels")}
-    if read["series"] is None and path.is_file() and path.open("rb").read(4) in _TIFF_MAGIC:
+            "channels": recorded.get("channels"), "reader": recorded.get("reader")}
+    if read["series"] is None and read["reader"] is None and path.is_file() and path.open("rb").read(4) in _TIFF_MAGIC:
         read["series"] = 0  # no series recorded: the run read series 0
     try:
         with opened(path, **read) as source:

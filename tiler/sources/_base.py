@@ -82,8 +82,9 @@ class ReadOptions:
         macro image).
     plane : one index per extra axis, e.g. ``(("Z", 3),)`` for ``--plane z=3``.
     channels : input channels to keep, in this order (``--channels 0,1,2``); None = all.
-    reader : which library opens a file (``--reader``): "auto" (by content and name ending), or a
-        name of :data:`tiler.sources.READERS` ("tifffile", "rasterio").
+    reader : the library that opens a file (``--reader``: a name of
+        :data:`~tiler.sources.READERS`: "tifffile", "openslide", "wsidicom", "rasterio"); None =
+        ``"auto"``, chosen by content and name.
     """
 
     level: int | None = None
@@ -91,15 +92,18 @@ class ReadOptions:
     series: int | None = None
     plane: tuple[tuple[str, int], ...] = ()
     channels: tuple[int | str, ...] | None = None
-    reader: str = "auto"
+    reader: str | None = None
 
     @classmethod
     def of(cls, *, level: int | None = None, mpp: float | None = None, series: int | None = None,
-           plane: Any = None, channels: Any = None, reader: str | None = "auto") -> ReadOptions:
+           plane: Any = None, channels: Any = None, reader: str | None = None) -> ReadOptions:
         """Options from user values: ``plane`` as ``"z=3,t=0"``/dict, ``channels`` as ``"0,1,2"``/ints."""
         if series is not None and (not isinstance(series, int) or series < 0):
             raise SettingsError(f"--series must be a series number >= 0, got {series!r}")
-        return cls(level, mpp, series, _parse_plane(plane), _parse_channels(channels), reader or "auto")
+        if reader is not None and not isinstance(reader, str):
+            raise SettingsError(f"--reader must be a reader's name, got {reader!r}")
+        reader = None if reader in (None, "", "auto") else reader
+        return cls(level, mpp, series, _parse_plane(plane), _parse_channels(channels), reader)
 
     @property
     def is_default(self) -> bool:
@@ -128,6 +132,7 @@ class SourceInfo:
     series_list : one line per series in the file (``tiler info``), if the file has several.
     alpha : the last channel is transparency (RGBA, grey + alpha), not image content.
     read : how the source was opened (:class:`ReadOptions`): workers reopen it with the same.
+    reader : the library that read it ("tifffile", "openslide", "wsidicom", "rasterio", "zarr", ...).
     nodata : the raster's nodata value (GDAL), if it states one.
     """
 
@@ -146,6 +151,7 @@ class SourceInfo:
     series_list: tuple[str, ...] = ()
     alpha: bool = False
     read: ReadOptions | None = None
+    reader: str | None = None
     nodata: float | None = None
 
     def level_downsample(self, k: int) -> tuple[float, float]:

@@ -39,16 +39,16 @@ def choose_level(info: SourceInfo, mpp: float, *, name: str = "input") -> int:
 
 def open_at(
     image: Any, *, level: int | None = None, mpp: float | None = None, series: int | None = None,
-    plane: Any = None, channels: Any = None, reader: str | None = "auto",
+    plane: Any = None, channels: Any = None, reader: str | None = None,
 ) -> Source:
     """Open ``image`` at pyramid ``level``, or at pixel size ``mpp`` µm (level + resampling).
 
     With ``mpp`` the nearest level at least as fine is read and resampled by ``mpp / level_mpp``
     (area averaging, :class:`ResampledSource`) unless it is within 1 % already; the source's
     ``info.mpp`` is then the pixel size of the image the model sees. ``series``, ``plane`` and
-    ``channels`` choose the image, plane and channels, ``reader`` the opening library (see
-    :class:`~tiler.sources.ReadOptions`); the returned source's ``info.read`` records all of
-    them, to reopen it the same way elsewhere.
+    ``channels`` choose the image, plane and channels (see :class:`~tiler.sources.ReadOptions`);
+    the returned source's ``info.read`` records all of them, to reopen it the same way elsewhere.
+    ``reader`` names the library that opens a file (see :func:`~tiler.sources.open_source`).
     """
     options = ReadOptions.of(level=level, mpp=mpp, series=series, plane=plane, channels=channels, reader=reader)
     source = _open_at(image, options)

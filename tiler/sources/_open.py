@@ -232,61 +232,31 @@ class ChannelSource:
             close()
 
 
-#: ``opener(path, level=, series=, plane=, palette=) -> Source`` of one reading library.
-Opener = Callable[..., Source]
-
-
-def _open_tifffile(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
-                   palette: str = "rgb") -> Source:
-    from .tiff.reader import TiffSource
-
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head not in _TIFF_MAGIC:
-        raise InputError(f"{path}: --reader tifffile reads TIFF files; this file starts with {head!r}")
-    return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
-
-
-def _open_rasterio(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
-                   palette: str = "rgb") -> Source:
-    from .raster import RasterioSource, check_plain
-
-    check_plain(path, series=series, plane=plane)
-    return RasterioSource(path, level=level)
-
-
-#: ``--reader NAME`` -> how a file is opened; ``auto`` chooses by content and name ending.
-READERS: dict[str, Opener] = {"tifffile": _open_tifffile, "rasterio": _open_rasterio}
-
-
-def reader_choices() -> tuple[str, ...]:
-    """The values ``--reader`` accepts: ``auto`` and every name of :data:`READERS`."""
-    return ("auto", *READERS)
-
-
 def open_source(
     image: Any, *, level: int = 0, series: int | None = None, plane: Any = (), channels: Any = None,
-    palette: str = "rgb", reader: str | None = "auto",
+    palette: str = "rgb", reader: str | None = None,
 ) -> Source:
-    """Open ``image``: a path (TIFF family, GDAL rasters, zarr, PNG, JPEG), an array-like or a Source.
+    """Open ``image``: a path (TIFF family, slide formats, DICOM WSI, GDAL rasters, STAC items, zarr,
+    PNG, JPEG), an array-like or a Source.
 
     ``series`` chooses the image of a multi-series TIFF, ``plane`` (``"z=3"`` or pairs) one plane
-    of a stack, ``channels`` (``"0,1,2"`` or ints) the input channels (see :class:`ReadOptions`);
-    ``palette="index"`` reads a palette TIFF's indices instead of its colours (masks); ``reader``
-    names the library that opens a file (:data:`READERS`; ``auto``: TIFF with tifffile, ``.jp2``,
-    ``.vrt``, ``.ntf``, ``.hdf`` and GeoTIFFs tifffile cannot read with rasterio).
+    of a stack, ``channels`` (``"0,1,2"`` or ints, or band names such as ``"B04,B03"``) the input
+    channels (see :class:`ReadOptions`); ``palette="index"`` reads a palette TIFF's indices instead
+    of its colours (masks). ``reader`` names the library that opens a file (a key of
+    :data:`READERS`; None or ``"auto"``: by content and name, see :func:`auto_reader`); the
+    source's ``info.reader`` says which one did.
     Raises :class:`~tiler.errors.InputError` naming the file for anything unreadable.
     """
     options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels, reader=reader)
-    if options.reader != "auto" and options.reader not in READERS:
-        raise SettingsError(f"--reader {options.reader!r} is not known; choose one of {', '.join(reader_choices())}")
-    if isinstance(image, (str, os.PathLike)) and Path(image).suffix.lower() == ".json" and options.reader == "auto":
-        from .stack import is_stac_item, open_stac
+    if options.reader is not None and options.reader not in READERS:
+        raise SettingsError(f"--reader {options.reader!r}: unknown reader; choose one of {', '.join(READER_NAMES)}")
+    if options.reader in (None, "rasterio") and _is_stac(image):
+        from .stack import open_stac
 
-        if Path(image).is_file() and is_stac_item(Path(image)):
-            if options.series is not None or options.plane:
-                raise SettingsError(f"{image}: --series and --plane are for TIFF and OME-Zarr inputs")
-            return open_stac(image, level=level, channels=options.channels)  # --channels picks the assets
+        if options.series is not None or options.plane:
+            raise SettingsError(f"{image}: --series and --plane are for TIFF and OME-Zarr inputs")
+        # --channels picks the assets (keys, band or common names, numbers)
+        return _named(open_stac(image, level=level, channels=options.channels), "rasterio")
     source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette,
                          reader=options.reader)
     if options.channels is not None:
@@ -312,57 +282,196 @@ def _channel_numbers(source: Source, channels: tuple[int | str, ...]) -> tuple[i
     return tuple(out)
 
 
+#: An opener: ``(path, *, level, series, plane, palette) -> Source``.
+Opener = Callable[..., Source]
+
+
+def _open_tifffile(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                   palette: str = "rgb") -> Source:
+    from .tiff.reader import TiffSource
+
+    if path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head not in _TIFF_MAGIC:
+            raise InputError(f"{path}: --reader tifffile reads TIFF files; this file starts with {head!r}")
+    return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
+
+
+def _open_openslide(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                    palette: str = "rgb") -> Source:
+    from .openslide import OpenSlideSource
+
+    return OpenSlideSource(path, level=level, series=series, plane=plane)
+
+
+def _open_wsidicom(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                   palette: str = "rgb") -> Source:
+    from .dicom import DicomSource
+
+    return DicomSource(path, level=level, series=series, plane=plane)
+
+
+def _open_rasterio(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                   palette: str = "rgb") -> Source:
+    from .raster import RasterioSource, check_plain
+
+    check_plain(path, series=series, plane=plane)
+    if _is_stac(path):  # --reader rasterio on a STAC item: all its data assets, stacked
+        from .stack import open_stac
+
+        return open_stac(path, level=level)
+    return RasterioSource(path, level=level)
+
+
+#: The readers ``--reader NAME`` chooses from, by name (``auto``: :func:`auto_reader`). A new reader
+#: is one entry here and one module beside this one.
+READERS: dict[str, Opener] = {
+    "tifffile": _open_tifffile,
+    "openslide": _open_openslide,
+    "wsidicom": _open_wsidicom,
+    "rasterio": _open_rasterio,
+}
+#: The names ``--reader`` accepts.
+READER_NAMES: tuple[str, ...] = ("auto", *READERS)
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM Part 10 file: ``DICM`` at byte 128."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def is_dicom_folder(path: Path) -> bool:
+    """A folder whose files are DICOM (a whole-slide series: one file per level, label, overview)."""
+    files = [p for p in sorted(path.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    return bool(files) and any(p.suffix.lower() == ".dcm" or _is_dicom(p) for p in files[:16])
+
+
+def _is_stac(image: Any) -> bool:
+    """A path to a STAC item (a ``.json`` file, see :func:`~tiler.sources.stack.is_stac_item`)."""
+    if not isinstance(image, (str, os.PathLike)) or Path(image).suffix.lower() != ".json":
+        return False
+    from .stack import is_stac_item
+
+    return Path(image).is_file() and is_stac_item(Path(image))
+
+
+def auto_reader(path: Path, head: bytes) -> str | None:
+    """The reader ``--reader auto`` uses for the file ``path`` starting with ``head`` (None: not a
+    file for any of :data:`READERS`): OpenSlide for the slide formats tifffile cannot read
+    (:data:`~tiler.sources.openslide.OPENSLIDE_SUFFIXES`), rasterio for GDAL rasters by name
+    (:data:`~tiler.sources.raster.RASTER_SUFFIXES`: .jp2, .vrt, .ntf, .hdf, ...) and for STAC items,
+    wsidicom for DICOM, tifffile for TIFF. Opening a TIFF may still hand it on (see
+    :func:`_open_tiff_auto`): to OpenSlide (a vendor's slide tifffile cannot read), to rasterio (a
+    GeoTIFF with a nodata value or mask, or one tifffile cannot read)."""
+    from .openslide import OPENSLIDE_SUFFIXES
+    from .raster import RASTER_SUFFIXES
+
+    suffix = path.suffix.lower()
+    if suffix in OPENSLIDE_SUFFIXES:
+        return "openslide"
+    if suffix in RASTER_SUFFIXES or _is_stac(path):
+        return "rasterio"
+    if _is_dicom(path):
+        return "wsidicom"
+    if head[:4] in _TIFF_MAGIC:
+        return "tifffile"
+    return None
+
+
+#: OpenSlide vendors of TIFF-based slides that tifffile may not read (never Aperio or generic TIFF:
+#: tifffile reads those, so its error is the one to show).
+_FALLBACK = frozenset({"philips", "ventana", "leica", "hamamatsu", "trestle", "sakura"})
+
+
+def _open_tiff_or_slide(path: Path, **kw: Any) -> Source:
+    """tifffile, and OpenSlide where tifffile cannot read a TIFF that OpenSlide knows as a vendor's
+    slide (Philips, Ventana, ...); tifffile's error where neither reads it."""
+    from .openslide import detect_format
+
+    try:
+        return _open_tifffile(path, **kw)
+    except InputError as first:
+        broken = any(word in str(first) for word in ("truncated", "corrupt"))
+        if broken or kw.get("series") is not None or kw.get("plane") or detect_format(path) not in _FALLBACK:
+            raise
+        try:
+            return _open_openslide(path, **kw)
+        except InputError:
+            raise first from None
+
+
+def _open_tiff_auto(path: Path, **kw: Any) -> Source:
+    """A TIFF under ``--reader auto``: tifffile (or OpenSlide, see :func:`_open_tiff_or_slide`),
+    and rasterio for a GeoTIFF tifffile cannot read (a codec or layout it lacks) or one with a
+    nodata value or an internal mask (GDAL honours it: all-nodata tiles skipped, nodata pixels get
+    ``--fill``); ``info.reader`` names the library that opened it."""
+    from .raster import is_gdal_raster
+
+    plain = kw.get("series") is None and not kw.get("plane")
+    try:
+        tiff = _open_tiff_or_slide(path, **kw)
+    except InputError as exc:
+        if "truncated" in str(exc) or not plain or not is_gdal_raster(path):
+            raise
+        return _named(_open_rasterio(path, **kw), "rasterio")
+    info = tiff.info
+    nodata = info.nodata is not None or info.extra.get("gdal_mask")
+    if not nodata or kw.get("palette", "rgb") != "rgb" or not plain or info.reader not in (None, "tifffile"):
+        return _named(tiff, "tifffile")
+    tiff.close()
+    return _named(_open_rasterio(path, **kw), "rasterio")
+
+
+def _named(source: Source, reader: str) -> Source:
+    if isinstance(getattr(source, "info", None), SourceInfo) and source.info.reader is None:
+        source.info = replace(source.info, reader=reader)
+    return source
+
+
 def _open_plain(
     image: Any, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...], palette: str = "rgb",
-    reader: str = "auto",
+    reader: str | None = None,
 ) -> Source:
-    if reader != "auto":
-        if not isinstance(image, (str, os.PathLike)):
-            raise SettingsError(f"--reader {reader} opens files; the input is not a file")
-        path = Path(image)
-        if not path.is_file():
-            raise InputNotFoundError(f"{path}: no such file" + (" (a directory)" if path.is_dir() else ""))
-        return READERS[reader](path, level=level, series=series, plane=plane, palette=palette)
+    if reader is not None and reader not in READERS:
+        raise SettingsError(f"--reader {reader!r}: unknown reader; choose one of {', '.join(READER_NAMES)}")
     if series is not None and not isinstance(image, (str, os.PathLike)):
         raise SettingsError("--series chooses an image inside a TIFF file; the input is not a file")
+    if reader is not None and not isinstance(image, (str, os.PathLike)):
+        raise SettingsError(f"--reader {reader} opens files; the input is a {type(image).__name__}")
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
             raise InputNotFoundError(f"{path}: no such file or directory")
+        kw: dict[str, Any] = {"level": level, "series": series, "plane": plane, "palette": palette}
+        if reader is not None:
+            return _named(READERS[reader](path, **kw), reader)
         if path.is_dir():
             if (path / "zarr.json").exists() or (path / ".zarray").exists() or (path / ".zgroup").exists():
-                return _open_zarr(path, level=level, plane=plane, series=series)
-            raise InputError(f"{path}: is a directory, not an image (nor a zarr store)")
+                return _named(_open_zarr(path, level=level, plane=plane, series=series), "zarr")
+            if is_dicom_folder(path):
+                return _named(_open_wsidicom(path, **kw), "wsidicom")
+            raise InputError(f"{path}: is a directory, not an image (nor a zarr store or a DICOM series)")
         with open(path, "rb") as fh:
             head = fh.read(8)
         if not head:
             raise InputError(f"{path}: file is empty (0 bytes)")
-        from .raster import RASTER_SUFFIXES, is_gdal_raster
-
-        if path.suffix.lower() in RASTER_SUFFIXES:
-            return _open_rasterio(path, level=level, series=series, plane=plane)
-        if head[:4] in _TIFF_MAGIC:
-            from .tiff.reader import TiffSource
-
-            try:
-                tiff = TiffSource(path, level=level, series=series, plane=plane, palette=palette)
-            except InputError as exc:
-                # a GeoTIFF tifffile cannot read (a codec or layout it lacks): GDAL's turn
-                if "truncated" in str(exc) or series is not None or plane or not is_gdal_raster(path):
-                    raise
-                return _open_rasterio(path, level=level, series=series, plane=plane)
-            nodata = tiff.info.nodata is not None or tiff.info.extra.get("gdal_mask")
-            if not nodata or palette != "rgb" or series is not None or plane:
-                return tiff
-            tiff.close()  # a GeoTIFF with a nodata value or mask: GDAL honours it (skipped tiles, fill)
-            return _open_rasterio(path, level=level, series=series, plane=plane)
+        chosen = auto_reader(path, head)
+        if chosen == "tifffile":
+            return _open_tiff_auto(path, **kw)
+        if chosen is not None:
+            return _named(READERS[chosen](path, **kw), chosen)
         if series is not None or plane:
             raise SettingsError(f"{path}: --series and --plane are for TIFF and OME-Zarr inputs")
         if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
-            return _open_small_image(path)
+            return _named(_open_small_image(path), "imagecodecs")
         raise InputError(
-            f"{path}: not an image tiler can read (expected TIFF, PNG, JPEG, zarr, a GDAL raster "
-            f"(.jp2, .vrt, ...) or a STAC item; file starts with {head[:4]!r})"
+            f"{path}: not an image tiler can read (expected TIFF, a slide format, DICOM, PNG, JPEG, zarr, "
+            f"a GDAL raster (.jp2, .vrt, ...) or a STAC item; file starts with {head[:4]!r})"
         )
     if plane:
         raise SettingsError("--plane needs named axes (TIFF, OME-Zarr); an array is read as (H, W[, C])")

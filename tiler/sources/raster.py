@@ -136,7 +136,7 @@ class RasterioSource:
         alpha = ds.count > 1 and ds.colorinterp[-1] == ColorInterp.alpha
         downsample = (shapes[0][0] / h, shapes[0][1] / w)
         comp = ds.compression
-        extra: dict[str, Any] = {"reader": "rasterio", "driver": ds.driver, "crs": crs}
+        extra: dict[str, Any] = {"driver": ds.driver, "crs": crs}
         if any(ds.descriptions):
             extra["bands"] = [d or "" for d in ds.descriptions]
         if self.masked:
@@ -147,7 +147,7 @@ class RasterioSource:
             chunks=(bh, bw), levels=tuple(shapes), extra=extra, level=level, downsample=downsample,
             georeference=georef.downsampled(downsample) if georef is not None else None,
             alpha=alpha, read=ReadOptions(level=level, reader="rasterio"),
-            nodata=float(ds.nodata) if ds.nodata is not None else None,
+            nodata=float(ds.nodata) if ds.nodata is not None else None, reader="rasterio",
         )
 
     def _window(self, y0: int, y1: int, x0: int, x1: int) -> Any:

@@ -141,9 +141,9 @@ class StackSource:
         self.info = SourceInfo(
             format="stac", chunks=self.sources[fine].info.chunks, levels=((h, w),),
             georeference=self.sources[fine].info.georeference,
-            extra={"reader": "rasterio (stack)", "bands": names, "crs": crs.pop(),
+            extra={"bands": names, "crs": crs.pop(),
                    "resolutions": [abs(m[0]) for m in affines]},
-            nodata=nodata.pop() if len(nodata) == 1 else None, read=ReadOptions(),
+            nodata=nodata.pop() if len(nodata) == 1 else None, read=ReadOptions(), reader="rasterio",
         )
 
     def _index(self, k: int, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:

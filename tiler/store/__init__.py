@@ -5,5 +5,5 @@ Owns the zarr v3 output group and its format version (:mod:`~tiler.store.sink`: 
 the owner record and lock), input digests (:mod:`~tiler.store.identity`), the run record compared on
 resume (:mod:`~tiler.store.resume`) and the OME-Zarr pyramid (:mod:`~tiler.store.pyramid`).
 
-May import: errors, version, sources (what the run record says about the input).
+May import: errors, version, cores, sources (what the run record says about the input).
 """

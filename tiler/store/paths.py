@@ -39,7 +39,8 @@ def default_output_path(image: Any) -> Path:
                 name = name[: -len(suffix)]
                 break
         return path.with_name(name + ".pred.zarr")
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".png", ".jpg", ".jpeg"):
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".svs", ".png", ".jpg", ".jpeg", ".ndpi", ".mrxs",
+                   ".scn", ".bif", ".vms", ".vmu", ".svslide", ".dcm"):
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
             break

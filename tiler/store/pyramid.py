@@ -1,8 +1,11 @@
 """Downsampled levels ``1``, ``2``, ... of an output group, as OME-Zarr (NGFF 0.5) multiscales.
 
-Built in one streaming pass after the full-resolution level ``0`` is complete: level ``k + 1`` is
+Built while level ``0`` is written (:class:`StreamingPyramid`: each written level-0 piece is reduced
+into the pending chunk row of level 1 at once, and so on up), or in one streaming pass after level
+``0`` is complete (:func:`build_pyramid`, for resumed and distributed runs): level ``k + 1`` is
 written one output chunk at a time from the 2 x 2 input chunks of level ``k`` that it covers, chunk
-row by chunk row, so memory is a few chunks whatever the image size.
+row by chunk row. Either way memory is a few chunk rows whatever the image height, and the values
+are the same bits.
 
 Each level halves height and width (rounding up). Probabilities and logits are averaged over each
 2 x 2 block (uint8: the exact integer mean, rounded half up). Labels take the *mode* of the block,
@@ -18,12 +21,13 @@ pixels, the centre of the block it summarises.
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import zarr
+
+from ..cores import pool_threads
 
 #: Stop adding levels once the smaller side is at most this many pixels.
 MIN_SIZE = 1024
@@ -154,6 +158,50 @@ def _downsample_level(src: Any, dst: Any, method: str, workers: int) -> None:
             list(pool.map(lambda x0, y0=y0: one(y0, x0), range(0, w, cw)))
 
 
+def _create_levels(group: zarr.Group, *, levels: int | None, min_size: int) -> tuple[list[Any], list[tuple[int, int]]]:
+    """Drop any earlier levels ``1, 2, ...`` and create them empty: (arrays incl. ``0``, shapes)."""
+    base = group["0"]
+    shapes = pyramid_shapes(*base.shape[-2:], levels=levels, min_size=min_size)
+    # Drop stale levels from an earlier build (e.g. a rerun with another level count).
+    for name in list(group.array_keys()):
+        if name.isdigit() and int(name) >= 1:
+            del group[name]
+    arrays = [base]
+    dims = base.metadata.dimension_names or (("c", "y", "x") if base.ndim == 3 else ("y", "x"))
+    for k, (h, w) in enumerate(shapes[1:], start=1):
+        shape = (*base.shape[:-2], h, w)
+        chunks = (*base.chunks[:-2], min(base.chunks[-2], h), min(base.chunks[-1], w))
+        with zarr.config.set({"array.write_empty_chunks": True}):  # dense: no all-fill scan per chunk
+            arrays.append(group.create_array(
+                str(k), shape=shape, chunks=chunks, dtype=base.dtype, dimension_names=dims,
+                fill_value=base.fill_value, compressors=base.compressors, overwrite=True,
+            ))
+    return arrays, shapes
+
+
+def _write_multiscales(group: zarr.Group, n_levels: int, method: str) -> None:
+    """The OME-Zarr multiscales metadata of levels ``0 .. n_levels - 1``."""
+    ome = dict(group.attrs.get("ome", {}))
+    scale0 = _base_scale(ome, group["0"].ndim)
+    multiscales = dict((ome.get("multiscales") or [{}])[0])
+    multiscales["datasets"] = [
+        {"path": str(k), "coordinateTransformations": _transforms(scale0, k)} for k in range(n_levels)
+    ]
+    multiscales["type"] = method
+    multiscales["metadata"] = {
+        "description": "2x2 mean" if method == "mean" else "2x2 mode, ties to the top-left pixel",
+        "method": f"tiler.pyramid.downsample_{method}",
+    }
+    ome["version"] = "0.5"
+    ome["multiscales"] = [multiscales]
+    group.attrs["ome"] = ome
+
+
+def _check_method(method: str) -> None:
+    if method not in ("mean", "mode"):
+        raise ValueError(f"unknown pyramid method {method!r}; use 'mean' or 'mode'")
+
+
 def build_pyramid(
     group: zarr.Group,
     *,
@@ -176,39 +224,85 @@ def build_pyramid(
     -------
     The shapes of all levels, full resolution first.
     """
-    if method not in ("mean", "mode"):
-        raise ValueError(f"unknown pyramid method {method!r}; use 'mean' or 'mode'")
-    base = group["0"]
-    ndim = base.ndim
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-    shapes = pyramid_shapes(*base.shape[-2:], levels=levels, min_size=min_size)
-    # Drop stale levels from an earlier build (e.g. a rerun with another level count).
-    for name in list(group.array_keys()):
-        if name.isdigit() and int(name) >= 1:
-            del group[name]
-    arrays = [base]
-    dims = base.metadata.dimension_names or (("c", "y", "x") if ndim == 3 else ("y", "x"))
-    for k, (h, w) in enumerate(shapes[1:], start=1):
-        shape = (*base.shape[:-2], h, w)
-        chunks = (*base.chunks[:-2], min(base.chunks[-2], h), min(base.chunks[-1], w))
-        arr = group.create_array(
-            str(k), shape=shape, chunks=chunks, dtype=base.dtype, dimension_names=dims,
-            fill_value=base.fill_value, compressors=base.compressors, overwrite=True,
-        )
-        _downsample_level(arrays[-1], arr, method, workers)
-        arrays.append(arr)
-    ome = dict(group.attrs.get("ome", {}))
-    scale0 = _base_scale(ome, ndim)
-    multiscales = dict((ome.get("multiscales") or [{}])[0])
-    multiscales["datasets"] = [
-        {"path": str(k), "coordinateTransformations": _transforms(scale0, k)} for k in range(len(shapes))
-    ]
-    multiscales["type"] = method
-    multiscales["metadata"] = {
-        "description": "2x2 mean" if method == "mean" else "2x2 mode, ties to the top-left pixel",
-        "method": f"tiler.pyramid.downsample_{method}",
-    }
-    ome["version"] = "0.5"
-    ome["multiscales"] = [multiscales]
-    group.attrs["ome"] = ome
+    _check_method(method)
+    workers = workers or pool_threads()
+    arrays, shapes = _create_levels(group, levels=levels, min_size=min_size)
+    for src, dst in zip(arrays, arrays[1:]):
+        _downsample_level(src, dst, method, workers)
+    _write_multiscales(group, len(shapes), method)
     return [tuple(a.shape) for a in arrays]
+
+
+class StreamingPyramid:
+    """Levels ``1, 2, ...`` built from level-0 rows as they are written, never read back.
+
+    Wraps the run's sink: every :meth:`write` of level 0 (chunk-aligned pieces of whole chunk
+    rows, from one writer thread) is also reduced 2 x 2 at once into the pending chunk row of
+    level 1; a level's chunk row is written (and reduced into the next level) as soon as all of
+    its pixels have arrived. The values are those of :func:`build_pyramid` bit for bit: each 2 x 2
+    block is reduced from the same four pixels (pieces start at even rows and columns; only the
+    image's last row / column may be odd, padded the same way). Memory: one pending chunk row
+    per level.
+
+    Use it only for a run that writes every stripe of level 0 in this process (not a resumed run,
+    not dask tasks) with an even chunk edge (:meth:`applies`); :meth:`finish` says whether every
+    level is complete, else call :func:`build_pyramid` (it rebuilds the levels from level 0).
+    """
+
+    def __init__(self, sink: Any, *, method: str, levels: int | None = None, min_size: int = MIN_SIZE) -> None:
+        _check_method(method)
+        self.sink, self.method = sink, method
+        self.arrays, self.shapes = _create_levels(sink.group, levels=levels, min_size=min_size)
+        self.reduce = downsample_mode if method == "mode" else downsample_mean
+        self._pending: list[dict[int, tuple[np.ndarray, int]]] = [{} for _ in self.arrays]
+        self._rows_written = [0] * len(self.arrays)  # chunk rows written, per level (>= 1)
+
+    @staticmethod
+    def applies(chunk: int) -> bool:
+        """Whether level-0 pieces of chunk edge ``chunk`` start on even rows and columns."""
+        return chunk % 2 == 0
+
+    # -- the Sink protocol, forwarded (level 0 is the sink's own)
+    def write(self, y0: int, y1: int, x0: int, x1: int, data: np.ndarray) -> None:
+        self.sink.write(y0, y1, x0, x1, data)
+        if len(self.arrays) > 1:
+            self._feed(1, y0, y1, x0, x1, data)
+
+    def mark_done(self, chunk_row: int, block_col: int) -> None:
+        self.sink.mark_done(chunk_row, block_col)
+
+    def done(self) -> np.ndarray:
+        return self.sink.done()
+
+    def _feed(self, k: int, y0: int, y1: int, x0: int, x1: int, data: np.ndarray) -> None:
+        """Reduce level ``k - 1`` pixels ``[y0, y1) x [x0, x1)`` into level ``k``'s pending rows."""
+        small = self.reduce(data)
+        dst = self.arrays[k]
+        ch = dst.chunks[-2]
+        h, w = dst.shape[-2:]
+        ya, xa = y0 // 2, x0 // 2
+        yb, xb = ya + small.shape[-2], xa + small.shape[-1]
+        row = ya // ch
+        r0, r1 = row * ch, min(h, (row + 1) * ch)
+        buf, filled = self._pending[k].get(row, (None, 0))
+        if buf is None:
+            buf = np.empty((*dst.shape[:-2], r1 - r0, w), dst.dtype)
+        buf[..., ya - r0 : yb - r0, xa:xb] = small
+        filled += (yb - ya) * (xb - xa)
+        if filled < (r1 - r0) * w:
+            self._pending[k][row] = (buf, filled)
+            return
+        self._pending[k].pop(row, None)
+        dst[..., r0:r1, :] = buf
+        self._rows_written[k] += 1
+        if k + 1 < len(self.arrays):
+            self._feed(k + 1, r0, r1, 0, w, buf)
+
+    def finish(self) -> bool:
+        """Write the multiscales metadata; True when every level was completely written."""
+        whole = all(
+            self._rows_written[k] == -(-a.shape[-2] // a.chunks[-2]) for k, a in enumerate(self.arrays) if k
+        )
+        if whole:
+            _write_multiscales(self.sink.group, len(self.shapes), self.method)
+        return whole

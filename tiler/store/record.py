@@ -74,13 +74,20 @@ def input_record(image: Any, source: Source, masks: Any = (), roi: Any = None) -
     return record
 
 
+#: Readers that were the only ones before the input record named its reader (not recorded, so
+#: that outputs written then still resume).
+_FIRST_READERS = frozenset({None, "tifffile", "zarr", "imagecodecs"})
+
+
 def read_record(info: Any) -> dict[str, Any]:
-    """The series (when not 0, as before series could be chosen), plane and channels read."""
+    """The series (when not 0, as before series could be chosen), plane, channels and the reader
+    (when not one of the first ones) that read the input."""
     read = getattr(info, "read", None)
+    reader = getattr(info, "reader", None)
     return {"series": info.series or None,
             "plane": {a.lower(): i for a, i in read.plane} if read is not None and read.plane else None,
             "channels": list(read.channels) if read is not None and read.channels is not None else None,
-            "reader": read.reader if read is not None and read.reader != "auto" else None}
+            "reader": None if reader in _FIRST_READERS else reader}
 
 
 def run_fingerprint(*parts: Any) -> str:

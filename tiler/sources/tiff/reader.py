@@ -118,6 +118,25 @@ def _ome_mpp(ome_xml: str, k: int = 0) -> tuple[float, float] | None:
     return (sizes[0], sizes[1])
 
 
+def _philips_mpp(description: str) -> tuple[float, float] | None:
+    """``DICOM_PIXEL_SPACING`` (mm, row then column) of a Philips TIFF's WSI image, in µm (y, x)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(description)
+    except ET.ParseError:
+        return None
+    for image in root.iter("DataObject"):
+        attrs = {a.get("Name"): (a.text or "") for a in image.findall("Attribute")}
+        if image.get("ObjectType") == "DPScannedImage" and attrs.get("PIM_DP_IMAGE_TYPE", "").strip() == "WSI":
+            try:
+                row, col = (float(v.strip('"')) for v in attrs.get("DICOM_PIXEL_SPACING", "").split())
+            except ValueError:
+                return None
+            return (row * 1000.0, col * 1000.0) if row > 0 and col > 0 else None
+    return None
+
+
 def _resolution_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
     tags = page.tags
     if "XResolution" not in tags or "ResolutionUnit" not in tags:
@@ -134,7 +153,12 @@ def _resolution_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
 
 def _mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage, k: int = 0) -> tuple[float, float] | None:
     """Microns per pixel (y, x) of ``page`` (level 0) from, in order of trust: the SVS description's
-    ``MPP``, OME ``PhysicalSizeY/X`` (with their units), TIFF resolution tags (inch, cm)."""
+    ``MPP``, a Philips TIFF's ``DICOM_PIXEL_SPACING``, OME ``PhysicalSizeY/X`` (with their units),
+    TIFF resolution tags (inch, cm)."""
+    if tif.is_philips:
+        mpp = _philips_mpp(page.description or "")
+        if mpp:
+            return mpp
     if tif.is_svs:
         mpp = _svs_mpp(page.description or "")
         if mpp:
@@ -393,7 +417,8 @@ class TiffSource:
         # Fast path: one interleaved 2-D page, decoded on a thread pool (see _tiff_tiles.py).
         self._tiles = _fast_reader(self._tif, lvl, axes, shape, stored)
         compression = page.compression.name.lower() if page.compression != 1 else None
-        fmt = "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "tiff"
+        fmt = "svs" if self._tif.is_svs else "ome-tiff" if self._tif.is_ome else "philips" if self._tif.is_philips \
+            else "tiff"
         base = levels[0].keyframe
         shapes = tuple((int(s.shape[s.axes.index("Y")]), int(s.shape[s.axes.index("X")])) for s in levels)
         downsample = (shapes[0][0] / h, shapes[0][1] / w)

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import tifffile
 
+from ...cores import pool_threads
+
 #: Compression codes of JPEG in TIFF (these segments need the page's JPEG tables).
 _JPEG = {6, 7, 33007, 34892}
 
@@ -35,7 +37,7 @@ def _pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != os.getpid():
-            workers = max(1, min(4, os.cpu_count() or 1))
+            workers = pool_threads()
             _POOL = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="tiler-tiff"))
         return _POOL[1]
 
