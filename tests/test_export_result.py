@@ -103,10 +103,11 @@ def test_geotiff_tags_and_overviews(outputs, tmp_path) -> None:
         assert geo["ModelTiepoint"] == [0.0, 0.0, 0.0, 500000.0, 4000000.0, 0.0]
         assert int(geo["ProjectedCSTypeGeoKey"]) == 32632 and int(geo["GTModelTypeGeoKey"]) == 1
         assert geo["GTCitationGeoKey"] == "WGS 84 / UTM zone 32N"
-        # One page with a sample per channel (GDAL bands), overviews in the main IFD chain.
-        assert [p.shape for p in tif.pages] == [g[k].shape for k in ("0", "1", "2")]
-        assert tif.pages[0].planarconfig == 2 and tif.pages[1].subfiletype == 1
-        np.testing.assert_array_equal(tif.pages[2].asarray(), g["2"][...])
+        # One page with a sample per channel (GDAL bands, pixel-interleaved as GDAL's COG driver
+        # writes them), overviews in the main IFD chain.
+        assert [p.shape for p in tif.pages] == [g[k].shape[1:] + g[k].shape[:1] for k in ("0", "1", "2")]
+        assert tif.pages[0].planarconfig == 1 and tif.pages[1].subfiletype == 1
+        np.testing.assert_array_equal(np.moveaxis(tif.pages[2].asarray(), -1, 0), g["2"][...])
         round_trip = json.loads(json.dumps(geo))  # tifffile's own dict, as attributes store it
     _with_georeference(tmp_path, "p.zarr", round_trip)
     again = export_result(tmp_path / "p.zarr", tmp_path / "again.tif", format="geotiff", tile=64)

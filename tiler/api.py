@@ -72,10 +72,10 @@ def predict(
     level, mpp : read pyramid ``level``, or resample to ``mpp`` µm per pixel (see
         :func:`~tiler.sources.open_at`); H, W are then that image's size.
     series, plane, channels : which image of a multi-series file (default: the largest, never a
-        label/macro image), which plane of a stack (``"z=3"``), which input channels (``"0,1,2"``);
-        see :class:`~tiler.sources.ReadOptions`.
+        label/macro image), which plane of a stack (``"z=3"``), which input channels (``"0,1,2"``,
+        or band names: ``"B08,B04"``); see :class:`~tiler.sources.ReadOptions`.
     reader : the library that opens a file: ``"auto"``/None (by content and name), ``"tifffile"``,
-        ``"openslide"``, ``"wsidicom"`` (:data:`tiler.sources.READERS`).
+        ``"openslide"``, ``"wsidicom"``, ``"rasterio"`` (:data:`tiler.sources.READERS`).
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array, any resolution): tiles
         touching no foreground are not computed; pixels no computed tile covers get ``fill``.
     **settings : the other fields of :class:`~tiler.config.Settings` (output, dtype, chunk, ...);

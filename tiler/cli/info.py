@@ -17,6 +17,8 @@ examples:
   $ tiler info scan.ndpi                      # read through OpenSlide (the 'reader' line says)
   $ tiler info slide.svs --reader openslide   # the same file through another library
   $ tiler info dicom_series/                  # a DICOM WSI folder (wsidicom)
+  $ tiler info T32TNS.jp2                      # a GDAL raster: reader, bands, nodata, CRS, overviews
+  $ tiler info scene.tif --reader rasterio    # read a TIFF through GDAL instead of tifffile
 """
 
 
@@ -71,6 +73,11 @@ def _describe(src, args: argparse.Namespace) -> int:
         lines.extend(f"    {line}" for line in info.series_list)
     elif info.series_name:
         lines.append(f"  reading      {info.series_name}")
+    if info.extra.get("bands"):
+        lines.append(f"  bands        {', '.join(str(b) or '-' for b in info.extra['bands'])}")
+    if getattr(src, "masked", False):
+        value = f"value {info.nodata:g}" if info.nodata is not None else str(info.extra.get("mask", "a mask"))
+        lines.append(f"  nodata       {value}: tiles all nodata are skipped, nodata pixels get --fill")
     if "axes" in info.extra:
         lines.append(f"  axes         {', '.join(info.extra['axes'])}")
     photometric = {"palette": "palette (expanded through its colour map to RGB)",

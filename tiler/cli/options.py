@@ -123,7 +123,7 @@ def add_result_argument(p: argparse.ArgumentParser) -> None:
 
 
 #: ``--reader`` choices (kept here, not imported from tiler.sources, so that --help needs no reader).
-READER_CHOICES = ("auto", "tifffile", "openslide", "wsidicom")
+READER_CHOICES = ("auto", "tifffile", "openslide", "wsidicom", "rasterio")
 
 
 def add_read_options(g: argparse._ActionsContainer) -> None:
@@ -132,14 +132,17 @@ def add_read_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--reader", choices=READER_CHOICES, default="auto",
                    help="library that opens the file (default auto: OpenSlide for .ndpi/.mrxs/.scn/.bif/.vms/"
                         ".vmu/.svslide and for vendor TIFFs tifffile cannot read, wsidicom for DICOM files and "
-                        "folders, tifffile for other TIFFs), e.g. --reader openslide for an SVS")
+                        "folders, rasterio/GDAL for .jp2/.vrt/.ntf/.hdf, STAC items and GeoTIFFs with nodata "
+                        "or that tifffile cannot read, tifffile for other TIFFs), e.g. --reader openslide for an "
+                        "SVS, --reader rasterio for a TIFF through GDAL")
     g.add_argument("--series", type=_series, metavar="N",
                    help="image series of a multi-image file (OME-TIFF images, SVS; default: the largest; "
                         "see tiler info). Label and macro images are never read")
     g.add_argument("--plane", metavar="z=K[,t=J]",
                    help="one plane of a Z stack, time series or multi-page file (axes as tiler info shows)")
     g.add_argument("--channels", metavar="0,1,2",
-                   help="input channels to use, in this order (select or reorder bands, drop alpha)")
+                   help="input channels to use, in this order (select or reorder bands, drop alpha); "
+                        "band names work too: GDAL band descriptions, a STAC item's assets (B04,B03,B02)")
 
 
 def add_slide_options(p: argparse.ArgumentParser) -> None:
@@ -156,7 +159,8 @@ def add_slide_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--roi", metavar="MASK", help="mask image (any resolution, nonzero = inside); "
                    "tiles outside it are skipped")
     g.add_argument("--fill", type=float, default=_DEFAULTS.fill, metavar="V",
-                   help="value stored where tiles were skipped (default 0: background class, p = 0)")
+                   help="value stored where tiles were skipped and at the input's nodata pixels (default "
+                        "0: background class, p = 0; --fill 255 marks nodata in a labels GeoTIFF export)")
 
 
 def float_list(text: str) -> tuple[float, ...]:

@@ -43,6 +43,9 @@ examples:
   $ tiler run 's3://bucket/slides/*.svs' --out-dir s3://bucket/preds/ # an archive on S3 (or .../slides/)
   $ tiler run https://host/scan.tif -o scan.zarr                   # read-only web server
   $ AWS_ENDPOINT_URL=http://minio:9000 tiler run s3://b/scan.tif --resume  # S3-compatible store
+  $ tiler run T32TNS.jp2 --model s2.onnx --channels 3,2,1 --fill 255 --kind labels  # GDAL; nodata -> 255
+  $ tiler run item.json --channels red,green,blue,B08 --model s2.onnx   # STAC assets on the 10 m grid
+  $ tiler run scene.tif --reader rasterio                          # force GDAL for a TIFF
 
 Object stores: credentials and endpoints come from each cloud's standard variables and files
 (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/config, ...); transient failures are
@@ -136,8 +139,7 @@ def main(args: argparse.Namespace) -> int:
             pyramid_levels=args.pyramid_levels, preview=args.opacity if args.preview else False,
             objects=args.objects,
             level=args.level, mpp=args.mpp, series=args.series, plane=args.plane, channels=args.channels,
-            reader=args.reader,
-            tissue=args.tissue, roi=args.roi, fill=args.fill,
+            reader=args.reader, tissue=args.tissue, roi=args.roi, fill=args.fill,
         )
     finally:
         if client is not None:

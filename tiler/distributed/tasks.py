@@ -211,7 +211,7 @@ def predict_dask(
         between blocks repeats about ``tile / block`` of the work (see ``docs-scale.md``);
         ``block_height`` / ``block_width``, if given, replace it along one axis.
     device, precision, provider, trust_model, compile, overrides, level, mpp, series, plane, channels,
-        tissue, roi : as for :func:`tiler.predict` (a path model is loaded by each worker with the
+        reader, tissue, roi : as for :func:`tiler.predict` (a path model is loaded by each worker with the
         same options; a path image is opened by each with the same read options).
     **settings : fields of :class:`~tiler.config.Settings` (tile, overlap, window, output, ...);
         every keyword of :data:`tiler.config.VALUE_KEYWORDS` is accepted, as by :func:`tiler.run`.

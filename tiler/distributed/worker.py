@@ -24,6 +24,7 @@ from ..config import Settings
 from ..engine.job import Job
 from ..engine.outputs import OutputSpec
 from ..errors import DeviceWarning
+from ..masks.nodata import ValidPixels
 from ..plan import windows
 from ..plan.box import Box
 from ..plan.lattice import TilePlan, reflect_index
@@ -129,7 +130,8 @@ class SourceRef:
         """The source, opened at most once per process (for files; arrays are cheap to wrap)."""
         if not isinstance(self.image, str):
             source = open_source(self.image)
-            return ChannelSource(source, self.read.channels) if self.read.channels is not None else source
+            picked = self.read.channels
+            return ChannelSource(source, tuple(int(c) for c in picked)) if picked is not None else source
         if not self.read.is_default:
             r = self.read
             return _cached(_SOURCES, self.key, CACHE_SIZE["sources"],
@@ -184,10 +186,11 @@ class JobTemplate:
     partition: Partition
     output: OutputSpec
     skip: Callable[[int, int], bool] | None = None
+    valid: ValidPixels | None = None  # the input's nodata (a small table, see tiler.masks.nodata)
 
     @classmethod
     def of(cls, job: Job) -> JobTemplate:
-        return cls(job.settings, job.plan, job.partition, job.output, job.skip)
+        return cls(job.settings, job.plan, job.partition, job.output, job.skip, job.valid)
 
     def job(self, source: Source, runner: Any, model_key: str) -> Job:
         s = self.settings
@@ -197,7 +200,8 @@ class JobTemplate:
             if window is None:
                 window = windows.window_2d(s.window, s.tile, margin=s.margin, sigma_scale=s.sigma_scale)
                 _WINDOWS[key] = window
-        job = Job(source, runner, s, self.plan, self.partition, window, self.output, self.skip)
+        job = Job(source, runner, s, self.plan, self.partition, window, self.output, self.skip,
+                  valid=self.valid)
         job.model_batch = _MODEL_BATCH.get(model_key)
         return job
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..config import ModelOptions, Settings
 from ..errors import ModelError
+from ..masks.nodata import ValidPixels, data_mask, valid_pixels
 from ..masks.skip import build_skip, skip_predicate
 from ..masks.tissue import Mask
 from ..plan import windows
@@ -75,6 +76,9 @@ class Job:
     skip: Callable[[int, int], bool] | None = None
     #: Tiles per model call after an out-of-memory error halved it (None: the batch size).
     model_batch: int | None = None
+    #: Where the input has nodata: ``valid(source, y0, y1, x0, x1) -> (h, w) bool or None (all
+    #: valid)``; False pixels get ``fill`` (:class:`tiler.masks.nodata.ValidPixels`). None: no nodata.
+    valid: ValidPixels | None = None
 
     @classmethod
     def create(
@@ -115,7 +119,7 @@ class Job:
             (h, w), chunk=settings.chunk, block_height=settings.block_height,
             block_width=settings.block_width,
         )
-        return cls(source, runner, settings, plan, partition, window, output, skip)
+        return cls(source, runner, settings, plan, partition, window, output, skip, valid=valid_pixels(source))
 
     def tiles_in(self, block: Block) -> int:
         rows, cols = self.plan.tiles_touching(block)
@@ -197,7 +201,11 @@ def build_job(
     for ``tissue``/``roi``; with the masks it was built from (recorded by :func:`tiler.run`)."""
     runner = load_runner(model, **options.runner_keywords(settings.batch_size))
     job = Job.create(source, runner, settings)
-    skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi)
+    nodata = data_mask(job.source)  # the input's nodata: a skip mask and the per-pixel check
+    skip, masks = build_skip(job.plan, image, source, tissue=tissue, roi=roi,
+                             extra=[nodata[0]] if nodata is not None else None)
     if skip is not None:
         job = replace(job, skip=skip_predicate(skip))
+    if nodata is not None:
+        job = replace(job, valid=nodata[1])
     return job, masks

@@ -223,7 +223,12 @@ def run_block(
                     if job.output.kind != "logits":
                         shape = job.output.shape(row.y1 - row.y0, row.x1 - row.x0)
                         out = stitcher.take(shape, job.output.store_dtype)
-                    data = job.output.convert(row.logits, row.covered, out)
+                    covered = row.covered
+                    if job.valid is not None:  # the input's nodata pixels get the fill value
+                        valid = job.valid(job.source, row.y0, row.y1, row.x0, row.x1)
+                        if valid is not None:
+                            covered = valid if covered is None else covered & valid
+                    data = job.output.convert(row.logits, covered, out)
                     if data is not row.logits:
                         stitcher.recycle(row.logits)
                     writer.put((row.index, Box(row.y0, row.y1, row.x0, row.x1), data, stitcher))

@@ -79,10 +79,12 @@ def skip_predicate(skip: np.ndarray) -> Callable[[int, int], bool]:
 
 
 def build_skip(
-    plan: TilePlan, image: Any, source: Source, *, tissue: Any = None, roi: Any = None
+    plan: TilePlan, image: Any, source: Source, *, tissue: Any = None, roi: Any = None,
+    extra: list[Mask] | None = None,
 ) -> tuple[np.ndarray | None, list[Mask]]:
-    """The (rows, cols) skip table for ``--tissue`` / ``--roi`` (None when neither is asked)."""
-    masks: list[Mask] = []
+    """The (rows, cols) skip table for ``--tissue`` / ``--roi`` and ``extra`` masks (the input's
+    nodata: :func:`tiler.masks.nodata.data_mask`); None when there is none of them."""
+    masks: list[Mask] = list(extra or [])
     if tissue not in (None, False, "none", "off"):
         if tissue not in (True, "auto"):
             raise SettingsError(f"--tissue {tissue!r} is not known; use --tissue auto (or --roi MASK)")

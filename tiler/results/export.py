@@ -10,9 +10,11 @@ pixels), so memory does not depend on the image size.
   (labels, probabilities of 3 classes) take the layout slide viewers read too: one page (three
   classes as RGB), and the levels written a second time as reduced-resolution pages in the main
   IFD chain, where OpenSlide finds a generic TIFF's pyramid (the file grows by about a quarter).
-* ``geotiff``: one page with one sample per channel (GDAL bands), the levels as reduced-resolution
-  pages in the main IFD chain (GDAL's and COG's overview layout), and the GeoTIFF tags made from the
-  output's ``tiler.georeference`` attribute (see :mod:`tiler.geo.tiff_tags`), when there is one.
+* ``geotiff``: a Cloud-Optimized GeoTIFF (:mod:`tiler.results.cog`): one band per channel named
+  by its class, tiler's pyramid levels as overviews, the GeoTIFF tags made from the output's
+  ``tiler.georeference`` attribute (see :mod:`tiler.geo.tiff_tags`), when there is one, and the
+  input's nodata (a nodata value or an internal mask). tifffile writes it, GDAL's COG driver
+  lays it out.
 * ``png``: the preview of :mod:`tiler.results.preview`.
 """
 
@@ -190,11 +192,19 @@ def export_result(
     # Written beside the target and renamed when whole: a failed export leaves no partial file and
     # keeps an earlier one.
     partial = path.with_name(f".{path.name}.partial")
+    plain = path.with_name(f".{path.name}.plain.tif")
     try:
-        _write_tiff(result, partial, geotiff=format == "geotiff", tile=tile, compression=comp)  # type: ignore[arg-type]
+        if format == "geotiff":
+            from .cog import to_cog
+
+            _write_tiff(result, plain, geotiff=True, tile=tile, compression=comp)  # type: ignore[arg-type]
+            to_cog(result, plain, partial, tile=tile, compression=comp)
+        else:
+            _write_tiff(result, partial, geotiff=False, tile=tile, compression=comp)  # type: ignore[arg-type]
         os.replace(partial, path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write the export ({exc.strerror or exc})") from None
     finally:
         partial.unlink(missing_ok=True)
+        plain.unlink(missing_ok=True)
     return path

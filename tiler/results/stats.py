@@ -103,6 +103,7 @@ def channel_stats(
     ----------
     image : (H, W) or (H, W, C) image.
     roi : optional mask (see :mod:`tiler.masks.roi`: any resolution, nonzero in any channel = counted).
+        A raster's nodata pixels (:mod:`tiler.sources.raster`) are never counted.
     tissue : count only detected tissue (as ``tiler run --tissue auto`` finds it); with ``roi``,
         only pixels inside both.
     block : block edge in pixels; memory is about ``block**2 * C * 8`` bytes.
@@ -133,14 +134,17 @@ def _accumulate(source: Source, masks: list[RoiMask], block: int) -> _Running:
     h, w, c = source.shape
     bh, bw = _blocks(source, block)
     running = _Running(c)
+    nodata = bool(getattr(source, "masked", False))  # a raster's nodata pixels are never counted
     for y0 in range(0, h, bh):
         y1 = min(y0 + bh, h)
         for x0 in range(0, w, bw):
             x1 = min(x0 + bw, w)
             pixels = source.read(y0, y1, x0, x1)
-            if masks:
-                inside = masks[0].region(y0, y1, x0, x1)
-                for mask in masks[1:]:
+            if masks or nodata:
+                inside = np.ones((y1 - y0, x1 - x0), bool)
+                if nodata:
+                    inside &= source.valid_mask(y0, y1, x0, x1)  # type: ignore[attr-defined]
+                for mask in masks:
                     inside &= mask.region(y0, y1, x0, x1)
                 running.add(pixels[inside])
             else:

@@ -9,7 +9,8 @@ Which image is read is set by :class:`ReadOptions` (level / mpp, series, plane, 
 :func:`open_at` records on ``source.info.read`` so dask workers reopen exactly the same pixels.
 Only a real channel axis becomes channels (:mod:`._axes`); label and macro images are never read.
 Files are opened by one of :data:`READERS` (``--reader``): tifffile, OpenSlide (:mod:`.openslide`,
-vendor slide formats) or wsidicom (:mod:`.dicom`, DICOM WSI), chosen by content and name by default.
+vendor slide formats), wsidicom (:mod:`.dicom`, DICOM WSI) or rasterio (:mod:`.raster`, GDAL
+rasters; :mod:`.stack`, STAC items), chosen by content and name by default.
 Inputs may be URLs (``s3://``, ``gs://``, ``https://``): :mod:`.remote` (coalesced range reads).
 
 May import: errors, cores (thread-pool sizes), geo.

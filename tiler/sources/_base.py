@@ -45,18 +45,29 @@ def _parse_plane(plane: Any) -> tuple[tuple[str, int], ...]:
     return tuple(out.items())
 
 
-def _parse_channels(channels: Any) -> tuple[int, ...] | None:
-    """``"0,1,2"`` or a sequence of ints -> (0, 1, 2); None = all channels as stored."""
+def _parse_channels(channels: Any) -> tuple[int | str, ...] | None:
+    """``"0,1,2"`` or a sequence of ints -> (0, 1, 2); None = all channels as stored.
+
+    Names (``"B04,B03,B02"``: band descriptions, STAC asset keys or band names) stay strings.
+    """
     if channels is None or channels == "":
         return None
     parts = channels.split(",") if isinstance(channels, str) else list(channels)
-    try:
-        out = tuple(int(str(c).strip()) for c in parts)
-    except ValueError:
-        raise SettingsError(f"--channels {channels!r}: expected channel numbers such as 0,1,2") from None
-    if not out or any(c < 0 for c in out):
+    out: list[int | str] = []
+    for c in parts:
+        text = str(c).strip()
+        if not text:
+            raise SettingsError(f"--channels {channels!r}: expected channel numbers such as 0,1,2 (or band names)")
+        try:
+            out.append(int(text))
+        except ValueError:
+            if text.lstrip("-").isdigit() or not (text[0].isalpha() or text[0] == "_"):
+                raise SettingsError(f"--channels {channels!r}: expected channel numbers such as 0,1,2 "
+                                    "(or band names)") from None
+            out.append(text)
+    if not out or any(isinstance(c, int) and c < 0 for c in out):
         raise SettingsError(f"--channels {channels!r}: channel numbers must be >= 0")
-    return out
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -72,14 +83,15 @@ class ReadOptions:
     plane : one index per extra axis, e.g. ``(("Z", 3),)`` for ``--plane z=3``.
     channels : input channels to keep, in this order (``--channels 0,1,2``); None = all.
     reader : the library that opens a file (``--reader``: a name of
-        :data:`~tiler.sources.READERS`); None = ``"auto"``, chosen by content and name.
+        :data:`~tiler.sources.READERS`: "tifffile", "openslide", "wsidicom", "rasterio"); None =
+        ``"auto"``, chosen by content and name.
     """
 
     level: int | None = None
     mpp: float | None = None
     series: int | None = None
     plane: tuple[tuple[str, int], ...] = ()
-    channels: tuple[int, ...] | None = None
+    channels: tuple[int | str, ...] | None = None
     reader: str | None = None
 
     @classmethod
@@ -120,7 +132,8 @@ class SourceInfo:
     series_list : one line per series in the file (``tiler info``), if the file has several.
     alpha : the last channel is transparency (RGBA, grey + alpha), not image content.
     read : how the source was opened (:class:`ReadOptions`): workers reopen it with the same.
-    reader : the library that read it ("tifffile", "openslide", "wsidicom", "zarr", ...).
+    reader : the library that read it ("tifffile", "openslide", "wsidicom", "rasterio", "zarr", ...).
+    nodata : the raster's nodata value (GDAL), if it states one.
     """
 
     format: str
@@ -139,6 +152,7 @@ class SourceInfo:
     alpha: bool = False
     read: ReadOptions | None = None
     reader: str | None = None
+    nodata: float | None = None
 
     def level_downsample(self, k: int) -> tuple[float, float]:
         """(y, x) level-0 pixels per pixel of pyramid level ``k`` (from the level shapes)."""

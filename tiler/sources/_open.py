@@ -207,11 +207,22 @@ class ChannelSource:
         info = source.info
         read = info.read or ReadOptions()
         before = read.channels
+        names = info.extra.get("bands")
+        extra = info.extra | ({"bands": [names[k] for k in channels]} if names and len(names) == c else {})
         self.info = replace(
-            info, alpha=False,
+            info, alpha=False, extra=extra,
             read=replace(read, channels=tuple(before[k] for k in channels) if before else self.channels),
         )
         self._identity = self.channels == tuple(range(c))
+        #: The source's nodata mask applies to every channel (see :mod:`tiler.sources.raster`).
+        self.masked = bool(getattr(source, "masked", False))
+
+    def valid_mask(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """(h, w) bool: where the source has data (its ``valid_mask``; all True if it has none)."""
+        if not self.masked:
+            return np.ones((y1 - y0, x1 - x0), bool)
+        mask: np.ndarray = self.source.valid_mask(y0, y1, x0, x1)  # type: ignore[attr-defined]
+        return mask
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         region = self.source.read(y0, y1, x0, x1)
@@ -227,21 +238,50 @@ def open_source(
     image: Any, *, level: int = 0, series: int | None = None, plane: Any = (), channels: Any = None,
     palette: str = "rgb", reader: str | None = None,
 ) -> Source:
-    """Open ``image``: a path (TIFF family, slide formats, DICOM WSI, zarr, PNG, JPEG), an array-like or a Source.
+    """Open ``image``: a path (TIFF family, slide formats, DICOM WSI, GDAL rasters, STAC items, zarr,
+    PNG, JPEG), an array-like or a Source.
 
     ``series`` chooses the image of a multi-series TIFF, ``plane`` (``"z=3"`` or pairs) one plane
-    of a stack, ``channels`` (``"0,1,2"`` or ints) the input channels (see :class:`ReadOptions`);
-    ``palette="index"`` reads a palette TIFF's indices instead of its colours (masks). ``reader``
-    names the library that opens a file (a key of :data:`READERS`; None or ``"auto"``: by content
-    and name, see :func:`auto_reader`); the source's ``info.reader`` says which one did.
+    of a stack, ``channels`` (``"0,1,2"`` or ints, or band names such as ``"B04,B03"``) the input
+    channels (see :class:`ReadOptions`); ``palette="index"`` reads a palette TIFF's indices instead
+    of its colours (masks). ``reader`` names the library that opens a file (a key of
+    :data:`READERS`; None or ``"auto"``: by content and name, see :func:`auto_reader`); the
+    source's ``info.reader`` says which one did.
     Raises :class:`~tiler.errors.InputError` naming the file for anything unreadable.
     """
     options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels, reader=reader)
+    if options.reader is not None and options.reader not in READERS:
+        raise SettingsError(f"--reader {options.reader!r}: unknown reader; choose one of {', '.join(READER_NAMES)}")
+    if options.reader in (None, "rasterio") and _is_stac(image):
+        from .stack import open_stac
+
+        if options.series is not None or options.plane:
+            raise SettingsError(f"{image}: --series and --plane are for TIFF and OME-Zarr inputs")
+        # --channels picks the assets (keys, band or common names, numbers)
+        return _named(open_stac(image, level=level, channels=options.channels), "rasterio")
     source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette,
                          reader=options.reader)
     if options.channels is not None:
-        source = ChannelSource(source, options.channels)
+        source = ChannelSource(source, _channel_numbers(source, options.channels))
     return source
+
+
+def _channel_numbers(source: Source, channels: tuple[int | str, ...]) -> tuple[int, ...]:
+    """``--channels`` as numbers: band names (``info.extra["bands"]``: GDAL band descriptions) looked up."""
+    names = [str(n) for n in (source.info.extra.get("bands") or [])]
+    out = []
+    for c in channels:
+        if isinstance(c, int):
+            out.append(c)
+        elif c in names:
+            out.append(names.index(c))
+        else:
+            if not names:
+                raise SettingsError(f"{source.name}: --channels {c!r}: the image has no band names; expected "
+                                    "channel numbers such as 0,1,2")
+            raise SettingsError(f"{source.name}: --channels {c!r}: no band of that name (its bands are "
+                                f"{', '.join(names)})")
+    return tuple(out)
 
 
 #: An opener: ``(path, *, level, series, plane, palette) -> Source``.
@@ -252,6 +292,11 @@ def _open_tifffile(path: Path, *, level: int, series: int | None, plane: tuple[t
                    palette: str = "rgb") -> Source:
     from .tiff.reader import TiffSource
 
+    if path.is_file():
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if head not in _TIFF_MAGIC:
+            raise InputError(f"{path}: --reader tifffile reads TIFF files; this file starts with {head!r}")
     return TiffSource(path, level=level, series=series, plane=plane, palette=palette)
 
 
@@ -269,12 +314,25 @@ def _open_wsidicom(path: Path, *, level: int, series: int | None, plane: tuple[t
     return DicomSource(path, level=level, series=series, plane=plane)
 
 
+def _open_rasterio(path: Path, *, level: int, series: int | None, plane: tuple[tuple[str, int], ...],
+                   palette: str = "rgb") -> Source:
+    from .raster import RasterioSource, check_plain
+
+    check_plain(path, series=series, plane=plane)
+    if _is_stac(path):  # --reader rasterio on a STAC item: all its data assets, stacked
+        from .stack import open_stac
+
+        return open_stac(path, level=level)
+    return RasterioSource(path, level=level)
+
+
 #: The readers ``--reader NAME`` chooses from, by name (``auto``: :func:`auto_reader`). A new reader
 #: is one entry here and one module beside this one.
 READERS: dict[str, Opener] = {
     "tifffile": _open_tifffile,
     "openslide": _open_openslide,
     "wsidicom": _open_wsidicom,
+    "rasterio": _open_rasterio,
 }
 #: The names ``--reader`` accepts.
 READER_NAMES: tuple[str, ...] = ("auto", *READERS)
@@ -295,14 +353,31 @@ def is_dicom_folder(path: Path) -> bool:
     return bool(files) and any(p.suffix.lower() == ".dcm" or _is_dicom(p) for p in files[:16])
 
 
+def _is_stac(image: Any) -> bool:
+    """A path to a STAC item (a ``.json`` file, see :func:`~tiler.sources.stack.is_stac_item`)."""
+    if not isinstance(image, (str, os.PathLike)) or Path(image).suffix.lower() != ".json":
+        return False
+    from .stack import is_stac_item
+
+    return Path(image).is_file() and is_stac_item(Path(image))
+
+
 def auto_reader(path: Path, head: bytes) -> str | None:
     """The reader ``--reader auto`` uses for the file ``path`` starting with ``head`` (None: not a
     file for any of :data:`READERS`): OpenSlide for the slide formats tifffile cannot read
-    (:data:`~tiler.sources.openslide.OPENSLIDE_SUFFIXES`), wsidicom for DICOM, tifffile for TIFF."""
+    (:data:`~tiler.sources.openslide.OPENSLIDE_SUFFIXES`), rasterio for GDAL rasters by name
+    (:data:`~tiler.sources.raster.RASTER_SUFFIXES`: .jp2, .vrt, .ntf, .hdf, ...) and for STAC items,
+    wsidicom for DICOM, tifffile for TIFF. Opening a TIFF may still hand it on (see
+    :func:`_open_tiff_auto`): to OpenSlide (a vendor's slide tifffile cannot read), to rasterio (a
+    GeoTIFF with a nodata value or mask, or one tifffile cannot read)."""
     from .openslide import OPENSLIDE_SUFFIXES
+    from .raster import RASTER_SUFFIXES
 
-    if path.suffix.lower() in OPENSLIDE_SUFFIXES:
+    suffix = path.suffix.lower()
+    if suffix in OPENSLIDE_SUFFIXES:
         return "openslide"
+    if suffix in RASTER_SUFFIXES or _is_stac(path):
+        return "rasterio"
     if _is_dicom(path):
         return "wsidicom"
     if head[:4] in _TIFF_MAGIC:
@@ -330,6 +405,28 @@ def _open_tiff_or_slide(path: Path, **kw: Any) -> Source:
             return _open_openslide(path, **kw)
         except InputError:
             raise first from None
+
+
+def _open_tiff_auto(path: Path, **kw: Any) -> Source:
+    """A TIFF under ``--reader auto``: tifffile (or OpenSlide, see :func:`_open_tiff_or_slide`),
+    and rasterio for a GeoTIFF tifffile cannot read (a codec or layout it lacks) or one with a
+    nodata value or an internal mask (GDAL honours it: all-nodata tiles skipped, nodata pixels get
+    ``--fill``); ``info.reader`` names the library that opened it."""
+    from .raster import is_gdal_raster
+
+    plain = kw.get("series") is None and not kw.get("plane")
+    try:
+        tiff = _open_tiff_or_slide(path, **kw)
+    except InputError as exc:
+        if "truncated" in str(exc) or not plain or not is_gdal_raster(path):
+            raise
+        return _named(_open_rasterio(path, **kw), "rasterio")
+    info = tiff.info
+    nodata = info.nodata is not None or info.extra.get("gdal_mask")
+    if not nodata or kw.get("palette", "rgb") != "rgb" or not plain or info.reader not in (None, "tifffile"):
+        return _named(tiff, "tifffile")
+    tiff.close()
+    return _named(_open_rasterio(path, **kw), "rasterio")
 
 
 def _named(source: Source, reader: str) -> Source:
@@ -400,7 +497,7 @@ def _open_plain(
             raise InputError(f"{path}: file is empty (0 bytes)")
         chosen = auto_reader(path, head)
         if chosen == "tifffile":
-            return _named(_open_tiff_or_slide(path, **kw), "tifffile")
+            return _open_tiff_auto(path, **kw)
         if chosen is not None:
             return _named(READERS[chosen](path, **kw), chosen)
         if series is not None or plane:
@@ -408,8 +505,8 @@ def _open_plain(
         if head.startswith(_PNG_MAGIC) or head.startswith(_JPEG_MAGIC):
             return _named(_open_small_image(path), "imagecodecs")
         raise InputError(
-            f"{path}: not an image tiler can read (expected TIFF, a slide format, DICOM, PNG, JPEG or zarr; "
-            f"file starts with {head[:4]!r})"
+            f"{path}: not an image tiler can read (expected TIFF, a slide format, DICOM, PNG, JPEG, zarr, "
+            f"a GDAL raster (.jp2, .vrt, ...) or a STAC item; file starts with {head[:4]!r})"
         )
     if plane:
         raise SettingsError("--plane needs named axes (TIFF, OME-Zarr); an array is read as (H, W[, C])")

@@ -138,6 +138,8 @@ def run_record(
     record["model"]["fingerprint"] = fingerprint() if callable(fingerprint) else None
     if source.info.georeference is not None:
         record["georeference"] = source.info.georeference.to_attrs()
+    if getattr(source, "masked", False):  # the input's nodata pixels hold the fill value
+        record["nodata"] = {"value": settings.get("fill", 0.0), "input": source.info.nodata}
     record["fingerprint"] = run_fingerprint(record["input"], record["model"]["spec"], record["settings"],
                                              record["model"]["fingerprint"])
     return record

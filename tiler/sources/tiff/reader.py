@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,37 @@ def _fast_reader(
     return reader
 
 
+def _gdal_nodata(page: Any) -> float | None:
+    """The GDAL_NODATA tag (42113) of a GeoTIFF page, if any (``--reader auto`` then reads it with GDAL)."""
+    tag = page.tags.get(42113)
+    if tag is None:
+        return None
+    try:
+        return float(str(tag.value).strip("\x00 "))
+    except ValueError:
+        return None
+
+
+_GDAL_DESCRIPTION = re.compile(r'<Item name="DESCRIPTION" sample="(\d+)" role="description">([^<]*)</Item>')
+
+
+def _gdal_band_names(page: Any, channels: int) -> list[str] | None:
+    """Band descriptions from the GDAL_METADATA tag (42112), for ``--channels B04,B03``; None if none."""
+    tag = page.tags.get(42112)
+    if tag is None:
+        return None
+    names = [""] * channels
+    for sample, name in _GDAL_DESCRIPTION.findall(str(tag.value)):
+        if int(sample) < channels:
+            names[int(sample)] = name
+    return names if any(names) else None
+
+
+def _has_mask(tif: Any) -> bool:
+    """True when a series of the file is a transparency mask (GDAL's internal nodata mask)."""
+    return any(int(s.keyframe.subfiletype) & 4 for s in tif.series)
+
+
 class TiffSource:
     """One pyramid level of one image series of a TIFF file as a lazy (H, W, C) image.
 
@@ -441,7 +473,9 @@ class TiffSource:
             levels=shapes,
             mpp=(base_mpp[0] * downsample[0], base_mpp[1] * downsample[1]) if base_mpp else None,
             extra={"photometric": page.photometric.name.lower(), "tiled": page.is_tiled,
-                   "unreadable": _unreadable_levels(self.path, levels) if self.path is not None else []},
+                   "unreadable": _unreadable_levels(self.path, levels) if self.path is not None else []}
+            | ({"bands": names} if (names := _gdal_band_names(base, layout.channels)) else {})
+            | ({"gdal_mask": True} if georef is not None and _has_mask(self._tif) else {}),
             level=level,
             downsample=downsample,
             base_mpp=base_mpp,
@@ -451,6 +485,7 @@ class TiffSource:
             series_list=listing,
             alpha=self._photo.alpha,
             read=ReadOptions(level=level, series=series, plane=plane),
+            nodata=_gdal_nodata(base),
         )
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
