@@ -14,8 +14,7 @@ VECTOR_FORMATS = ("geojson", "qupath", "gpkg", "geoparquet")
 EXAMPLES = """\
 examples:
   $ tiler export-result scan.zarr                       # scan.pred.ome.tif, tiled, with SubIFD levels
-  $ tiler export-result scene.zarr --format geotiff     # scene.pred.tif: a COG with the input's CRS,
-                                                        # class names as band names, nodata marked
+  $ tiler export-result scene.zarr --format geotiff     # scene.pred.tif: a COG (CRS, band names, nodata)
   $ tiler export-result scan.zarr --format png --out scan.png --opacity 0.6   # with a legend
   $ tiler export-result scan.zarr --format qupath --classes nuclei --min-area 20   # scan.qupath.geojson
   $ tiler export-result scene.zarr --format gpkg --connectivity 8 --table scene.csv # polygons + measurements
