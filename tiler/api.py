@@ -134,6 +134,8 @@ class RunResult:
     input_read: str | None = None  # the series / plane read, e.g. "series 1 'big' (the largest of 2; ...)"
     #: ``resume`` found the output complete (same input, model and settings) and changed nothing.
     already_complete: bool = False
+    #: With ``exact=True``: the context radius, crop and measured residual, in words.
+    exact: str | None = None
 
     def summary(self) -> str:
         if self.already_complete:
@@ -146,7 +148,7 @@ class RunResult:
             f"wrote {self.path}: {shape} {self.dtype}; {self.tiles} tiles{skipped} in "
             f"{self.seconds:.1f} s ({rate:.1f} MP/s){on}"
         ) + (f"; preview {self.preview}" if self.preview else "") + (
-            f"; read {self.input_read}" if self.input_read else "")
+            f"; read {self.input_read}" if self.input_read else "") + (f"; {self.exact}" if self.exact else "")
 
 
 def run(
@@ -215,6 +217,8 @@ def run(
         job, masks = _make_job(image, source, model, options, _settings(settings), tissue=tissue, roi=roi,
                                client=client)
         record = run_record(image, source, job.runner, job.settings.record(), masks, roi)
+        if job.exact is not None:  # what exact tiling found (not fingerprinted: it follows from the rest)
+            record["exact"] = job.exact.to_dict()
         run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing
         lock = OutputLock(target, run_id)
         lock.acquire(break_lock=break_lock)
@@ -248,6 +252,7 @@ def run(
             resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
             runtime=job.runner.describe(),
             input_read=source.info.series_name, already_complete=complete,
+            exact=job.exact.describe() if job.exact is not None else None,
         )
 
 

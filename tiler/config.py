@@ -8,7 +8,7 @@
 * The keyword groups (:data:`READ_KEYWORDS`, :data:`MASK_KEYWORDS`, :data:`MODEL_KEYWORDS`,
   :data:`VALUE_KEYWORDS`) and their check.
 
-May import: errors, plan (the window defaults).
+May import: errors, plan (the window defaults), runners (the test-time augmentation modes).
 
 :func:`tiler.predict`, :func:`tiler.run`, :func:`tiler.predict_dask` and
 :func:`tiler.cli.batch.run_batch` all accept every name in :data:`VALUE_KEYWORDS`, with the same
@@ -34,6 +34,7 @@ import numpy as np
 
 from .errors import SettingsError
 from .plan import windows
+from .runners.tta import TTA_MODES
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,25 @@ class Settings:
     #: Threads blending and converting side by side (None: one per core, at most 4). Any number
     #: gives the same values: each owns whole chunk columns and sums in lattice order.
     stitch_threads: int | None = None
+    #: Mirrored context at the image borders: the lattice starts this many pixels before the image
+    #: (and ends at least as far past it). None: ``max(margin, overlap // 2)``, as much as a seam
+    #: between two tiles gets. See :attr:`border_context`.
+    context: int | None = None
+    #: Tile exactly: the model's context radius is cropped off every tile (constant window), the
+    #: lattice aligned to its size multiple, so the output equals one pass over the whole mirrored
+    #: image (see :mod:`tiler.engine.exact`); ``tile`` is kept, the rest is derived.
+    exact: bool = False
+    #: Test-time augmentation, averaged on logits: "none", "flip" (2), "flips" (4) or "d4" (8).
+    tta: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("tile", "margin", "batch_size", "chunk", "prefetch"):
             object.__setattr__(self, name, _pixels(name, getattr(self, name)))
+        if self.context is not None:
+            object.__setattr__(self, "context", _pixels("context", self.context))
+        if self.tta not in TTA_MODES:
+            raise SettingsError(f"unknown test-time augmentation {self.tta!r}; choose one of "
+                                f"{', '.join(TTA_MODES)}")
         overlap = self.overlap
         if isinstance(overlap, (float, np.floating)) and 0 < overlap < 1:
             object.__setattr__(self, "overlap", round(float(overlap) * self.tile))
@@ -82,7 +98,15 @@ class Settings:
     def record(self) -> dict[str, Any]:
         """The settings that determine the output values (recorded and checked on resume)."""
         keys = ("tile", "overlap", "margin", "window", "sigma_scale", "output", "dtype", "fill", "chunk")
-        return {k: getattr(self, k) for k in keys} | {"block_width": self.block_width}
+        return {k: getattr(self, k) for k in keys} | {
+            "block_width": self.block_width, "context": self.border_context, "exact": self.exact,
+            "tta": self.tta}
+
+    @property
+    def border_context(self) -> int:
+        """Pixels of mirrored context before the image where the lattice starts: ``context``, or
+        ``max(margin, overlap // 2)`` when it is None."""
+        return self.context if self.context is not None else max(self.margin, self.overlap // 2)
 
 
 def _pixels(name: str, value: Any, fix: str = "give a whole number") -> int:

@@ -44,3 +44,8 @@ class DeviceWarning(RuntimeWarning):
     device: ``device="cpu"`` is never noted). Requests that cannot be honoured (``device="cuda"``
     without a GPU, ``provider="cuda"`` that ONNX Runtime cannot load) are errors, not warnings.
     """
+
+
+class ExactnessWarning(UserWarning):
+    """``exact=True`` (``--exact``) on a model that is not shift-equivariant: the tiled output is
+    close to, not equal to, one whole-image pass; the message gives the difference measured."""

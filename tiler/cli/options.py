@@ -8,6 +8,7 @@ from typing import Any
 from ..config import Settings
 from ..engine.outputs import OUTPUT_KINDS
 from ..plan.windows import list_windows
+from ..runners.tta import TTA_MODES
 
 _DEFAULTS = Settings()
 
@@ -183,6 +184,18 @@ def add_tiling_options(p: argparse.ArgumentParser) -> None:
                    help="pixels at each tile edge given no weight (default 0)")
     g.add_argument("--window", default=_DEFAULTS.window, choices=list_windows(),
                    help=f"blending window (default {_DEFAULTS.window}, sigma = 0.125 x tile)")
+    g.add_argument("--context", type=non_negative_int, metavar="N",
+                   help="mirrored context at the image borders: the lattice starts N px before the image "
+                        "(default: overlap/2, what a seam gets; between --margin and overlap/2)")
+    g.add_argument("--exact", action="store_true",
+                   help="tile exactly: crop the model's context radius off every tile (constant window, "
+                        "lattice on its size multiple), so the output equals one pass over the whole "
+                        "mirrored image; --tile is kept, overlap/margin/window follow. A model that is "
+                        "not shift-equivariant gets a warning with the difference measured "
+                        "(e.g. tiler run scan.tif --exact --tile 1024)")
+    g.add_argument("--tta", choices=TTA_MODES, default=_DEFAULTS.tta,
+                   help="test-time augmentation, logits averaged before the activation: flip (2 passes), "
+                        "flips (4), d4 (8: flips and quarter turns); e.g. tiler run scan.tif --tta flips")
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:

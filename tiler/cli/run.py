@@ -25,6 +25,8 @@ examples:
   $ tiler run 'slides/*.svs' --manifest more.csv --resume          # a glob and a manifest
   $ tiler run big.tif --workers 4                                  # local dask cluster
   $ tiler run big.tif --scheduler tcp://head:8786                  # existing dask cluster
+  $ tiler run scan.tif --exact --tile 1024                         # equal to one whole-image pass
+  $ tiler run scan.tif --tta flips                                 # average 4 flipped passes
 """
 
 
@@ -91,6 +93,7 @@ def main(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, resume=args.resume, break_lock=args.break_lock, durable=args.durable,
             progress=progress, tile=args.tile,
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,
+            context=args.context, exact=args.exact, tta=args.tta,
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,
             pyramid_levels=args.pyramid_levels, preview=args.preview,
             level=args.level, mpp=args.mpp, series=args.series, plane=args.plane, channels=args.channels,

@@ -24,6 +24,8 @@ from ..plan.partition import Block, Partition
 from ..runners.base import Runner
 from ..runners.factory import load_runner
 from ..sources import ChannelSource, Source
+from . import exact
+from .exact import ExactReport
 from .outputs import OutputSpec
 
 
@@ -75,6 +77,8 @@ class Job:
     skip: Callable[[int, int], bool] | None = None
     #: Tiles per model call after an out-of-memory error halved it (None: the batch size).
     model_batch: int | None = None
+    #: What ``exact=True`` found (context radius, crop, measured residual); None otherwise.
+    exact: ExactReport | None = None
 
     @classmethod
     def create(
@@ -89,9 +93,15 @@ class Job:
         source = fit_channels(source, spec.in_channels)
         warn_input_scale(source, runner)
         h, w, c = source.shape
+        report = None
+        if settings.exact:  # tile, overlap, margin, context and window follow from the model
+            try:
+                settings, report = exact.resolve(settings, runner, c, np.dtype(source.dtype), name=source.name)
+            except runner.out_of_memory_errors:
+                raise _out_of_memory() from None
         plan = TilePlan.create(
             (h, w), tile=settings.tile, overlap=settings.overlap, margin=settings.margin,
-            multiple=spec.multiple,
+            multiple=spec.multiple, context=settings.border_context,
         )
         window = windows.window_2d(
             settings.window, settings.tile, margin=settings.margin, sigma_scale=settings.sigma_scale
@@ -115,7 +125,7 @@ class Job:
             (h, w), chunk=settings.chunk, block_height=settings.block_height,
             block_width=settings.block_width,
         )
-        return cls(source, runner, settings, plan, partition, window, output, skip)
+        return cls(source, runner, settings, plan, partition, window, output, skip, exact=report)
 
     def tiles_in(self, block: Block) -> int:
         rows, cols = self.plan.tiles_touching(block)

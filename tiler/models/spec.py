@@ -58,6 +58,9 @@ class ModelSpec:
     mean, std : per-channel normalisation after scaling; empty = none.
     activation : "softmax", "sigmoid" or "none": how logits become probabilities.
     class_names : names of the output channels.
+    context : receptive-field radius in input pixels (output pixel y depends on inputs within
+        ``context`` of y); 0 = unknown (``exact`` tiling then probes it). The built-in UNet's is
+        computed from its architecture.
     """
 
     name: str = "model"
@@ -69,6 +72,7 @@ class ModelSpec:
     std: tuple[float, ...] = ()
     activation: str = "softmax"
     class_names: tuple[str, ...] = field(default_factory=tuple)
+    context: int = 0
 
     def __post_init__(self) -> None:
         if self.activation not in ("softmax", "sigmoid", "none"):
