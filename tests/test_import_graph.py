@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distributed",),
     ("results",),
     ("api",),
+    ("calibrate",),
     ("cli",),
     ("__init__",),  # ``tiler`` itself: the public names
 )

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names
+from .config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names, read_settings
 from .engine.job import BlockStats, Job, build_job
 from .engine.pipeline import run_block
 from .engine.progress import progress_counter
@@ -196,8 +196,10 @@ def run(
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
         foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
     **settings : fields of :class:`~tiler.config.Settings` (tile, overlap, margin, window,
-        batch_size, output, dtype, fill, chunk, ...); ``overlap`` in pixels or as a fraction of the
-        tile (``0 < overlap < 1``). Any other keyword is a SettingsError naming the valid ones.
+        context, exact, tta, batch_size, output, dtype, fill, chunk, ...); ``overlap`` in pixels or
+        as a fraction of the tile (``0 < overlap < 1``). Any other keyword is a SettingsError naming
+        the valid ones. ``settings=``: a file written by ``tiler calibrate --json`` (or a dict, a
+        ``Settings``) giving the defaults; keywords given beside it win.
 
     Returns
     -------
@@ -205,7 +207,10 @@ def run(
     (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
     with ``complete: true`` written last.
     """
+    base = settings.pop("settings", None)  # a calibration file, a dict or a Settings: keywords win
     check_keywords("tiler.run", settings, keyword_names(run) | set(SETTING_KEYWORDS))
+    if base is not None:
+        settings = read_settings(base) | settings
     if overwrite and resume:
         raise OutputError("--overwrite and --resume contradict each other; pick one")
     if resume not in (False, True, "force"):

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -107,6 +109,40 @@ class Settings:
         """Pixels of mirrored context before the image where the lattice starts: ``context``, or
         ``max(margin, overlap // 2)`` when it is None."""
         return self.context if self.context is not None else max(self.margin, self.overlap // 2)
+
+
+def read_settings(source: Any) -> dict[str, Any]:
+    """:class:`Settings` fields from a ``Settings``, a mapping, or a JSON file: a flat object of
+    fields, or what ``tiler calibrate --json FILE`` writes (its ``"settings"``: the chosen ones).
+
+    Unknown fields and unreadable files are a one-line SettingsError naming the file.
+    """
+    where = "settings"
+    if isinstance(source, Settings):
+        return {f.name: getattr(source, f.name) for f in fields(Settings)}
+    if isinstance(source, (str, os.PathLike)):
+        where = str(source)
+        try:
+            data = json.loads(open(source, encoding="utf-8").read())
+        except OSError as exc:
+            raise SettingsError(f"{where}: cannot read the settings file ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise SettingsError(f"{where}: not a JSON settings file ({exc})") from None
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        raise SettingsError(f"settings must be a Settings, a dict or a JSON file, not {type(source).__name__}")
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}: a settings file holds a JSON object, not {type(data).__name__}")
+    if "tiler_calibration" in data:
+        if not isinstance(data.get("settings"), dict):
+            raise SettingsError(f"{where}: the calibration found no setting within its tolerance; "
+                                "rerun tiler calibrate with a larger --tolerance")
+        data = data["settings"]
+    unknown = sorted(set(data) - set(SETTING_KEYWORDS))
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(SETTING_KEYWORDS)}")
+    return data
 
 
 def _pixels(name: str, value: Any, fix: str = "give a whole number") -> int:

@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_spec_options(p)
     add_tiling_options(p)
+    p.add_argument("--settings", metavar="FILE",
+                   help="tiling settings from a JSON file (what tiler calibrate --json writes); flags "
+                        "given beside it win, e.g. tiler run scan.tif --settings calib.json")
     add_output_options(p)
     add_slide_options(p)
     g = p.add_argument_group("archives and clusters")
@@ -65,6 +68,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def register_defaults() -> dict[str, object]:
+    """The defaults of ``tiler run``'s flags, by destination."""
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    parser = sub.choices["run"]
+    return {a.dest: a.default for a in parser._actions}
+
+
+def apply_settings_file(args: argparse.Namespace, defaults: dict[str, object]) -> None:
+    """Fill the tiling flags left at their defaults from ``args.settings`` (a calibration or a flat
+    JSON of Settings fields); flags given on the command line win."""
+    from ..config import read_settings
+
+    for key, value in read_settings(args.settings).items():
+        dest = key if hasattr(args, key) else None
+        if dest is None:
+            continue
+        if getattr(args, dest) == defaults.get(dest):
+            setattr(args, dest, value)
+
+
 def main(args: argparse.Namespace) -> int:
     from ..errors import SettingsError
     from . import batch
@@ -73,6 +97,8 @@ def main(args: argparse.Namespace) -> int:
         raise SettingsError("no input: name an image, a directory, a glob or --manifest FILE")
     if args.workers and args.scheduler:
         raise SettingsError("--workers starts a local cluster and --scheduler uses another; pick one")
+    if args.settings:
+        apply_settings_file(args, register_defaults())
     items = batch.collect(args.input, args.manifest)
     if args.out:
         if len(items) != 1:
