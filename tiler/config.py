@@ -43,10 +43,15 @@ from .runners.tta import TTA_MODES
 class Settings:
     """Every setting of a run that is not the input, the model or the output path.
 
-    Defaults: 512-pixel tiles with 128 pixels (25 %) of overlap and a gaussian window
-    (sigma = 0.125 x tile), as MONAI and nnU-Net use: seams fall 64 pixels from tile edges, where a
-    UNet's border effects have faded, at 1.78x the work of no overlap. ``margin = 0``: the gaussian
-    already gives tile edges little weight. Chunks of 1024 pixels; blocks as wide as 16384 pixels.
+    Defaults: 1024-pixel tiles overlapping by 256, each cropped by a 128-pixel margin (constant
+    window: the overlap-tile strategy of the U-Net paper), the lattice starting 128 pixels before
+    the image, so every pixel -- the image's borders too -- is predicted with at least 128 pixels
+    of context on every side, at (1024 / 768)^2 = 1.78x the work of no overlap (as 512 / 128 did).
+    128 px covers the built-in UNet's receptive-field radius (122 px) and is a multiple of its 16,
+    so for it the defaults are exact: tiled output equals one whole-image pass
+    (``benchmarks/SEAMS.md``). One default for every device: outputs never depend on where they
+    ran. Given only a tile, the overlap is a quarter of it and (constant window) the margin half
+    the overlap; another window gets no margin. Chunks of 1024 pixels; blocks as wide as 16384 pixels.
 
     ``overlap`` is in pixels, or, as in MONAI's ``sliding_window_inference``, a fraction of the
     tile (``0 < overlap < 1``): it is then converted to ``round(overlap * tile)`` pixels, and
@@ -54,10 +59,12 @@ class Settings:
     is 128). Pixel counts given as integral floats (``128.0``) or NumPy integers become ``int``.
     """
 
-    tile: int = 512
-    overlap: int = 128
-    margin: int = 0
-    window: str = "gaussian"
+    tile: int = 1024
+    #: None: a quarter of the tile.
+    overlap: int = None  # type: ignore[assignment]  # an int after __post_init__
+    #: None: half the overlap with the constant window (the overlap is cropped), else 0.
+    margin: int = None  # type: ignore[assignment]  # an int after __post_init__
+    window: str = "constant"
     sigma_scale: float = windows.SIGMA_SCALE
     batch_size: int = 8
     output: str = "logits"
@@ -82,8 +89,10 @@ class Settings:
     tta: str = "none"
 
     def __post_init__(self) -> None:
-        for name in ("tile", "margin", "batch_size", "chunk", "prefetch"):
+        for name in ("tile", "batch_size", "chunk", "prefetch"):
             object.__setattr__(self, name, _pixels(name, getattr(self, name)))
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", self.tile // 4)
         if self.context is not None:
             object.__setattr__(self, "context", _pixels("context", self.context))
         if self.tta not in TTA_MODES:
@@ -96,6 +105,9 @@ class Settings:
             object.__setattr__(self, "overlap", _pixels(
                 "overlap", overlap, "give whole pixels (e.g. 128) or a fraction of the tile between 0 "
                 "and 1 (e.g. 0.25)"))
+        if self.margin is None:
+            object.__setattr__(self, "margin", self.overlap // 2 if self.window == "constant" else 0)
+        object.__setattr__(self, "margin", _pixels("margin", self.margin))
 
     def record(self) -> dict[str, Any]:
         """The settings that determine the output values (recorded and checked on resume)."""

@@ -19,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="show an image's shape, dtype, storage and levels", epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", metavar="INPUT")
-    p.add_argument("--tile", type=int, default=512, help="tile edge for the tiling line (default 512)")
-    p.add_argument("--overlap", type=int, default=128, help="overlap for the tiling line (default 128)")
+    p.add_argument("--tile", type=int, default=1024, help="tile edge for the tiling line (default 1024, as tiler run)")
+    p.add_argument("--overlap", type=int, help="overlap for the tiling line (default: a quarter of the tile)")
     add_read_options(p)
     p.set_defaults(func=main)
 
@@ -43,6 +43,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _describe(src, args: argparse.Namespace) -> int:
+    from ..config import Settings
     from ..plan.lattice import TilePlan
 
     h, w, c = src.shape
@@ -90,7 +91,9 @@ def _describe(src, args: argparse.Namespace) -> int:
         if epsg or g.ascii_params:
             citation = g.ascii_params.rstrip("|").replace("|", "; ")
             lines.append(f"  projection   {('EPSG:' + str(epsg)) if epsg else ''} {citation}".rstrip())
-    plan = TilePlan.create((h, w), tile=args.tile, overlap=args.overlap)
+    settings = Settings(tile=args.tile, overlap=args.overlap)
+    plan = TilePlan.create((h, w), tile=settings.tile, overlap=settings.overlap, margin=settings.margin,
+                           context=settings.border_context)
     lines.append(f"  tiling       {plan.rows.count} x {plan.cols.count} = {plan.n_tiles} tiles of "
                  f"{plan.tile} (overlap {plan.overlap})")
     print("\n".join(lines))

@@ -177,13 +177,15 @@ def add_tiling_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tiling and blending")
     g.add_argument("--tile", type=positive_int, default=_DEFAULTS.tile, metavar="N",
                    help=f"tile edge in pixels (default {_DEFAULTS.tile})")
-    g.add_argument("--overlap", type=overlap_value, default=_DEFAULTS.overlap, metavar="N",
+    g.add_argument("--overlap", type=overlap_value, metavar="N",
                    help=f"overlap of neighbouring tiles in pixels, or a fraction of the tile such as "
-                        f"0.25 (default {_DEFAULTS.overlap})")
-    g.add_argument("--margin", type=non_negative_int, default=_DEFAULTS.margin, metavar="N",
-                   help="pixels at each tile edge given no weight (default 0)")
+                        f"0.25 (default: a quarter of the tile, {_DEFAULTS.overlap})")
+    g.add_argument("--margin", type=non_negative_int, metavar="N",
+                   help=f"pixels at each tile edge given no weight (default: half the overlap with the "
+                        f"constant window, {_DEFAULTS.margin}; 0 with the others)")
     g.add_argument("--window", default=_DEFAULTS.window, choices=list_windows(),
-                   help=f"blending window (default {_DEFAULTS.window}, sigma = 0.125 x tile)")
+                   help=f"blending window (default {_DEFAULTS.window}; gaussian: sigma = 0.125 x tile), "
+                        "e.g. --window gaussian --tile 512 --overlap 128 (the defaults before 0.3)")
     g.add_argument("--context", type=non_negative_int, metavar="N",
                    help="mirrored context at the image borders: the lattice starts N px before the image "
                         "(default: overlap/2, what a seam gets; between --margin and overlap/2)")

@@ -169,13 +169,13 @@ class TorchRunner(Runner):
             padded = np.zeros((self._batch, *tiles.shape[1:]), tiles.dtype)
             padded[:n] = tiles
             try:
-                return self._run(padded, tta)[:n]
+                return (self._run(padded) if tta == "none" else self._run(padded, tta))[:n]
             except self.out_of_memory_errors:
                 # the padded shape does not fit (the engine is halving the batch): pad to this
                 # size from now on, and try it unpadded now; a second failure goes to the engine
                 self.release_memory()
                 self._batch = n
-        return self._run(tiles, tta)
+        return self._run(tiles) if tta == "none" else self._run(tiles, tta)
 
     def _run(self, tiles: np.ndarray, tta: str = "none") -> np.ndarray:
         scale = self.spec.input_scale(tiles.dtype)
