@@ -62,6 +62,7 @@ def test_default_grid_has_three_overlaps_per_window_and_exact() -> None:
     assert len(grid) == 7 and grid[-1].exact
 
 
+@pytest.mark.slow
 def test_command_writes_the_choice_that_run_settings_reads(tmp_path: Path, small_unet_checkpoint: Path) -> None:
     image = smooth_image((240, 260, 3), seed=4)
     path = tmp_path / "scan.png"

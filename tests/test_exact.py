@@ -117,6 +117,7 @@ def test_the_unet_radius_from_its_architecture_bounds_what_a_change_reaches() ->
         assert r - 32 <= reach <= r, (kwargs, reach, r)
 
 
+@pytest.mark.slow
 def test_a_model_that_is_not_shift_equivariant_reports_its_residual(tmp_path: Path) -> None:
     """The seeds' UNet (bilinear, align_corners=True): --exact warns with the measured residual and
     records it; the residual really is the order of the tiled-vs-whole difference."""
@@ -170,12 +171,13 @@ def test_exact_and_the_lattice_origin_are_recorded_and_block_a_resume_with_other
     image = np.random.default_rng(0).random((80, 90, 1)).astype(np.float32)
     model = FunctionRunner(box_filter(2), ModelSpec(name="box", scale=1.0))
     out = tmp_path / "o.zarr"
-    tiler.run(image, model, out=out, tile=32, overlap=16, pyramid=False)
+    common = {"tile": 32, "overlap": 16, "window": "gaussian", "pyramid": False}
+    tiler.run(image, model, out=out, **common)
     record = zarr.open_group(out, mode="r").attrs["tiler"]["settings"]
     assert (record["context"], record["exact"], record["tta"]) == (8, False, "none")
     for other in ({"exact": True}, {"context": 4}, {"tta": "flip"}):
         with pytest.raises(tiler.OutputError, match="cannot resume: settings differ"):
-            tiler.run(image, model, out=out, tile=32, overlap=16, resume="force", pyramid=False, **other)
+            tiler.run(image, model, out=out, resume="force", **common, **other)
 
 
 @pytest.mark.slow
@@ -186,7 +188,8 @@ def test_every_border_gets_mirrored_context_by_default() -> None:
     runner = unet_runner(align_corners=False)
     image = slide_like((352, 352), seed=3)
     whole = mirrored_pass(runner, image, 128, 16)
-    new = borders(np.abs(tiler.predict(image, runner, tile=256, overlap=128, device="cpu") - whole), 8)
-    old = borders(np.abs(tiler.predict(image, runner, tile=256, overlap=128, context=0, device="cpu") - whole), 8)
+    common = {"tile": 256, "overlap": 128, "window": "gaussian", "device": "cpu"}
+    new = borders(np.abs(tiler.predict(image, runner, **common) - whole), 8)
+    old = borders(np.abs(tiler.predict(image, runner, context=0, **common) - whole), 8)
     assert max(new["top"], new["left"]) < 0.5 * max(old["top"], old["left"])
     assert max(new.values()) < 0.5 * max(old.values())

@@ -68,7 +68,7 @@ def test_on_the_device_equals_the_numpy_path(mode: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["flips"])
+@pytest.mark.parametrize("mode", ["flip"])
 def test_tta_tiled_equals_tta_whole_image_under_exact(mode: str) -> None:
     runner = unet_runner(align_corners=False)
     image = slide_like((200, 200), seed=4)  # square: quarter turns of the padded image keep its shape
