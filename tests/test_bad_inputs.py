@@ -182,7 +182,8 @@ def test_nan_model_output(tmp_path, capsys, nan_model_file, small_rgb_tiff):
     code = main(["run", str(small_rgb_tiff), "--model", str(nan_model_file), "-o", str(out), *SMALL])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1
-    assert err.startswith("error: ") and "NaN or infinite" in err and "tile at row -8, column " in err  # the lattice starts overlap/2 before the image
+    assert err.startswith("error: ") and "NaN or infinite" in err
+    assert "tile at row -8, column " in err  # the lattice starts overlap/2 before the image
     assert str(small_rgb_tiff) in err
 
 

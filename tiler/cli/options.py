@@ -185,10 +185,11 @@ def add_tiling_options(p: argparse.ArgumentParser) -> None:
                         f"constant window, {_DEFAULTS.margin}; 0 with the others)")
     g.add_argument("--window", default=_DEFAULTS.window, choices=list_windows(),
                    help=f"blending window (default {_DEFAULTS.window}; gaussian: sigma = 0.125 x tile), "
-                        "e.g. --window gaussian --tile 512 --overlap 128 (the defaults before 0.3)")
+                        "e.g. --window gaussian --tile 512 --overlap 128 (the earlier defaults)")
     g.add_argument("--context", type=non_negative_int, metavar="N",
                    help="mirrored context at the image borders: the lattice starts N px before the image "
-                        "(default: overlap/2, what a seam gets; between --margin and overlap/2)")
+                        "(default: overlap/2, what a seam gets; between --margin and overlap/2), e.g. --context 0 "
+                        "for the lattice at pixel 0 of earlier versions")
     g.add_argument("--exact", action="store_true",
                    help="tile exactly: crop the model's context radius off every tile (constant window, "
                         "lattice on its size multiple), so the output equals one pass over the whole "
