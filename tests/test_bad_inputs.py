@@ -182,7 +182,8 @@ def test_nan_model_output(tmp_path, capsys, nan_model_file, small_rgb_tiff):
     code = main(["run", str(small_rgb_tiff), "--model", str(nan_model_file), "-o", str(out), *SMALL])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1
-    assert err.startswith("error: ") and "NaN or infinite" in err and "tile at row 0, column " in err
+    assert err.startswith("error: ") and "NaN or infinite" in err
+    assert "tile at row -8, column " in err  # the lattice starts overlap/2 before the image
     assert str(small_rgb_tiff) in err
 
 
@@ -192,7 +193,8 @@ def test_infinite_from_python_names_the_tile():
     image = np.zeros((200, 100, 1), np.float32)
     image[150:, :] = 5000  # only tiles reaching row 150 and below see it
     runner = FunctionRunner(lambda x: np.where(x > 1000, np.inf, x), normalise=False)
-    with pytest.raises(tiler.TilerError, match=r"NaN or infinite values for the tile at row 96, column"):
+    # origins -8, 40, 88, 136, ...: the first whose weighted part (margin 8) reaches row 150 starts at 136
+    with pytest.raises(tiler.TilerError, match=r"NaN or infinite values for the tile at row 136, column"):
         tiler.predict(image, runner, tile=64, overlap=16)
 
 
@@ -210,7 +212,8 @@ def test_the_tile_named_is_the_one_that_returned_nan():
         return y
 
     with pytest.raises(tiler.TilerError, match=r"the tile at row 144, column 144 \(lattice position 3, 3\)"):
-        tiler.predict(image, FunctionRunner(model, normalise=False), tile=64, overlap=16)
+        tiler.predict(image, FunctionRunner(model, normalise=False), tile=64, overlap=16, window="gaussian",
+                      context=0)  # the lattice at 0, so that a tile starts at (144, 144)
 
 
 @pytest.mark.parametrize("make", [zero_bytes, corrupt_tile], ids=lambda f: f.__name__)

@@ -142,9 +142,12 @@ def test_round_trip(tmp_path, layout, bilinear, base):
     torch.save(net.state_dict(), path)
     module, spec = load_checkpoint(path)
     assert isinstance(module, UNet)
-    config = {"in_channels": 3, "num_classes": 2, "base_channels": base, "bilinear": bilinear}
+    # a plain state dict loads with the upsampling these layouts were trained with (align_corners=True)
+    config = {"in_channels": 3, "num_classes": 2, "base_channels": base, "bilinear": bilinear,
+              "align_corners": True}
     assert module.config() == config
     assert (spec.in_channels, spec.out_channels, spec.multiple) == (3, 2, 16)
+    assert spec.context == (122 if bilinear else 107)  # the receptive field, from the architecture
     np.testing.assert_array_equal(outputs(module, X), outputs(net, X))
 
 

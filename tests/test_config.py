@@ -40,7 +40,7 @@ def _every_keyword() -> dict[str, object]:
         # Settings fields (overlap as a fraction: 0.25 x 64 = 16 pixels)
         "tile": 64, "overlap": 0.25, "margin": 2, "window": "cosine", "sigma_scale": 0.2, "batch_size": 3,
         "output": "probs", "dtype": "float32", "fill": 0.5, "chunk": 64, "block_height": 64,
-        "block_width": 128, "prefetch": 1, "stitch_threads": 1,
+        "block_width": 128, "prefetch": 1, "stitch_threads": 1, "context": 4, "exact": False, "tta": "flip",
         # reading, masks, model
         "level": 0, "mpp": None, "series": None, "plane": None, "channels": (2, 1, 0), "reader": "tifffile",
         "tissue": "none", "roi": roi,

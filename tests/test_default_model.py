@@ -29,7 +29,9 @@ def test_weights_file_is_small_and_loads_without_pickled_code(checkpoint: dict) 
     assert set(checkpoint) >= {"state_dict", "config", "tiler"}
     net = UNet(**checkpoint["config"])
     net.load_state_dict(checkpoint["state_dict"])  # strict: every key, every shape
-    assert checkpoint["config"] == {"in_channels": 3, "num_classes": 3, "base_channels": 8, "bilinear": True}
+    assert checkpoint["config"] == {"in_channels": 3, "num_classes": 3, "base_channels": 8, "bilinear": True,
+                                    "align_corners": False}  # shift-equivariant: it tiles exactly
+    assert checkpoint["tiler"]["context"] == net.context_radius() == 122
 
 
 def test_spec_round_trips_and_says_what_the_model_is(checkpoint: dict) -> None:

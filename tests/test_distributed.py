@@ -115,9 +115,10 @@ def test_repeated_fraction_counts_border_tiles():
     job = _job((8192, 8192))
     assert engine_job.repeated_fraction(job) == 0.0  # one block
     two = Partition.create((8192, 8192), chunk=1024, block_height=4096)
-    # 21 lattice rows; the cut at row 4096 meets only row 10 (3840..4352): 1 row of 21 repeated
-    assert job.plan.rows.count == 21
-    assert engine_job.repeated_fraction(job, two) == pytest.approx(1 / 21)
+    # 11 lattice rows (1024 / 256, weighted parts 768 apart); the cut at row 4096 meets only row 5
+    # (weighted 3840..4608): 1 row of 11 repeated
+    assert job.plan.rows.count == 11
+    assert engine_job.repeated_fraction(job, two) == pytest.approx(1 / 11)
 
 
 @pytest.mark.parametrize(("shape", "workers"), [((32768, 32768), 2), ((32768, 32768), 8),

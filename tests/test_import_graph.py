@@ -34,6 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("results",),
     ("objects",),
     ("api",),
+    ("calibrate",),
     ("cli",),
     ("__init__",),  # ``tiler`` itself: the public names
 )

@@ -137,8 +137,8 @@ def test_foreground_is_identical_to_a_full_run(slide, tmp_path: Path, window: st
     b = zarr.open_group(tmp_path / "t.zarr", mode="r")["0"][:]
     src = open_at(path)
     mask = auto_tissue(path, src)
-    skip, _ = build_skip(TilePlan.create(img.shape[:2], tile=64, overlap=16, margin=4), path, src,
-                         tissue="auto")
+    plan = TilePlan.create(img.shape[:2], tile=64, overlap=16, margin=4, context=8)  # the run's lattice
+    skip, _ = build_skip(plan, path, src, tissue="auto")
     src.close()
     assert skip.sum() == masked.skipped
     fg = _foreground(mask.array, mask.scale, img.shape[:2])

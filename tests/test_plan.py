@@ -26,7 +26,8 @@ def plans(draw: st.DrawFn) -> TilePlan:
             overlap = tile - multiple
         margin = min(margin, overlap // 2)
     h, w = draw(st.integers(1, 300)), draw(st.integers(1, 300))
-    return TilePlan.create((h, w), tile=tile, overlap=overlap, margin=margin, multiple=multiple)
+    context = draw(st.one_of(st.none(), st.integers(margin, max(margin, overlap // 2))))
+    return TilePlan.create((h, w), tile=tile, overlap=overlap, margin=margin, multiple=multiple, context=context)
 
 
 @settings(max_examples=300, deadline=None)
@@ -50,11 +51,13 @@ def test_tiles_full_size_on_lattice(plan: TilePlan) -> None:
         assert len(origins) == axis.count >= 1
         assert (np.diff(origins) == plan.stride).all()
         assert plan.stride % plan.multiple == 0 and plan.tile % plan.multiple == 0
-        # The last tile's weighted part reaches the end; one fewer tile would not.
-        weighted = plan.tile - 2 * plan.margin
-        assert origins[-1] + plan.margin + weighted >= axis.size
+        # Tile 0 starts `context` before the image (mirrored context at the top/left); the last
+        # tile ends at least `context` past the end (bottom/right); one fewer tile would not.
+        context = plan.margin if plan.context is None else plan.context
+        assert origins[0] == -context
+        assert origins[-1] + plan.tile - context >= axis.size
         if axis.count > 1:
-            assert origins[-2] + plan.margin + weighted < axis.size
+            assert origins[-2] + plan.tile - context < axis.size
 
 
 @settings(max_examples=200, deadline=None)
@@ -63,8 +66,8 @@ def test_touching_is_exact(plan: TilePlan, data: st.DataObject) -> None:
     axis = plan.rows
     lo = data.draw(st.integers(0, axis.size - 1))
     hi = data.draw(st.integers(lo + 1, axis.size))
-    weighted = plan.tile - 2 * plan.margin
-    expected = [i for i in range(axis.count) if i * plan.stride < hi and i * plan.stride + weighted > lo]
+    o, m, t = axis.origins(), plan.margin, plan.tile
+    expected = [i for i in range(axis.count) if o[i] + m < hi and o[i] + t - m > lo]
     assert list(axis.touching(lo, hi)) == expected
 
 
@@ -115,6 +118,13 @@ def test_reflect_matches_torch_pad() -> None:
 def test_impossible_settings_are_clear_errors(kwargs: dict, message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         TilePlan.create((1000, 1000), **kwargs)
+
+
+def test_context_must_lie_between_the_margin_and_half_the_overlap() -> None:
+    with pytest.raises(SettingsError, match="context 80 must be between the margin 0 and overlap/2 \\(64\\)"):
+        TilePlan.create((1000, 1000), tile=512, overlap=128, context=80)
+    with pytest.raises(SettingsError, match="context 4 must be between the margin 8"):
+        TilePlan.create((1000, 1000), tile=512, overlap=128, margin=8, context=4)
 
 
 def test_overlap_is_raised_to_keep_origins_on_the_model_multiple() -> None:

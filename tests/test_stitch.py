@@ -35,8 +35,11 @@ def _stitch(plan: TilePlan, block: Block, window: np.ndarray, chunk: int, comple
         ((257, 129), 32, 0, 0, "constant", (0, 257, 0, 129), 64),  # no overlap
     ],
 )
-def test_weight_table_gives_the_bits_of_accumulated_weights(shape, tile, overlap, margin, window, box, chunk):
-    plan = TilePlan.create(shape, tile=tile, overlap=overlap, margin=margin)
+@pytest.mark.parametrize("half_overlap_context", [False, True])
+def test_weight_table_gives_the_bits_of_accumulated_weights(shape, tile, overlap, margin, window, box, chunk,
+                                                            half_overlap_context):
+    context = max(margin, overlap // 2) if half_overlap_context else None  # the lattice before the image
+    plan = TilePlan.create(shape, tile=tile, overlap=overlap, margin=margin, context=context)
     w = windows.window_2d(window, tile, margin=margin)
     block = Block(0, 0, *box)
     np.testing.assert_array_equal(_stitch(plan, block, w, chunk, True), _stitch(plan, block, w, chunk, False))

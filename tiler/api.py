@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names
+from .config import SETTING_KEYWORDS, ModelOptions, Settings, check_keywords, keyword_names, read_settings
 from .engine.job import BlockStats, Job, build_job
 from .engine.pipeline import run_block
 from .engine.progress import progress_counter
@@ -161,6 +161,8 @@ class RunResult:
     #: of a transient failure (see :mod:`tiler.sources.remote`); 0 for local files.
     requests: int = 0
     retries: int = 0
+    #: With ``exact=True``: the context radius, crop and measured residual, in words.
+    exact: str | None = None
 
     def summary(self) -> str:
         if self.already_complete:
@@ -174,7 +176,8 @@ class RunResult:
             f"{self.seconds:.1f} s ({rate:.1f} MP/s){on}"
         ) + (f"; preview {self.preview}" if self.preview else "") + (
             f"; read {self.input_read}" if self.input_read else "") + (
-            f"; {self.requests} object-store requests ({self.retries} retried)" if self.requests else "")
+            f"; {self.requests} object-store requests ({self.retries} retried)" if self.requests else "") + (
+            f"; {self.exact}" if self.exact else "")
 
 
 def run(
@@ -226,8 +229,10 @@ def run(
     tissue, roi : ``tissue="auto"`` and/or a ``roi`` mask (path or array): tiles touching no
         foreground are skipped (counted in ``RunResult.skipped``); uncovered pixels get ``fill``.
     **settings : fields of :class:`~tiler.config.Settings` (tile, overlap, margin, window,
-        batch_size, output, dtype, fill, chunk, ...); ``overlap`` in pixels or as a fraction of the
-        tile (``0 < overlap < 1``). Any other keyword is a SettingsError naming the valid ones.
+        context, exact, tta, batch_size, output, dtype, fill, chunk, ...); ``overlap`` in pixels or
+        as a fraction of the tile (``0 < overlap < 1``). Any other keyword is a SettingsError naming
+        the valid ones. ``settings=``: a file written by ``tiler calibrate --json`` (or a dict, a
+        ``Settings``) giving the defaults; keywords given beside it win.
 
     Returns
     -------
@@ -235,7 +240,10 @@ def run(
     (C, H, W) logits/probabilities or (H, W) labels; its attributes hold the run under ``tiler``,
     with ``complete: true`` written last.
     """
+    base = settings.pop("settings", None)  # a calibration file, a dict or a Settings: keywords win
     check_keywords("tiler.run", settings, keyword_names(run) | set(SETTING_KEYWORDS))
+    if base is not None:
+        settings = read_settings(base) | settings
     if overwrite and resume:
         raise OutputError("--overwrite and --resume contradict each other; pick one")
     if resume not in (False, True, "force"):
@@ -256,6 +264,8 @@ def run(
         job, masks = _make_job(image, source, runner, local, job_settings, tissue=tissue, roi=roi,
                                client=client)
         record = run_record(image, source, job.runner, job.settings.record(), masks, roi)
+        if job.exact is not None:  # what exact tiling found (not fingerprinted: it follows from the rest)
+            record["exact"] = job.exact.to_dict()
         run_id = uuid.uuid4().hex  # names this run: tasks of any other run stop before writing
         lock = OutputLock(target, run_id)
         lock.acquire(break_lock=break_lock)
@@ -292,6 +302,7 @@ def run(
             resumed_blocks=len(todo) - len(work), stats=stats, preview=preview_path,
             runtime=job.runner.describe(),
             input_read=source.info.series_name, already_complete=complete, requests=requests, retries=retries,
+            exact=job.exact.describe() if job.exact is not None else None,
         )
 
 

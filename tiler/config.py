@@ -8,7 +8,7 @@
 * The keyword groups (:data:`READ_KEYWORDS`, :data:`MASK_KEYWORDS`, :data:`MODEL_KEYWORDS`,
   :data:`VALUE_KEYWORDS`) and their check.
 
-May import: errors, plan (the window defaults).
+May import: errors, plan (the window defaults), runners (the test-time augmentation modes).
 
 :func:`tiler.predict`, :func:`tiler.run`, :func:`tiler.predict_dask` and
 :func:`tiler.cli.batch.run_batch` all accept every name in :data:`VALUE_KEYWORDS`, with the same
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -34,16 +36,22 @@ import numpy as np
 
 from .errors import SettingsError
 from .plan import windows
+from .runners.tta import TTA_MODES
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every setting of a run that is not the input, the model or the output path.
 
-    Defaults: 512-pixel tiles with 128 pixels (25 %) of overlap and a gaussian window
-    (sigma = 0.125 x tile), as MONAI and nnU-Net use: seams fall 64 pixels from tile edges, where a
-    UNet's border effects have faded, at 1.78x the work of no overlap. ``margin = 0``: the gaussian
-    already gives tile edges little weight. Chunks of 1024 pixels; blocks as wide as 16384 pixels.
+    Defaults: 1024-pixel tiles overlapping by 256, each cropped by a 128-pixel margin (constant
+    window: the overlap-tile strategy of the U-Net paper), the lattice starting 128 pixels before
+    the image, so every pixel -- the image's borders too -- is predicted with at least 128 pixels
+    of context on every side, at (1024 / 768)^2 = 1.78x the work of no overlap (as 512 / 128 did).
+    128 px covers the built-in UNet's receptive-field radius (122 px) and is a multiple of its 16,
+    so for it the defaults are exact: tiled output equals one whole-image pass
+    (``benchmarks/SEAMS.md``). One default for every device: outputs never depend on where they
+    ran. Given only a tile, the overlap is a quarter of it and (constant window) the margin half
+    the overlap; another window gets no margin. Chunks of 1024 pixels; blocks as wide as 16384 pixels.
 
     ``overlap`` is in pixels, or, as in MONAI's ``sliding_window_inference``, a fraction of the
     tile (``0 < overlap < 1``): it is then converted to ``round(overlap * tile)`` pixels, and
@@ -51,10 +59,12 @@ class Settings:
     is 128). Pixel counts given as integral floats (``128.0``) or NumPy integers become ``int``.
     """
 
-    tile: int = 512
-    overlap: int = 128
-    margin: int = 0
-    window: str = "gaussian"
+    tile: int = 1024
+    #: None: a quarter of the tile.
+    overlap: int = None  # type: ignore[assignment]  # an int after __post_init__
+    #: None: half the overlap with the constant window (the overlap is cropped), else 0.
+    margin: int = None  # type: ignore[assignment]  # an int after __post_init__
+    window: str = "constant"
     sigma_scale: float = windows.SIGMA_SCALE
     batch_size: int = 8
     output: str = "logits"
@@ -67,10 +77,27 @@ class Settings:
     #: Threads blending and converting side by side (None: one per core, at most 4). Any number
     #: gives the same values: each owns whole chunk columns and sums in lattice order.
     stitch_threads: int | None = None
+    #: Mirrored context at the image borders: the lattice starts this many pixels before the image
+    #: (and ends at least as far past it). None: ``max(margin, overlap // 2)``, as much as a seam
+    #: between two tiles gets. See :attr:`border_context`.
+    context: int | None = None
+    #: Tile exactly: the model's context radius is cropped off every tile (constant window), the
+    #: lattice aligned to its size multiple, so the output equals one pass over the whole mirrored
+    #: image (see :mod:`tiler.engine.exact`); ``tile`` is kept, the rest is derived.
+    exact: bool = False
+    #: Test-time augmentation, averaged on logits: "none", "flip" (2), "flips" (4) or "d4" (8).
+    tta: str = "none"
 
     def __post_init__(self) -> None:
-        for name in ("tile", "margin", "batch_size", "chunk", "prefetch"):
+        for name in ("tile", "batch_size", "chunk", "prefetch"):
             object.__setattr__(self, name, _pixels(name, getattr(self, name)))
+        if self.overlap is None:
+            object.__setattr__(self, "overlap", self.tile // 4)
+        if self.context is not None:
+            object.__setattr__(self, "context", _pixels("context", self.context))
+        if self.tta not in TTA_MODES:
+            raise SettingsError(f"unknown test-time augmentation {self.tta!r}; choose one of "
+                                f"{', '.join(TTA_MODES)}")
         overlap = self.overlap
         if isinstance(overlap, (float, np.floating)) and 0 < overlap < 1:
             object.__setattr__(self, "overlap", round(float(overlap) * self.tile))
@@ -78,11 +105,56 @@ class Settings:
             object.__setattr__(self, "overlap", _pixels(
                 "overlap", overlap, "give whole pixels (e.g. 128) or a fraction of the tile between 0 "
                 "and 1 (e.g. 0.25)"))
+        if self.margin is None:
+            object.__setattr__(self, "margin", self.overlap // 2 if self.window == "constant" else 0)
+        object.__setattr__(self, "margin", _pixels("margin", self.margin))
 
     def record(self) -> dict[str, Any]:
         """The settings that determine the output values (recorded and checked on resume)."""
         keys = ("tile", "overlap", "margin", "window", "sigma_scale", "output", "dtype", "fill", "chunk")
-        return {k: getattr(self, k) for k in keys} | {"block_width": self.block_width}
+        return {k: getattr(self, k) for k in keys} | {
+            "block_width": self.block_width, "context": self.border_context, "exact": self.exact,
+            "tta": self.tta}
+
+    @property
+    def border_context(self) -> int:
+        """Pixels of mirrored context before the image where the lattice starts: ``context``, or
+        ``max(margin, overlap // 2)`` when it is None."""
+        return self.context if self.context is not None else max(self.margin, self.overlap // 2)
+
+
+def read_settings(source: Any) -> dict[str, Any]:
+    """:class:`Settings` fields from a ``Settings``, a mapping, or a JSON file: a flat object of
+    fields, or what ``tiler calibrate --json FILE`` writes (its ``"settings"``: the chosen ones).
+
+    Unknown fields and unreadable files are a one-line SettingsError naming the file.
+    """
+    where = "settings"
+    if isinstance(source, Settings):
+        return {f.name: getattr(source, f.name) for f in fields(Settings)}
+    if isinstance(source, (str, os.PathLike)):
+        where = str(source)
+        try:
+            data = json.loads(open(source, encoding="utf-8").read())
+        except OSError as exc:
+            raise SettingsError(f"{where}: cannot read the settings file ({exc.strerror or exc})") from None
+        except ValueError as exc:
+            raise SettingsError(f"{where}: not a JSON settings file ({exc})") from None
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        raise SettingsError(f"settings must be a Settings, a dict or a JSON file, not {type(source).__name__}")
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where}: a settings file holds a JSON object, not {type(data).__name__}")
+    if "tiler_calibration" in data:
+        if not isinstance(data.get("settings"), dict):
+            raise SettingsError(f"{where}: the calibration found no setting within its tolerance; "
+                                "rerun tiler calibrate with a larger --tolerance")
+        data = data["settings"]
+    unknown = sorted(set(data) - set(SETTING_KEYWORDS))
+    if unknown:
+        raise SettingsError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(SETTING_KEYWORDS)}")
+    return data
 
 
 def _pixels(name: str, value: Any, fix: str = "give a whole number") -> int:

@@ -54,3 +54,8 @@ class Note(UserWarning):
 class PixelSizeWarning(UserWarning):
     """The input's pixel size cannot be matched to the model's: the file states none, so the
     model (trained at a stated pixel size) sees the pixels as they are."""
+
+
+class ExactnessWarning(UserWarning):
+    """``exact=True`` (``--exact``) on a model that is not shift-equivariant: the tiled output is
+    close to, not equal to, one whole-image pass; the message gives the difference measured."""

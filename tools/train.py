@@ -99,9 +99,14 @@ def make_patches(
 
 def train(
     *, patches: int = 320, epochs: int = 6, base_channels: int = 8, batch_size: int = 8, seed: int = 0,
-    log: Any = print,
+    align_corners: bool = False, init: str | Path | None = None, max_lr: float = 3e-3, log: Any = print,
 ) -> dict[str, Any]:
-    """Train the default UNet; return the checkpoint dict (``state_dict``, ``config``, ``tiler``)."""
+    """Train the default UNet; return the checkpoint dict (``state_dict``, ``config``, ``tiler``).
+
+    ``align_corners=False`` (bilinear upsampling that is shift-equivariant, so the model tiles
+    exactly); ``init``: fine-tune from the weights of that checkpoint (any upsampling: the weights
+    are the same tensors) instead of a random start.
+    """
     import torch
     from torch.nn import functional as F
 
@@ -122,11 +127,18 @@ def train(
     class_weight = (1.0 / (freq + 1e-3)) ** 0.5
     class_weight /= class_weight.mean()
 
-    model = UNet(in_channels=3, num_classes=3, base_channels=base_channels, bilinear=True)
+    model = UNet(in_channels=3, num_classes=3, base_channels=base_channels, bilinear=True,
+                 align_corners=align_corners)
+    if init is not None:
+        from tiler.models.checkpoints import to_builtin, unwrap
+
+        state, _config, _meta = unwrap(torch.load(init, map_location="cpu", weights_only=True))
+        model.load_state_dict(to_builtin(state)[0])
+        log(f"fine-tuning from {init} (align_corners={align_corners})")
     model = model.to(memory_format=torch.channels_last)  # several times faster on CPU (oneDNN)
     steps = epochs * (patches // batch_size)
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=3e-3, total_steps=steps, pct_start=0.15)
+    optim = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=max_lr, total_steps=steps, pct_start=0.15)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for epoch in range(epochs):
@@ -148,12 +160,14 @@ def train(
     model.eval()
     spec = ModelSpec(
         name="tiler-tissue-unet", in_channels=3, out_channels=3, multiple=UNet.multiple,
+        context=model.context_radius(),
         mean=tuple(round(float(v), 5) for v in mean), std=tuple(round(float(v), 5) for v in std),
         activation="softmax", class_names=CLASS_NAMES,
     )
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     return {"state_dict": state, "config": model.config(), "tiler": spec.to_dict(),
-            "training": {"patches": patches, "epochs": epochs, "seed": seed, "patch_size": 256}}
+            "training": {"patches": patches, "epochs": epochs, "seed": seed, "patch_size": 256,
+                         "max_lr": max_lr, "init": Path(init).name if init else None}}
 
 
 def evaluate(model: Any = None, *, size: tuple[int, int] = (2048, 2048), seed: int = 100) -> dict[str, float]:
@@ -216,6 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="UNet width: channels of the first level, doubled per level (default 8)")
     parser.add_argument("--seed", type=int, default=0, metavar="N",
                         help="seed for the crops and the initial weights (default 0)")
+    parser.add_argument("--align-corners", action="store_true",
+                        help="bilinear upsampling with align_corners=True (the seeds' UNet; not shift-equivariant)")
+    parser.add_argument("--init", metavar="FILE", help="fine-tune from this checkpoint instead of a random start")
+    parser.add_argument("--max-lr", type=float, default=3e-3, metavar="X",
+                        help="peak of the one-cycle learning rate (default 3e-3)")
     parser.add_argument("--eval-only", action="store_true", help="score --out without training")
     args = parser.parse_args(argv)
 
@@ -228,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.eval_only:
         torch.manual_seed(args.seed)
         checkpoint = train(patches=args.patches, epochs=args.epochs, base_channels=args.base_channels,
-                           seed=args.seed)
+                           seed=args.seed, align_corners=args.align_corners, init=args.init, max_lr=args.max_lr)
         out.parent.mkdir(parents=True, exist_ok=True)
         torch.save(checkpoint, out)
         print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")

@@ -30,10 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "their downsample and µm/px, a georeference, and how tiler run would tile it.",
     )
     p.add_argument("input", metavar="INPUT", help="TIFF, OME-TIFF, SVS, zarr, PNG or JPEG image")
-    p.add_argument("--tile", type=positive_int, default=512, metavar="N",
-                   help="tile edge for the tiling line (default 512)")
-    p.add_argument("--overlap", type=non_negative_int, default=128, metavar="N",
-                   help="overlap for the tiling line (default 128)")
+    p.add_argument("--tile", type=positive_int, default=1024, metavar="N",
+                   help="tile edge for the tiling line (default 1024, as tiler run)")
+    p.add_argument("--overlap", type=non_negative_int, metavar="N",
+                   help="overlap for the tiling line (default: a quarter of the tile, as tiler run)")
     add_read_options(p)
     p.set_defaults(func=main)
 
@@ -57,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _describe(src, args: argparse.Namespace) -> int:
+    from ..config import Settings
     from ..plan.lattice import TilePlan
 
     h, w, c = src.shape
@@ -114,7 +115,9 @@ def _describe(src, args: argparse.Namespace) -> int:
         if epsg or g.ascii_params:
             citation = g.ascii_params.rstrip("|").replace("|", "; ")
             lines.append(f"  projection   {('EPSG:' + str(epsg)) if epsg else ''} {citation}".rstrip())
-    plan = TilePlan.create((h, w), tile=args.tile, overlap=args.overlap)
+    settings = Settings(tile=args.tile, overlap=args.overlap)
+    plan = TilePlan.create((h, w), tile=settings.tile, overlap=settings.overlap, margin=settings.margin,
+                           context=settings.border_context)
     lines.append(f"  tiling       {plan.rows.count} x {plan.cols.count} = {plan.n_tiles} tiles of "
                  f"{plan.tile} (overlap {plan.overlap})")
     print("\n".join(lines))

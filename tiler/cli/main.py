@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from ..errors import TilerError
 from ..malloc import keep_freed_memory
 from ..version import __version__
+from . import calibrate as calibrate_cmd
 from . import eval as eval_cmd
 from . import export as export_cmd
 from . import export_result as export_result_cmd
@@ -29,6 +30,7 @@ examples:
   $ tiler eval labels.zarr truth.tif --json
   $ tiler stats scan.tif
   $ tiler export unet.pt --out unet.onnx        # verified ONNX export
+  $ tiler calibrate scan.tif --json calib.json  # seam error vs cost; then tiler run --settings calib.json
 """
 
 
@@ -57,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tiler {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run_cmd, info_cmd, export_cmd, export_result_cmd, eval_cmd, stats_cmd):
+    for module in (run_cmd, info_cmd, export_cmd, export_result_cmd, eval_cmd, stats_cmd, calibrate_cmd):
         module.register(sub)
     return parser
 

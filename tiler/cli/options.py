@@ -12,6 +12,7 @@ from ..config import Settings
 from ..engine.outputs import OUTPUT_KINDS
 from ..errors import SettingsError
 from ..plan.windows import list_windows
+from ..runners.tta import TTA_MODES
 
 _DEFAULTS = Settings()
 
@@ -259,13 +260,28 @@ def add_tiling_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("tiling and blending")
     g.add_argument("--tile", type=positive_int, default=_DEFAULTS.tile, metavar="N",
                    help=f"tile edge in pixels (default {_DEFAULTS.tile})")
-    g.add_argument("--overlap", type=overlap_value, default=_DEFAULTS.overlap, metavar="N",
+    g.add_argument("--overlap", type=overlap_value, metavar="N",
                    help=f"overlap of neighbouring tiles in pixels, or a fraction of the tile such as "
-                        f"0.25 (default {_DEFAULTS.overlap})")
-    g.add_argument("--margin", type=non_negative_int, default=_DEFAULTS.margin, metavar="N",
-                   help="pixels at each tile edge given no weight (default 0)")
+                        f"0.25 (default: a quarter of the tile, {_DEFAULTS.overlap})")
+    g.add_argument("--margin", type=non_negative_int, metavar="N",
+                   help=f"pixels at each tile edge given no weight (default: half the overlap with the "
+                        f"constant window, {_DEFAULTS.margin}; 0 with the others)")
     g.add_argument("--window", default=_DEFAULTS.window, choices=list_windows(),
-                   help=f"blending window (default {_DEFAULTS.window}, sigma = 0.125 x tile)")
+                   help=f"blending window (default {_DEFAULTS.window}; gaussian: sigma = 0.125 x tile), "
+                        "e.g. --window gaussian --tile 512 --overlap 128 (the earlier defaults)")
+    g.add_argument("--context", type=non_negative_int, metavar="N",
+                   help="mirrored context at the image borders: the lattice starts N px before the image "
+                        "(default: overlap/2, what a seam gets; between --margin and overlap/2), e.g. --context 0 "
+                        "for the lattice at pixel 0 of earlier versions")
+    g.add_argument("--exact", action="store_true",
+                   help="tile exactly: crop the model's context radius off every tile (constant window, "
+                        "lattice on its size multiple), so the output equals one pass over the whole "
+                        "mirrored image; --tile is kept, overlap/margin/window follow. A model that is "
+                        "not shift-equivariant gets a warning with the difference measured "
+                        "(e.g. tiler run scan.tif --exact --tile 1024)")
+    g.add_argument("--tta", choices=TTA_MODES, default=_DEFAULTS.tta,
+                   help="test-time augmentation, logits averaged before the activation: flip (2 passes), "
+                        "flips (4), d4 (8: flips and quarter turns); e.g. tiler run scan.tif --tta flips")
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:

@@ -47,6 +47,9 @@ examples:
   $ tiler run item.json --channels red,green,blue,B08 --model s2.onnx   # STAC assets on the 10 m grid
   $ tiler run scene.tif --reader rasterio                          # force GDAL for a TIFF
 
+  $ tiler run scan.tif --exact --tile 1024                         # equal to one whole-image pass
+  $ tiler run scan.tif --tta flips                                 # average 4 flipped passes
+
 Object stores: credentials and endpoints come from each cloud's standard variables and files
 (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/config, ...); transient failures are
 retried with backoff and counted in --report ("retries").
@@ -66,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_options(p)
     add_spec_options(p)
     add_tiling_options(p)
+    p.add_argument("--settings", metavar="FILE",
+                   help="tiling settings from a JSON file (what tiler calibrate --json writes); flags "
+                        "given beside it win, e.g. tiler run scan.tif --settings calib.json")
     add_output_options(p)
     add_slide_options(p)
     g = p.add_argument_group("archives and clusters")
@@ -101,6 +107,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=main)
 
 
+def register_defaults() -> dict[str, object]:
+    """The defaults of ``tiler run``'s flags, by destination."""
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    parser = sub.choices["run"]
+    return {a.dest: a.default for a in parser._actions}
+
+
+def apply_settings_file(args: argparse.Namespace, defaults: dict[str, object]) -> None:
+    """Fill the tiling flags left at their defaults from ``args.settings`` (a calibration or a flat
+    JSON of Settings fields); flags given on the command line win."""
+    from ..config import read_settings
+
+    for key, value in read_settings(args.settings).items():
+        dest = key if hasattr(args, key) else None
+        if dest is None:
+            continue
+        if getattr(args, dest) == defaults.get(dest):
+            setattr(args, dest, value)
+
+
 def main(args: argparse.Namespace) -> int:
     from ..errors import SettingsError
     from . import batch
@@ -111,6 +138,8 @@ def main(args: argparse.Namespace) -> int:
         raise SettingsError("--workers starts a local cluster and --scheduler uses another; pick one")
     if args.objects:
         batch.check_objects(args.objects, args.output)
+    if args.settings:
+        apply_settings_file(args, register_defaults())
     items = batch.collect(args.input, args.manifest)
     if args.out:
         if len(items) != 1:
@@ -135,6 +164,7 @@ def main(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, resume=args.resume, break_lock=args.break_lock, durable=args.durable,
             progress=progress, tile=args.tile,
             overlap=args.overlap, margin=args.margin, window=args.window, batch_size=args.batch_size,
+            context=args.context, exact=args.exact, tta=args.tta,
             output=args.output, dtype=args.dtype, chunk=args.chunk, pyramid=args.pyramid,
             pyramid_levels=args.pyramid_levels, preview=args.opacity if args.preview else False,
             objects=args.objects,

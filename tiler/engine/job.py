@@ -25,6 +25,8 @@ from ..plan.partition import Block, Partition
 from ..runners.base import Runner
 from ..runners.factory import load_runner
 from ..sources import ChannelSource, Source
+from . import exact
+from .exact import ExactReport
 from .outputs import OutputSpec
 
 
@@ -79,6 +81,8 @@ class Job:
     #: Where the input has nodata: ``valid(source, y0, y1, x0, x1) -> (h, w) bool or None (all
     #: valid)``; False pixels get ``fill`` (:class:`tiler.masks.nodata.ValidPixels`). None: no nodata.
     valid: ValidPixels | None = None
+    #: What ``exact=True`` found (context radius, crop, measured residual); None otherwise.
+    exact: ExactReport | None = None
 
     @classmethod
     def create(
@@ -93,9 +97,15 @@ class Job:
         source = fit_channels(source, spec.in_channels)
         warn_input_scale(source, runner)
         h, w, c = source.shape
+        report = None
+        if settings.exact:  # tile, overlap, margin, context and window follow from the model
+            try:
+                settings, report = exact.resolve(settings, runner, c, np.dtype(source.dtype), name=source.name)
+            except runner.out_of_memory_errors:
+                raise _out_of_memory() from None
         plan = TilePlan.create(
             (h, w), tile=settings.tile, overlap=settings.overlap, margin=settings.margin,
-            multiple=spec.multiple,
+            multiple=spec.multiple, context=settings.border_context,
         )
         window = windows.window_2d(
             settings.window, settings.tile, margin=settings.margin, sigma_scale=settings.sigma_scale
@@ -119,7 +129,8 @@ class Job:
             (h, w), chunk=settings.chunk, block_height=settings.block_height,
             block_width=settings.block_width,
         )
-        return cls(source, runner, settings, plan, partition, window, output, skip, valid=valid_pixels(source))
+        return cls(source, runner, settings, plan, partition, window, output, skip, valid=valid_pixels(source),
+                   exact=report)
 
     def tiles_in(self, block: Block) -> int:
         rows, cols = self.plan.tiles_touching(block)

@@ -71,7 +71,8 @@ def _non_finite(job: Job, exc: NonFiniteOutput) -> ModelOutputError:
 
 
 def _run_model(job: Job, tiles: np.ndarray, *, normalised: bool = False) -> np.ndarray:
-    """``job.runner(tiles, normalised=...)`` in slices of ``job.model_batch`` tiles; halves that on OOM.
+    """``job.runner(tiles, normalised=..., tta=...)`` in slices of ``job.model_batch`` tiles; halves
+    that on OOM.
 
     (N, C, t, t) raw tiles -> (N, C_out, t, t) float32. Tiles are independent, so the slicing does
     not change any value. The first halving warns once per job.
@@ -82,7 +83,7 @@ def _run_model(job: Job, tiles: np.ndarray, *, normalised: bool = False) -> np.n
     start = 0
     while start < len(tiles):
         try:
-            parts.append(runner(tiles[start : start + step], normalised=normalised))
+            parts.append(runner(tiles[start : start + step], normalised=normalised, tta=job.settings.tta))
             start += step
         except runner.out_of_memory_errors:
             runner.release_memory()

@@ -55,10 +55,11 @@ class WeightSums:
 
     def __init__(self, plan: TilePlan, block: Block, window: np.ndarray) -> None:
         rows, s, m, t = plan.rows, plan.stride, plan.margin, plan.tile
+        begin = m - rows.start  # the weighted part of tile i starts at i * s + begin
         y = np.arange(block.y0, block.y1, dtype=np.int64)
-        first = np.maximum(0, (y - (t - 2 * m)) // s + 1)  # AxisLattice.touching, vectorised
-        last = np.minimum(rows.count - 1, y // s)
-        offset = y - (first * s - m)  # row of y inside the first covering tile
+        first = np.maximum(0, (y - begin - (t - 2 * m)) // s + 1)  # AxisLattice.touching, vectorised
+        last = np.minimum(rows.count - 1, (y - begin) // s)
+        offset = y - (first * s - rows.start)  # row of y inside the first covering tile
         code = (last - first) * t + offset  # offset < t: (count, offset) sorts by count, then offset
         codes, self.index = np.unique(code, return_inverse=True)
         x0, x1 = block.x0, block.x1

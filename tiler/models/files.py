@@ -110,6 +110,7 @@ def load_checkpoint(path: Path, *, trust_model: bool = False) -> tuple[Any, Mode
         in_channels=module.in_channels,
         out_channels=module.num_classes,
         multiple=module.multiple,
+        context=module.context_radius(),
     )
     if meta:
         spec = ModelSpec.from_dict({**spec.to_dict(), **meta})
@@ -138,6 +139,7 @@ def spec_of_module(module: Any) -> ModelSpec:
         in_channels=int(getattr(module, "in_channels", 0) or 0),
         out_channels=int(getattr(module, "num_classes", 0) or 0),
         multiple=int(getattr(module, "multiple", 1) or 1),
+        context=int(module.context_radius()) if callable(getattr(module, "context_radius", None)) else 0,
     )
 
 

@@ -64,6 +64,9 @@ class ModelSpec:
     class_colours : ``"#rrggbb"`` per output class, for previews and OME-Zarr labels; empty = a
         colour-blind-safe palette. Left out of :meth:`to_dict` when empty (so the records and
         fingerprints of models without it are what they were).
+    context : receptive-field radius in input pixels (output pixel y depends on inputs within
+        ``context`` of y); 0 = unknown (``exact`` tiling then probes it). The built-in UNet's is
+        computed from its architecture.
     """
 
     name: str = "model"
@@ -77,6 +80,7 @@ class ModelSpec:
     class_names: tuple[str, ...] = field(default_factory=tuple)
     mpp: float | None = None
     class_colours: tuple[str, ...] = field(default_factory=tuple)
+    context: int = 0
 
     def __post_init__(self) -> None:
         if self.mpp is not None:

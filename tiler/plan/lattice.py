@@ -1,11 +1,15 @@
 """The tile lattice and the partition of the output into work units. Pure arithmetic, no I/O.
 
 One global lattice places every tile of an image: along each axis, tile ``i`` starts at
-``origin(i) = i * stride - margin`` (``stride = tile - overlap``). The first tile starts ``margin``
-pixels before the image so that the image's first row falls on the first *weighted* row of a tile;
-tiles run on until their weighted parts cover the whole axis. Wherever a tile reaches outside the
-image it is filled by reflect padding (:func:`reflect_index`), so every tile has the full tile shape,
-also for images smaller than one tile.
+``origin(i) = i * stride - context`` (``stride = tile - overlap``). The first tile starts ``context``
+pixels before the image (``margin <= context <= overlap / 2``), so the image's first row sees
+``context`` pixels of mirrored context, as a seam between two tiles sees ``overlap / 2``; tiles run
+on until the last one also reaches ``context`` pixels past the end of the axis, so every border --
+top, left, bottom, right -- is predicted with at least that much mirrored context (the overlap-tile
+strategy of the U-Net paper). ``context = margin`` (the default of :meth:`TilePlan.create`) is the
+smallest lattice whose weighted parts cover the image. Wherever a tile reaches outside the image it
+is filled by reflect padding (:func:`reflect_index`), so every tile has the full tile shape, also
+for images smaller than one tile.
 
 The output is split into :class:`Block` s aligned with output chunks. A block's result depends only
 on the lattice, never on the partition: a block computes exactly the lattice tiles whose weighted
@@ -14,6 +18,9 @@ part touches it and sums them in lattice order.
 >>> plan = TilePlan.create((1000, 700), tile=256, overlap=32)
 >>> plan.rows.count, plan.cols.count, plan.rows.origin(3)
 (5, 3, 672)
+>>> plan = TilePlan.create((1000, 700), tile=256, overlap=32, context=16)
+>>> plan.rows.count, plan.cols.count, plan.rows.origin(0), plan.rows.origin(3)
+(5, 4, -16, 656)
 """
 
 from __future__ import annotations
@@ -55,32 +62,42 @@ class AxisLattice:
     size : pixels of the image along this axis.
     tile, stride, margin : pixels; tile ``i`` covers ``[origin(i), origin(i) + tile)`` and weights
         ``[origin(i) + margin, origin(i) + tile - margin)``.
+    context : pixels before the image where tile 0 starts (``origin(0) = -context``), and at least
+        as many past the end where the last tile ends; ``margin <= context <= (tile - stride) / 2``.
     """
 
     size: int
     tile: int
     stride: int
     margin: int
+    context: int | None = None  # None: margin
+
+    @property
+    def start(self) -> int:
+        """``context`` (the margin when not given): how far before the image tile 0 starts."""
+        return self.margin if self.context is None else self.context
 
     @property
     def count(self) -> int:
-        """Number of tiles needed so that their weighted parts cover ``[0, size)``."""
-        weighted = self.tile - 2 * self.margin
-        return max(1, math.ceil((self.size - weighted) / self.stride) + 1)
+        """Number of tiles needed so that ``[origin(i) + context, origin(i) + tile - context)``
+        cover ``[0, size)`` (with ``context = margin``: the weighted parts)."""
+        inner = self.tile - 2 * self.start
+        return max(1, math.ceil((self.size - inner) / self.stride) + 1)
 
     def origin(self, i: int) -> int:
         """First pixel (may be negative or reach past the image) of tile ``i``."""
-        return i * self.stride - self.margin
+        return i * self.stride - self.start
 
     def origins(self) -> np.ndarray:
         """int64 array of shape ``(count,)``: every tile origin."""
-        return np.arange(self.count, dtype=np.int64) * self.stride - self.margin
+        return np.arange(self.count, dtype=np.int64) * self.stride - self.start
 
     def touching(self, lo: int, hi: int) -> range:
-        """Tiles whose weighted part ``[i*stride, i*stride + tile - 2*margin)`` meets ``[lo, hi)``."""
+        """Tiles whose weighted part ``[origin(i) + margin, origin(i) + tile - margin)`` meets ``[lo, hi)``."""
+        begin = self.margin - self.start  # weighted part of tile i: [i*stride + begin, ... + weighted)
         weighted = self.tile - 2 * self.margin
-        first = max(0, math.floor((lo - weighted) / self.stride) + 1)
-        last = min(self.count - 1, (hi - 1) // self.stride)
+        first = max(0, math.floor((lo - begin - weighted) / self.stride) + 1)
+        last = min(self.count - 1, (hi - 1 - begin) // self.stride)
         return range(first, last + 1)
 
 
@@ -93,6 +110,7 @@ class TilePlan:
     height, width : image size in pixels.
     tile, overlap, margin : pixels (square tiles).
     multiple : the spatial size multiple the model needs; tile and stride are multiples of it.
+    context : mirrored context at the image borders: tile 0 starts at ``-context`` (None: margin).
     """
 
     height: int
@@ -101,6 +119,7 @@ class TilePlan:
     overlap: int
     margin: int = 0
     multiple: int = 1
+    context: int | None = None
 
     @classmethod
     def create(
@@ -111,11 +130,13 @@ class TilePlan:
         overlap: int = 128,
         margin: int = 0,
         multiple: int = 1,
+        context: int | None = None,
     ) -> TilePlan:
         """Validate the settings for an image of ``shape = (height, width)`` and build the plan.
 
         An overlap that leaves a stride which is not a multiple of ``multiple`` is increased to the
-        next one that does, with a warning.
+        next one that does, with a warning. ``context`` (None: ``margin``) must lie between the
+        margin and half the overlap.
         """
         height, width = (int(s) for s in shape)
         if height < 1 or width < 1:
@@ -145,7 +166,12 @@ class TilePlan:
                 stacklevel=2,
             )
             overlap = new_overlap
-        return cls(height, width, tile, overlap, margin, multiple)
+        if context is not None and not margin <= context <= overlap // 2:
+            raise SettingsError(
+                f"context {context} must be between the margin {margin} and overlap/2 ({overlap // 2}): "
+                "the border tiles start that far outside the image, as far as a seam is from a tile edge"
+            )
+        return cls(height, width, tile, overlap, margin, multiple, context)
 
     @property
     def stride(self) -> int:
@@ -153,11 +179,11 @@ class TilePlan:
 
     @property
     def rows(self) -> AxisLattice:
-        return AxisLattice(self.height, self.tile, self.stride, self.margin)
+        return AxisLattice(self.height, self.tile, self.stride, self.margin, self.context)
 
     @property
     def cols(self) -> AxisLattice:
-        return AxisLattice(self.width, self.tile, self.stride, self.margin)
+        return AxisLattice(self.width, self.tile, self.stride, self.margin, self.context)
 
     @property
     def n_tiles(self) -> int:

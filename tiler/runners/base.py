@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..models.spec import ModelSpec, Normalisation
+from . import tta as augmentation
 
 
 class Runner(ABC):
@@ -87,21 +88,29 @@ class Runner(ABC):
                 f"the model's mean/std have {len(self.spec.mean)} values for a {c}-channel image"
             )
 
-    def __call__(self, tiles: np.ndarray, *, normalised: bool = False) -> np.ndarray:
+    def __call__(self, tiles: np.ndarray, *, normalised: bool = False, tta: str = "none") -> np.ndarray:
         """(N, C, h, w) raw tiles (any dtype) -> (N, C_out, h, w) float32 logits.
 
         ``normalised=True``: the tiles already went through :meth:`normalisation` (the tile loader
-        does that while copying them).
+        does that while copying them). ``tta``: test-time augmentation (:mod:`tiler.runners.tta`),
+        the logits of every transform averaged, in one model call (:meth:`run_augmented`).
         """
         self.check_input(tiles)
         x = tiles if normalised or self.normalises_on_device else self.normalise(tiles)
-        y = self.run(x)
+        y = self.run(x) if tta == "none" else self.run_augmented(x, tta)
         if y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
             raise ModelError(
                 f"the model {self.spec.name!r} returned shape {tuple(y.shape)} for input "
                 f"{tuple(x.shape)}; tiler needs (N, C_out, h, w) outputs of the input's size"
             )
         return y
+
+    def run_augmented(self, tiles: np.ndarray, mode: str) -> np.ndarray:
+        """:meth:`run` under test-time augmentation ``mode``: (N, C, t, t) -> (N, C_out, t, t), the
+        mean of the K transformed outputs, each transformed back; one call of K*N tiles. Runners
+        that can augment on their device override this (:class:`~tiler.runners.torch.TorchRunner`)."""
+        n = len(tiles)
+        return np.asarray(augmentation.merge(self.run(augmentation.augment(tiles, mode)), mode, n), np.float32)
 
     @abstractmethod
     def run(self, tiles: np.ndarray) -> np.ndarray:

@@ -10,9 +10,14 @@ import torch
 
 from ..errors import DeviceWarning, ModelError, SettingsError
 from ..models.spec import ModelSpec
+from . import tta as augmentation
 from .base import Runner
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+#: Test-time augmentation on the device: torch's flips, quarter turns and concatenation.
+TORCH_OPS = augmentation.ArrayOps(
+    flip=lambda a: a.flip(-1), rot90=lambda a, k: torch.rot90(a, k, (-2, -1)), cat=torch.cat,
+)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -160,22 +165,27 @@ class TorchRunner(Runner):
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 
-    def run(self, tiles: np.ndarray) -> np.ndarray:
+    def run_augmented(self, tiles: np.ndarray, mode: str) -> np.ndarray:
+        """Test-time augmentation on the device: the K transforms are made, run as one batch and
+        averaged there; only the (N, C_out, t, t) mean comes back."""
+        return self.run(tiles, mode)
+
+    def run(self, tiles: np.ndarray, tta: str = "none") -> np.ndarray:
         n = len(tiles)
         self._batch = max(self._batch, n)
         if self.pad_batches and n < self._batch:
             padded = np.zeros((self._batch, *tiles.shape[1:]), tiles.dtype)
             padded[:n] = tiles
             try:
-                return self._run(padded)[:n]
+                return (self._run(padded) if tta == "none" else self._run(padded, tta))[:n]
             except self.out_of_memory_errors:
                 # the padded shape does not fit (the engine is halving the batch): pad to this
                 # size from now on, and try it unpadded now; a second failure goes to the engine
                 self.release_memory()
                 self._batch = n
-        return self._run(tiles)
+        return self._run(tiles) if tta == "none" else self._run(tiles, tta)
 
-    def _run(self, tiles: np.ndarray) -> np.ndarray:
+    def _run(self, tiles: np.ndarray, tta: str = "none") -> np.ndarray:
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(tiles))
             if self.normalises_on_device:
@@ -189,6 +199,9 @@ class TorchRunner(Runner):
                     x = (x - self._mean) / self._std
             elif x.dtype != torch.float32:  # normalised tiles are float32 already (Runner.__call__)
                 x = x.float()
+            n = x.shape[0]
+            if tta != "none":
+                x = augmentation.augment(x, tta, TORCH_OPS)  # (K*N, C, t, t) on the device
             try:
                 if self.precision == "fp32":
                     y = self.module(x)
@@ -207,6 +220,8 @@ class TorchRunner(Runner):
                     f"the model returned shape {tuple(y.shape)} for input {tuple(x.shape)}; "
                     "tiler needs (N, C_out, h, w) outputs of the input's size"
                 )
+            if tta != "none":
+                y = augmentation.merge(y.float(), tta, n, TORCH_OPS)
             if self.blend_on_device:
                 return y.float()  # blended where it is
             if self.device.type == "cuda":
