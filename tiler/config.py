@@ -39,6 +39,10 @@ from .plan import windows
 from .runners.tta import TTA_MODES
 
 
+#: Pixels per model call when the batch size is not given: 8 tiles of 512 x 512.
+BATCH_PIXELS = 8 * 512 * 512
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of a run that is not the input, the model or the output path.
@@ -66,7 +70,10 @@ class Settings:
     margin: int = None  # type: ignore[assignment]  # an int after __post_init__
     window: str = "constant"
     sigma_scale: float = windows.SIGMA_SCALE
-    batch_size: int = 8
+    #: Tiles per model call. None: as many as hold :data:`BATCH_PIXELS` pixels (8 tiles of 512,
+    #: 2 of the default 1024), so the model's memory does not grow with the tile. A run option:
+    #: it never changes the values.
+    batch_size: int = None  # type: ignore[assignment]  # an int after __post_init__
     output: str = "logits"
     dtype: str | None = None
     fill: float = 0.0
@@ -89,6 +96,9 @@ class Settings:
     tta: str = "none"
 
     def __post_init__(self) -> None:
+        if self.batch_size is None:
+            tile = _pixels("tile", self.tile)
+            object.__setattr__(self, "batch_size", max(1, BATCH_PIXELS // (tile * tile)))
         for name in ("tile", "batch_size", "chunk", "prefetch"):
             object.__setattr__(self, name, _pixels(name, getattr(self, name)))
         if self.overlap is None:

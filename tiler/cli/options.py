@@ -252,8 +252,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true",
                    help="run a PyTorch model through torch.compile, every batch padded to --batch-size "
                         "(compiled once; pays off on GPUs and long runs)")
-    g.add_argument("--batch-size", type=positive_int, default=_DEFAULTS.batch_size, metavar="N",
-                   help=f"tiles per model call (default {_DEFAULTS.batch_size})")
+    g.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
+                   help=f"tiles per model call (default: {_DEFAULTS.batch_size} at the default tile, 8 at --tile 512: "
+                        "the same pixels per call)")
 
 
 def add_tiling_options(p: argparse.ArgumentParser) -> None:
