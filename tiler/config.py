@@ -38,7 +38,6 @@ from .errors import SettingsError
 from .plan import windows
 from .runners.tta import TTA_MODES
 
-
 #: Pixels per model call when the batch size is not given: 8 tiles of 512 x 512.
 BATCH_PIXELS = 8 * 512 * 512
 
