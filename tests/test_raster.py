@@ -159,7 +159,10 @@ def test_nodata_tiles_are_skipped_and_pixels_get_fill(tmp_path, output):
     got, ref = a["0"][...], zarr.open_group(plain.path, mode="r")["0"][...]
     valid = (data != 0).any(axis=0)
     # the skipped tiles are exactly those whose weighted part holds no valid pixel
-    plan = TilePlan.create((300, 340), tile=64, overlap=16)
+    from tiler.config import Settings
+
+    s = Settings(tile=64, overlap=16)  # the lattice the run used (starting at -context)
+    plan = TilePlan.create((300, 340), tile=64, overlap=16, margin=s.margin, context=s.border_context)
     assert run.skipped == int(tile_skip(plan, valid, (1.0, 1.0)).sum()) > 0 and plain.skipped == 0
     np.testing.assert_array_equal(got[..., valid], ref[..., valid])  # data pixels: as if no nodata
     assert (got[..., ~valid] == fill).all()

@@ -161,7 +161,7 @@ def tiled(runner: Runner, image: np.ndarray, settings: Settings) -> tuple[np.nda
 def calibrate(
     image: Any, model: Any = None, *, tolerance: float = 0.05, grid: Sequence[Settings] | None = None,
     crops: int = 3, crop_size: int | None = None, device: str | None = "auto", precision: str = "fp32",
-    level: int | None = None, mpp: float | None = None, batch_size: int = 8, log: Any = None,
+    level: int | None = None, mpp: float | None = None, batch_size: int | None = None, log: Any = None,
 ) -> Calibration:
     """Measure every setting of ``grid`` (default :func:`default_grid`) on ``crops`` crops of
     ``image``; choose the cheapest whose max |Δ logit| against whole-image inference is at most
@@ -170,7 +170,7 @@ def calibrate(
     if not tolerance > 0:
         raise SettingsError(f"tolerance must be positive, got {tolerance}")
     grid = list(grid) if grid is not None else default_grid()
-    grid = [replace(s, batch_size=batch_size, output="logits") for s in grid]
+    grid = [replace(s, output="logits", **({"batch_size": batch_size} if batch_size else {})) for s in grid]
     runner = load_runner(model, device=device, precision=precision)
     with closing(open_at(image, level=level, mpp=mpp)) as source:
         name = getattr(source, "name", str(image))

@@ -41,8 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", metavar="INPUT", help="image to calibrate on (any format tiler run reads)")
     p.add_argument("--model", "-m", metavar="M", help="checkpoint, TorchScript or ONNX file (default: built-in)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--batch-size", type=positive_int, default=8, metavar="N", help="tiles per model call")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="fp32 (default), fp16 (CUDA) or bf16")
+    p.add_argument("--batch-size", type=positive_int, metavar="N",
+                   help="tiles per model call (default: the pixels of 8 tiles of 512)")
     p.add_argument("--tolerance", type=positive_float, default=0.05, metavar="E",
                    help="largest max |tiled - whole| logit difference accepted (default 0.05)")
     p.add_argument("--tiles", type=_int_list, default=(512,), metavar="T,T",

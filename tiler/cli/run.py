@@ -42,17 +42,12 @@ examples:
   $ tiler run s3://bucket/scan.tif --out s3://bucket/preds/scan.zarr # object store in and out
   $ tiler run 's3://bucket/slides/*.svs' --out-dir s3://bucket/preds/ # an archive on S3 (or .../slides/)
   $ tiler run https://host/scan.tif -o scan.zarr                   # read-only web server
-  $ AWS_ENDPOINT_URL=http://minio:9000 tiler run s3://b/scan.tif --resume  # S3-compatible store
+  $ tiler run s3://b/scan.tif --resume     # with AWS_ENDPOINT_URL=http://minio:9000: S3-compatible store
   $ tiler run T32TNS.jp2 --model s2.onnx --channels 3,2,1 --fill 255 --kind labels  # GDAL; nodata -> 255
   $ tiler run item.json --channels red,green,blue,B08 --model s2.onnx   # STAC assets on the 10 m grid
   $ tiler run scene.tif --reader rasterio                          # force GDAL for a TIFF
-
   $ tiler run scan.tif --exact --tile 1024                         # equal to one whole-image pass
   $ tiler run scan.tif --tta flips                                 # average 4 flipped passes
-
-Object stores: credentials and endpoints come from each cloud's standard variables and files
-(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/config, ...); transient failures are
-retried with backoff and counted in --report ("retries").
 """
 
 
@@ -60,7 +55,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(
         sub, "run", help="run a model over images, write zarr groups", examples=EXAMPLES,
         description="Run a model over each INPUT tile by tile and stream the blended result to zarr. "
-        "A failed input is reported and the others go on; the exit code is 1 if any failed.",
+        "A failed input is reported and the others go on; the exit code is 1 if any failed. "
+        "Object stores: credentials and endpoints come from each cloud's standard variables and files "
+        "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/config, ...); transient failures are "
+        "retried with backoff and counted in --report (\"retries\").",
     )
     p.add_argument("input", metavar="INPUT", nargs="*",
                    help="TIFF, OME-TIFF, SVS, NDPI/MRXS/SCN/BIF/VMS (OpenSlide), DICOM WSI folder or file, zarr, "
