@@ -170,7 +170,9 @@ def calibrate(
     if not tolerance > 0:
         raise SettingsError(f"tolerance must be positive, got {tolerance}")
     grid = list(grid) if grid is not None else default_grid()
-    grid = [replace(s, output="logits", **({"batch_size": batch_size} if batch_size else {})) for s in grid]
+    grid = [replace(s, output="logits") for s in grid]
+    if batch_size:  # else each setting keeps the batch its tile gives
+        grid = [replace(s, batch_size=batch_size) for s in grid]
     runner = load_runner(model, device=device, precision=precision)
     with closing(open_at(image, level=level, mpp=mpp)) as source:
         name = getattr(source, "name", str(image))
