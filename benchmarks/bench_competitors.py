@@ -54,7 +54,7 @@ def tiler_run(tif: Path, model: Path, *extra: str) -> list[str]:
     """``tiler run`` exactly as a user types it (output removed before each round)."""
     out = C.WORK / f"cli_{tif.stem}.zarr"
     return [str(TILER), "run", str(tif), "--model", str(model), "-o", str(out), "--kind", "probs",
-            "--tile", str(C.TILE), "--overlap", str(C.OVERLAP), "--batch-size", str(C.BATCH),
+            "--tile", str(C.TILE), "--overlap", str(C.OVERLAP), "--batch-size", str(C.BATCH), "--window", "gaussian",
             "--device", "cpu", "--no-progress", *extra]
 
 

@@ -70,8 +70,8 @@ def case_memory(size: int, model: str = "module") -> None:
     image = C.load_array(size)
     runner = zero_runner() if model == "function" else C.ZeroCost().eval()
     with C.Timer() as t:
-        out = tiler.predict(image, runner, tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, device="cpu",
-                            overrides=None if model == "function" else {"scale": 1.0})
+        out = tiler.predict(image, runner, tile=C.TILE, overlap=C.OVERLAP, window="gaussian", batch_size=C.BATCH,
+                            device="cpu", overrides=None if model == "function" else {"scale": 1.0})
     n = _tiles((size, size))
     C.report(f"tiler memory {model} {size}x{size}", t, megapixels=size * size / 1e6, tiles=n,
              out_shape=list(out.shape))
@@ -93,7 +93,7 @@ def case_file(height: int, width: int, model: str = "ts") -> None:
         runner = C.make_zero_cost_models()[0]
     with C.Timer() as t:
         res = tiler.run(path, runner, out=out, overwrite=True, output="probs", device="cpu",
-                        tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, **RUN_OPTIONS)
+                        tile=C.TILE, overlap=C.OVERLAP, window="gaussian", batch_size=C.BATCH, **RUN_OPTIONS)
     C.report(f"tiler file {model} {height}x{width}", t, megapixels=height * width / 1e6, tiles=res.tiles,
              model_s=res.stats.model_seconds)
     shutil.rmtree(out, ignore_errors=True)
@@ -114,7 +114,7 @@ def case_unet(height: int, width: int) -> None:
     out = C.WORK / f"out_unet_{height}x{width}.zarr"
     runner = load_runner(ckpt, device="cpu")
     # The exact batches the engine computes, for the model-only time.
-    settings = Settings(tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, output="probs")
+    settings = Settings(tile=C.TILE, overlap=C.OVERLAP, window="gaussian", batch_size=C.BATCH, output="probs")
     source = open_source(path)
     job = Job.create(source, runner, settings)
     batches = []
@@ -135,7 +135,7 @@ def case_unet(height: int, width: int) -> None:
         model_runs.append((time.perf_counter() - m0, C._cpu() - c0))
         with C.Timer() as t:
             res = tiler.run(path, ckpt, out=out, overwrite=True, device="cpu", output="probs",
-                            tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, **RUN_OPTIONS)
+                            tile=C.TILE, overlap=C.OVERLAP, window="gaussian", batch_size=C.BATCH, **RUN_OPTIONS)
         runs.append((t, res))
     model_only, model_cpu = min(model_runs)
     t, res = min(runs, key=lambda r: r[0].seconds)
@@ -153,7 +153,7 @@ def case_unet(height: int, width: int) -> None:
 def _tiles(shape: tuple[int, int]) -> int:
     from tiler.plan.lattice import TilePlan
 
-    return TilePlan.create(shape, tile=C.TILE, overlap=C.OVERLAP).n_tiles
+    return TilePlan.create(shape, tile=C.TILE, overlap=C.OVERLAP, window="gaussian").n_tiles
 
 
 # ------------------------------------------------------------------------------ parent
