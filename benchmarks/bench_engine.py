@@ -151,9 +151,11 @@ def case_unet(height: int, width: int) -> None:
 
 
 def _tiles(shape: tuple[int, int]) -> int:
+    from tiler.config import Settings
     from tiler.plan.lattice import TilePlan
 
-    return TilePlan.create(shape, tile=C.TILE, overlap=C.OVERLAP, window="gaussian").n_tiles
+    s = Settings(tile=C.TILE, overlap=C.OVERLAP, window="gaussian")  # the lattice the runs use
+    return TilePlan.create(shape, tile=s.tile, overlap=s.overlap, margin=s.margin, context=s.border_context).n_tiles
 
 
 # ------------------------------------------------------------------------------ parent
