@@ -13,9 +13,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# tools/constraints.txt: the exact versions of everything else (no resolver backtracking on a fresh clone)
+$(VENV)/.installed: pyproject.toml tools/constraints.txt | $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q "$(TORCH_PIN)"
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -c tools/constraints.txt -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
