@@ -46,6 +46,11 @@ class DeviceWarning(RuntimeWarning):
     """
 
 
+def one_line(exc: BaseException) -> str:
+    """A library's message on one line (C libraries' messages may span several)."""
+    return " ".join(str(exc).split())
+
+
 class Note(UserWarning):
     """Something a run chose for the user that they should know about, said once (the CLI prints
     it as ``note: ...``): e.g. reading the input at the model's pixel size."""

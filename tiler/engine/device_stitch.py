@@ -45,28 +45,13 @@ class TorchStitcher(Stitcher):
 
     def add(self, outputs: Any, index: np.ndarray) -> None:
         """Add a batch: ``outputs`` (N, C, tile, tile) float32 on the device, ``index`` (N, 2)."""
-        torch = self.torch
         if isinstance(outputs, np.ndarray):
-            outputs = torch.from_numpy(outputs).to(self.device)
-        plan, b, m, t = self.plan, self.block, self.plan.margin, self.plan.tile
-        win = self._window
-        for k_tile, (i, j) in enumerate(index.tolist()):
-            ty, tx = plan.rows.origin(i), plan.cols.origin(j)
-            ya, yb = max(ty + m, b.y0), min(ty + t - m, b.y1)
-            xa, xb = max(tx + m, b.x0), min(tx + t - m, b.x1)
-            if ya >= yb or xa >= xb:
-                continue
-            w_part = win[ya - ty : yb - ty, xa - tx : xb - tx]
-            weighted = outputs[k_tile, :, ya - ty : yb - ty, xa - tx : xb - tx] * w_part
-            for k in range(ya // self.chunk, (yb - 1) // self.chunk + 1):
-                acc, wsum = self._buffers(k)
-                r0, _ = self._rows_of(k)
-                y_lo, y_hi = max(ya, r0), min(yb, r0 + acc.shape[1])
-                dst = (slice(y_lo - r0, y_hi - r0), slice(xa - b.x0, xb - b.x0))
-                acc[(slice(None), *dst)] += weighted[:, y_lo - ya : y_hi - ya]
-                if wsum is not None:
-                    wsum[dst] += w_part[y_lo - ya : y_hi - ya]
-                self._added[k] = self._added.get(k, 0) + 1
+            outputs = self.torch.from_numpy(outputs).to(self.device)
+        super().add(outputs, index)
+
+    def _weigh(self, outputs: Any, n: int, ys: slice, xs: slice) -> tuple[Any, Any]:
+        w_part = self._window[ys, xs]
+        return outputs[n, :, ys, xs] * w_part, w_part
 
     def _divisor(self, y0: int, h: int) -> Any:
         """``Σ w`` (h, W_block) of block rows ``[y0, y0 + h)`` from the table, on the device."""

@@ -185,16 +185,13 @@ class Stitcher:
         for side-by-side blocks can add the same batch at the same time.
         """
         plan, b, m, t = self.plan, self.block, self.plan.margin, self.plan.tile
-        for out, (i, j) in zip(outputs, index.tolist()):
+        for n, (i, j) in enumerate(index.tolist()):
             ty, tx = plan.rows.origin(i), plan.cols.origin(j)
             ya, yb = max(ty + m, b.y0), min(ty + t - m, b.y1)
             xa, xb = max(tx + m, b.x0), min(tx + t - m, b.x1)
             if ya >= yb or xa >= xb:
                 continue
-            # w * y once per tile, into a small buffer that stays in cache for the additions
-            weighted = self._weighted[:, : yb - ya, : xb - xa]
-            np.multiply(out[:, ya - ty : yb - ty, xa - tx : xb - tx],
-                        self.window[ya - ty : yb - ty, xa - tx : xb - tx], out=weighted)
+            weighted, w_part = self._weigh(outputs, n, slice(ya - ty, yb - ty), slice(xa - tx, xb - tx))
             for k in range(ya // self.chunk, (yb - 1) // self.chunk + 1):
                 acc, wsum = self._buffers(k)
                 r0, _ = self._rows_of(k)
@@ -202,8 +199,16 @@ class Stitcher:
                 dst = (slice(y_lo - r0, y_hi - r0), slice(xa - b.x0, xb - b.x0))
                 acc[(slice(None), *dst)] += weighted[:, y_lo - ya : y_hi - ya]
                 if wsum is not None:
-                    wsum[dst] += self.window[y_lo - ty : y_hi - ty, xa - tx : xb - tx]
+                    wsum[dst] += w_part[y_lo - ya : y_hi - ya]
                 self._added[k] = self._added.get(k, 0) + 1
+
+    def _weigh(self, outputs: np.ndarray, n: int, ys: slice, xs: slice) -> tuple[np.ndarray, np.ndarray]:
+        """``(w * y, w)`` of tile ``n``'s part ``[ys, xs]``: w * y once per tile, into a small buffer
+        that stays in cache for the additions."""
+        w_part = self.window[ys, xs]
+        weighted = self._weighted[:, : w_part.shape[0], : w_part.shape[1]]
+        np.multiply(outputs[n][:, ys, xs], w_part, out=weighted)
+        return weighted, w_part
 
     def _zeros(self, shape: tuple[int, ...]) -> np.ndarray:
         buf = self._spares.take(shape, np.dtype(np.float32))

@@ -19,17 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, SettingsError
+from ..errors import InputError, SettingsError, one_line
 from ._array import check_image_shape
 from ._base import ReadOptions, SourceInfo
 
 #: What to install when wsidicom is missing.
 INSTALL_HINT = "pip install 'tiler-engine[dicom]' (wsidicom and pydicom)"
-
-
-def _one_line(exc: BaseException) -> str:
-    """A library's message on one line (C libraries' messages may span several)."""
-    return " ".join(str(exc).split())
 
 
 def import_wsidicom(name: str) -> Any:
@@ -38,7 +33,7 @@ def import_wsidicom(name: str) -> Any:
         import wsidicom
     except ImportError as exc:
         raise InputError(f"{name}: DICOM whole-slide images need the dicom extra: {INSTALL_HINT}; "
-                         f"import failed: {_one_line(exc)}") from None
+                         f"import failed: {one_line(exc)}") from None
     return wsidicom
 
 
@@ -91,7 +86,7 @@ class DicomSource:
             self._wsi = wsidicom.WsiDicom.open(files)
         except errors as exc:
             raise InputError(f"{self.name}: not a readable DICOM whole-slide image ({type(exc).__name__}: "
-                             f"{_one_line(exc)})") from None
+                             f"{one_line(exc)})") from None
         try:
             pyramids = list(self._wsi.pyramids)
             count = len(pyramids)
@@ -120,7 +115,7 @@ class DicomSource:
         except errors as exc:
             self.close()
             raise InputError(f"{self.name}: unreadable DICOM whole-slide metadata ({type(exc).__name__}: "
-                             f"{_one_line(exc)})") from None
+                             f"{one_line(exc)})") from None
         self.shape = check_image_shape(self.name, (h, w, 3), np.dtype(np.uint8))
         self.dtype = np.dtype(np.uint8)
         self.chunks: tuple[int, int] | None = (int(tile.height), int(tile.width))
@@ -141,7 +136,7 @@ class DicomSource:
                                            as_array=True)
         except self._errors as exc:
             raise InputError(f"{self.name}: cannot decode the image data at rows {y0}:{y1}, columns {x0}:{x1} "
-                             f"({type(exc).__name__}: {_one_line(exc)})") from None
+                             f"({type(exc).__name__}: {one_line(exc)})") from None
         region = np.asarray(region)
         if region.ndim == 2:
             region = np.repeat(region[..., None], 3, axis=2)

@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError, SettingsError
+from ..cores import pool_threads
+from ..errors import InputError, SettingsError, one_line
 from ._array import check_image_shape
 from ._base import ReadOptions, SourceInfo
 
@@ -51,18 +52,13 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool)
 _POOL_LOCK = threading.Lock()
 
 
-def _one_line(exc: BaseException) -> str:
-    """A library's message on one line (C libraries' messages may span several)."""
-    return " ".join(str(exc).split())
-
-
 def _pool() -> ThreadPoolExecutor:
     """One pool per process for OpenSlide reads (threads: cores, at most 4). OpenSlide is
     thread-safe and ``read_region`` releases the GIL, so bands of a region decode side by side."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != os.getpid():
-            workers = max(1, min(4, os.cpu_count() or 1))
+            workers = pool_threads()
             _POOL = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="tiler-openslide"))
         return _POOL[1]
 
@@ -73,7 +69,7 @@ def import_openslide(name: str) -> Any:
         import openslide
     except ImportError as exc:
         raise InputError(f"{name}: this slide is read through OpenSlide, which is not installed "
-                         f"({_one_line(exc)}); {INSTALL_HINT}") from None
+                         f"({one_line(exc)}); {INSTALL_HINT}") from None
     return openslide
 
 
@@ -140,7 +136,7 @@ class OpenSlideSource:
         except openslide.OpenSlideUnsupportedFormatError:
             raise InputError(f"{self.name}: not a slide format OpenSlide can read") from None
         except (openslide.OpenSlideError, OSError, ValueError) as exc:
-            raise InputError(f"{self.name}: OpenSlide cannot open the slide ({_one_line(exc)})") from None
+            raise InputError(f"{self.name}: OpenSlide cannot open the slide ({one_line(exc)})") from None
         slide = self._slide
         self._errors: tuple[type[BaseException], ...] = (openslide.OpenSlideError, OSError, ValueError)
         props = slide.properties
@@ -203,7 +199,7 @@ class OpenSlideSource:
         except self._errors as exc:
             rows, cols = f"{y - self._oy}:{y - self._oy + h}", f"{x - self._ox}:{x - self._ox + w}"
             raise InputError(f"{self.name}: OpenSlide cannot read level {self.level} rows {rows}, columns {cols} "
-                             f"({_one_line(exc)})") from None
+                             f"({one_line(exc)})") from None
         rgb = rgba[..., :3]
         alpha = rgba[..., 3]
         if alpha.min() == 255:
