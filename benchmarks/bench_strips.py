@@ -1,0 +1,68 @@
+"""Thin strips and dask: a one-row-per-strip TIFF and predict_dask against a tiled TIFF and a NumPy array.
+
+The same zero-cost model on every side (a NumPy function here: these cases compare tiler's input
+paths with one another, not tiler with a competitor), tile 512, overlap 64, batch 8, in this
+process; medians of interleaved rounds of wall and CPU seconds. ::
+
+    python benchmarks/bench_strips.py [--size H W] [--rounds N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+import _common as C  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, nargs=2, default=(4096, 4096), metavar=("H", "W"))
+    p.add_argument("--rounds", type=int, default=3)
+    args = p.parse_args()
+    import dask.array as da
+    import tifffile
+
+    import tiler
+    from tiler.runners.base import FunctionRunner
+
+    warnings.simplefilter("ignore")
+    h, w = args.size
+    image = C.texture(0, 0, h, w)
+    C.WORK.mkdir(parents=True, exist_ok=True)
+    strip, tiled = C.WORK / f"strip1_{h}x{w}.tif", C.WORK / f"tiled_{h}x{w}.tif"
+    tifffile.imwrite(strip, image, rowsperstrip=1, photometric="rgb", compression="zlib")
+    tifffile.imwrite(tiled, image, tile=(256, 256), photometric="rgb", compression="zlib")
+    runner = FunctionRunner(lambda x: x[:, :2], normalise=False)
+    kw = dict(tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, window="gaussian")
+    cases = {
+        "tiler.predict, NumPy array": lambda: tiler.predict(image, runner, **kw),
+        "tiler.predict_dask, dask array (2048² chunks), block 2048": lambda: tiler.predict_dask(
+            da.from_array(image, chunks=(2048, 2048, 3)), runner, block=2048, **kw).compute(scheduler="threads"),
+        "tiler.predict, tiled zlib TIFF (256²)": lambda: tiler.predict(tiled, runner, **kw),
+        "tiler.predict, zlib TIFF, one row per strip": lambda: tiler.predict(strip, runner, **kw),
+    }
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in cases}
+    for fn in cases.values():
+        fn()  # warm-up
+    for _ in range(args.rounds):
+        for name, fn in cases.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            runs[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    print(f"machine: {C.machine()}; {h} x {w}")
+    print("| case | s (median) | CPU s (median) |\n|---|---:|---:|")
+    for name, r in runs.items():
+        print(f"| {name} | {statistics.median(x[0] for x in r):.2f} | {statistics.median(x[1] for x in r):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
