@@ -272,6 +272,22 @@ def test_fingerprint_follows_the_file(sum_onnx, tmp_path):
     assert onnx_runner.OnnxRunner(other, provider="cpu").fingerprint() != a
 
 
+def test_an_onnx_run_does_not_import_the_onnx_package(sum_onnx, tmp_path):
+    """The fingerprint parses the graph only when it names external data: importing ``onnx`` costs
+    more than a second of every ``tiler run`` (a fresh process, as a user starts it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, tiler; "
+            f"tiler.predict(np.zeros((64, 64, 3), np.uint8), {str(sum_onnx)!r}, tile=32, overlap=8, device='cpu'); "
+            "from tiler.runners.onnx import OnnxRunner; "
+            f"print(OnnxRunner({str(sum_onnx)!r}, provider='cpu').fingerprint()); "
+            "print('onnx' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-1] == "False"
+    assert out[-2] == onnx_runner.OnnxRunner(sum_onnx, provider="cpu").fingerprint()
+
+
 def test_load_runner_dispatches_onnx(sum_onnx):
     from tiler.runners.factory import load_runner
 

@@ -227,8 +227,9 @@ class OnnxRunner(Runner):
     def fingerprint(self) -> str:
         """Hash of the model file and the spec (recorded for resume)."""
         if self._fingerprint is None:
-            h = hashlib.sha256(self.path.read_bytes())
-            for data in _external_data(self.path):  # weights stored beside the graph
+            graph = self.path.read_bytes()
+            h = hashlib.sha256(graph)
+            for data in _external_data(self.path, graph):  # weights stored beside the graph
                 h.update(data.name.encode())
                 h.update(data.read_bytes())
             h.update(self.spec.to_json().encode())
@@ -261,8 +262,15 @@ class OnnxRunner(Runner):
         return np.ascontiguousarray(y, dtype=np.float32)
 
 
-def _external_data(path: Path) -> list[Path]:
-    """The external-data files an ONNX model's initializers name (sorted, each once)."""
+def _external_data(path: Path, graph: bytes) -> list[Path]:
+    """The external-data files an ONNX model's initializers name (sorted, each once).
+
+    ``graph`` is the model file's bytes. An initializer stored outside names its file under the key
+    ``location``; a graph without those bytes has none, and is not parsed (importing ``onnx`` costs
+    over a second, more than the whole run of a small image).
+    """
+    if b"location" not in graph:
+        return []
     import onnx
 
     try:
@@ -280,9 +288,13 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _session_options(threads: int | None) -> ort.SessionOptions:
-    """Session options: errors only in ONNX Runtime's log, optional CPU thread count."""
+    """Session options: errors only in ONNX Runtime's log, no spinning threads, optional CPU thread
+    count."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Idle intra-op threads sleep instead of spinning: between batches the spinning threads took
+    # the cores the loader and stitchers need (zero-cost ONNX file, 8192 x 16384: 4.8 -> 4.4 s).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return options
