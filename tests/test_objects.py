@@ -155,17 +155,20 @@ def test_instances_not_numbered_band_by_band_are_an_error(lookup, monkeypatch):
         list(iter_objects(ids, lambda y0, y1: (ids[y0:y1] > 0).astype(np.uint8), band=4, where="x.zarr"))
 
 
-@pytest.mark.parametrize("connectivity", [4, 8])
-def test_objects_out_of_the_labelling_pass_equal_those_of_the_stored_instances(connectivity):
+@pytest.mark.parametrize(("connectivity", "workers"), [(4, 0), (8, 0), (4, 1), (8, 1)])
+def test_objects_out_of_the_labelling_pass_equal_those_of_the_stored_instances(connectivity, workers):
+    """Also with the bands polygonised in a worker process, queued ahead (``push``/``finish``)."""
     from tiler.objects.label import label_bands
     from tiler.objects.polygons import ObjectTracker
 
     image = serpentine(61, 80) | (blobs((61, 80), seed=12) * (serpentine(61, 80) == 0))
     image = np.where(image > 2, 2, image).astype(np.uint8)
-    tracker, fused = ObjectTracker(61), []
+    tracker, fused = ObjectTracker(61, workers=workers), []
     ids = np.zeros(image.shape, np.uint32)
+    each = (lambda b: fused.append(tracker.add(b))) if not workers else (lambda b: fused.extend(tracker.push(b)))
     count = label_bands(lambda y0, y1: image[y0:y1], ids, shape=image.shape, keep=[1, 2], band=8,
-                        connectivity=connectivity, each=lambda b: fused.append(tracker.add(b)))
+                        connectivity=connectivity, each=each)
+    fused.extend(tracker.finish())
     stored = list(iter_objects(ids, lambda y0, y1: image[y0:y1], band=8))
 
     def table(batches):
@@ -357,3 +360,21 @@ def test_an_output_without_objects_gives_an_empty_but_valid_file(tmp_path, fmt):
     import pyarrow.parquet as pq
 
     assert pq.read_table(tmp_path / "t.parquet").num_rows == 0
+
+
+def test_a_polygon_worker_that_dies_leaves_its_bands_to_the_parent_with_the_same_pieces():
+    """Its bands are polygonised in this process: nothing lost or doubled, the same pieces."""
+    from tiler.objects.pieces import PieceMaker, band_pieces
+
+    image = serpentine(64, 80) | (blobs((64, 80), seed=5) * (serpentine(64, 80) == 0))
+    bands = [label_array(np.where(image[y:y + 16] > 0, 1, 0).astype(np.uint8), keep=[1], band=16)
+             for y in range(0, 64, 16)]
+    maker = PieceMaker(1)
+    maker._procs[0].kill()
+    maker._procs[0].wait()
+    seqs = [maker.submit(ids.astype(np.int32), n, 16 * k) for k, (ids, n) in enumerate(bands)]
+    got = [maker.take(s) for s in seqs]
+    maker.close()
+    for (ids, n), k, (gid, geoms) in zip(bands, range(4), got):
+        want_ids, want = band_pieces(ids.astype(np.int32), n, 16 * k)
+        assert (gid == want_ids).all() and all(a.equals(b) for a, b in zip(geoms, want))

@@ -32,7 +32,7 @@ from ..errors import OutputError, SettingsError
 from ..results.result import StoredResult, open_result
 from .classes import ClassImage, check_kind, select_classes
 from .label import INSTANCES, Band, open_instances, source_stamp, write_instances
-from .polygons import ObjectBatch, ObjectTracker, iter_objects
+from .polygons import ObjectBatch, ObjectTracker, default_piece_workers, iter_objects
 from .writers import Features, GeoJSONWriter, GeoPackageWriter, GeoParquetWriter, TableWriter, Writer
 
 #: Vector formats of :func:`export_objects`.
@@ -142,12 +142,20 @@ def _stream(result: StoredResult, image: ClassImage, connectivity: int, scratch:
                                   where=str(result.path)):
             emit(batch)
         return
-    tracker = ObjectTracker(image.shape[0])
+    tracker = ObjectTracker(image.shape[0], workers=default_piece_workers(image.shape[0], image.band_height))
 
     def each(band: Band) -> None:
-        emit(tracker.add(band, image.class_probability(band.y0, band.y0 + band.local.shape[0], band.labels)))
+        for batch in tracker.push(band, image.class_probability(band.y0, band.y0 + band.local.shape[0],
+                                                               band.labels)):
+            emit(batch)
 
-    write_instances(image, group, connectivity=connectivity, pyramid=own, each=each)
+    try:
+        write_instances(image, group, connectivity=connectivity, pyramid=own, each=each)
+    except BaseException:
+        tracker.close()
+        raise
+    for batch in tracker.finish():
+        emit(batch)
 
 
 def _features(batch: ObjectBatch, where: Placement, names: list[str],

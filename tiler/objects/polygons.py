@@ -1,9 +1,9 @@
 """Polygons of instances, streamed band by band; an object is emitted as soon as it is closed.
 
-Each band of the instance image (the output's chunk height, full width) is polygonised with
-:func:`rasterio.features.shapes` (GDAL's polygonize) into the 4-connected pieces of each object,
-in pixel coordinates (x = column, y = row, on pixel edges: pixel ``(r, c)`` is the square
-``[c, c + 1] x [r, r + 1]``). An object whose id appears in the band's last row goes on into the
+Each band of the instance image (the output's chunk height, full width) is polygonised into the
+4-connected pieces of each object (:mod:`~tiler.objects.pieces`: GDAL's polygonize, in pixel
+coordinates on pixel edges; in a worker process beside the labelling when there are two cores).
+An object whose id appears in the band's last row goes on into the
 next band and stays *open*; the others are *closed*: their pieces (several when the object crossed
 band borders, or, with 8-connectivity, when it is made of parts touching at corners) are merged
 with :func:`shapely.union_all`, which removes the shared band-border edges, keeps holes and turns
@@ -13,20 +13,19 @@ border, and memory holds one band and the open objects of one row, never every o
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
 import shapely
-from rasterio.features import shapes
-from rasterio.transform import Affine
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .label import Band
 from .measure import BandIndex, band_sums, sum_by
+from .pieces import PieceMaker, band_pieces
 
 
 @dataclass(frozen=True)
@@ -58,26 +57,6 @@ class ObjectBatch:
                            self.centroid[keep], self.probability[keep])
 
 
-def _ring(coords: list[tuple[float, float]]) -> Any:
-    flat = np.fromiter(chain.from_iterable(coords), np.float64, 2 * len(coords))
-    return shapely.linearrings(flat.reshape(-1, 2))
-
-
-def _polygon(geometry: dict[str, Any]) -> Any:
-    rings = geometry["coordinates"]
-    return shapely.polygons(_ring(rings[0]), [_ring(r) for r in rings[1:]] or None)
-
-
-def band_pieces(local: np.ndarray, n: int, y0: int) -> Iterator[tuple[int, Any]]:
-    """``(local id, polygon)`` of every 4-connected piece of every object in a band of dense ids
-    ``local`` ((h, W) int32 in ``0..n``, 0: none) whose first row is image row ``y0``."""
-    # GDAL's polygonize is fastest on small integer types: the dense ids mostly fit uint16
-    values = local.astype(np.uint16) if n < 2**16 else local
-    for geometry, value in shapes(values, mask=local > 0, connectivity=4,
-                                  transform=Affine(1.0, 0.0, 0.0, 0.0, 1.0, float(y0))):
-        yield int(value), _polygon(geometry)
-
-
 def _merged(parts: list[Any]) -> Any:
     return parts[0] if len(parts) == 1 else shapely.union_all(parts)
 
@@ -90,26 +69,94 @@ def _batch(ids: np.ndarray, classes: np.ndarray, geometry: np.ndarray, sum_p: np
                        centroid=centre, probability=prob)
 
 
+def _by_id(ids: np.ndarray, pieces: np.ndarray) -> dict[int, list[Any]]:
+    """Local id -> its pieces (one, unless its pixels touch only at corners)."""
+    out: dict[int, list[Any]] = {}
+    for i, piece in zip(ids.tolist(), pieces.tolist()):
+        out.setdefault(i, []).append(piece)
+    return out
+
+
+def default_piece_workers(height: int, band: int) -> int:
+    """Worker processes for the polygons (:class:`~tiler.objects.pieces.PieceMaker`): one when this
+    process has two cores or more and the image has more than one band, else none."""
+    from ..cores import available_cores
+
+    return 1 if available_cores() >= 2 and height > band else 0
+
+
+@dataclass
+class _Closing:
+    """The objects a band closes, waiting for that band's pieces.
+
+    ``parts``: per object, its ``(band, local id)`` pieces: of this band and of earlier ones."""
+
+    band: int
+    ids: np.ndarray
+    classes: np.ndarray
+    sum_p: np.ndarray | None
+    parts: list[list[tuple[int, int]]]
+
+
 class ObjectTracker:
     """Objects of pass 1 of the labelling (:func:`~tiler.objects.label.iter_bands`), each emitted
     when it is closed, under its final id (the lowest of its provisional ids).
 
-    Holds the open objects (those in the last row of the band before): their ids, pieces, class and
-    probability sums. :meth:`add` takes the next band and returns the objects it closes.
+    Holds the open objects (those in the last row of the band before): their ids, class and
+    probability sums and the ``(band, local id)`` pieces they are made of, and the polygons of
+    those pieces once made. :meth:`push` takes the next band and returns the objects closed in the
+    bands whose polygons are ready; with ``workers`` (see :class:`~tiler.objects.pieces.PieceMaker`)
+    the bands are polygonised in a worker process meanwhile, and :meth:`finish` waits for the rest.
+    :meth:`add` takes a band and returns the objects it closes (``workers=0``).
     """
 
-    def __init__(self, height: int) -> None:
+    def __init__(self, height: int, *, workers: int = 0) -> None:
         self.height = height
         self.open_ids: np.ndarray = np.zeros(0, np.int64)  # sorted
         self.open_cls: np.ndarray = np.zeros(0, np.int64)
         self.open_p: np.ndarray = np.zeros(0, np.float64)
-        self.pieces: dict[int, list[Any]] = {}
+        self.open_parts: list[list[tuple[int, int]]] = []  # by open object, as open_ids
         self.prev_root = np.zeros(1, np.int64)  # local id of the band before -> its object's id
         self.prev_offset = 0
+        self._maker = PieceMaker(workers)
+        self._closing: deque[_Closing] = deque()
+        self._pieces: dict[tuple[int, int], list[Any]] = {}  # made pieces of open objects
+        self._bands = 0
 
     def add(self, band: Band, own: tuple[np.ndarray, float] | None = None) -> ObjectBatch:
         """Take the next band, and the probability of each pixel's class (``(values, scale)``, see
-        :meth:`~tiler.objects.classes.ClassImage.class_probability`) or None."""
+        :meth:`~tiler.objects.classes.ClassImage.class_probability`) or None; return the objects
+        it closes."""
+        batches = self.push(band, own) + self._drain(wait=True)
+        if len(batches) != 1:
+            raise RuntimeError("ObjectTracker.add is for a tracker without workers")  # pragma: no cover
+        return batches[0]
+
+    def push(self, band: Band, own: tuple[np.ndarray, float] | None = None) -> list[ObjectBatch]:
+        """Take the next band (as :meth:`add`); return the objects closed so far whose polygons are
+        made, a batch per band, in band order."""
+        try:
+            self._group(band, own, self._bands)
+            self._maker.submit(band.local, band.count, band.y0)
+            self._bands += 1
+            return self._drain(wait=False)
+        except BaseException:
+            self._maker.close()
+            raise
+
+    def finish(self) -> list[ObjectBatch]:
+        """The objects still waiting for their polygons; stops the worker."""
+        try:
+            return self._drain(wait=True)
+        finally:
+            self._maker.close()
+
+    def close(self) -> None:
+        """Stop the worker without waiting for the bands it still has (after a failure)."""
+        self._maker.close()
+
+    def _group(self, band: Band, own: tuple[np.ndarray, float] | None, seq: int) -> None:
+        """Join the band's ids to the open objects; queue the objects it closes."""
         k, n = len(self.open_ids), band.count
         gid = np.concatenate([self.open_ids, band.offset + np.arange(1, n + 1, dtype=np.int64)])
         if len(band.pairs):
@@ -123,11 +170,11 @@ class ObjectTracker:
         labels, first = np.unique(comp, return_index=True)  # nodes are in id order: first = lowest
         ncomp = len(labels)
         root = gid[first]
-        groups: list[list[Any]] = [[] for _ in range(ncomp)]
-        for i, value in enumerate(self.open_ids.tolist()):
-            groups[comp[i]].extend(self.pieces.pop(value))
-        for value, piece in band_pieces(band.local, n, band.y0):
-            groups[comp[k + value - 1]].append(piece)
+        parts: list[list[tuple[int, int]]] = [[] for _ in range(ncomp)]
+        for i, c in enumerate(comp[:k].tolist()):
+            parts[c].extend(self.open_parts[i])
+        for lid, c in enumerate(comp[k:].tolist(), 1):
+            parts[c].append((seq, lid))
         cls = np.zeros(ncomp, np.int64)
         cls[comp] = np.concatenate([self.open_cls, band.classes[1:]])
         sum_p = None
@@ -139,17 +186,29 @@ class ObjectTracker:
             last = np.unique(band.local[-1])
             going[comp[k + last[last > 0] - 1]] = True
         closed = np.flatnonzero(~going)
-        geometry = np.empty(len(closed), object)
-        for j, c in enumerate(closed.tolist()):
-            geometry[j] = _merged(groups[c])
         kept = np.flatnonzero(going)
         kept = kept[np.argsort(root[kept])]
         self.open_ids, self.open_cls = root[kept], cls[kept]
         self.open_p = sum_p[kept] if sum_p is not None else np.zeros(len(kept))
-        self.pieces = {int(root[c]): groups[c] for c in kept.tolist()}
+        self.open_parts = [parts[c] for c in kept.tolist()]
         self.prev_root = np.concatenate([np.zeros(1, np.int64), root[comp[k:]]])
         self.prev_offset = band.offset
-        return _batch(root[closed], cls[closed], geometry, sum_p[closed] if sum_p is not None else None)
+        self._closing.append(_Closing(seq, root[closed], cls[closed], sum_p[closed] if sum_p is not None else None,
+                                      [parts[c] for c in closed.tolist()]))
+
+    def _drain(self, *, wait: bool) -> list[ObjectBatch]:
+        """Batches of the queued bands whose pieces are made (all of them with ``wait``)."""
+        out = []
+        while self._closing and (wait or self._maker.ready(self._closing[0].band)):
+            c = self._closing.popleft()
+            made = _by_id(*self._maker.take(c.band))
+            geometry = np.empty(len(c.ids), object)
+            for j, parts in enumerate(c.parts):
+                geometry[j] = _merged([g for b, lid in parts for g in
+                                       (made.pop(lid) if b == c.band else self._pieces.pop((b, lid)))])
+            self._pieces.update(((c.band, lid), g) for lid, g in made.items())  # of open objects
+            out.append(_batch(c.ids, c.classes, geometry, c.sum_p))
+        return out
 
 
 def iter_objects(
@@ -188,9 +247,10 @@ def iter_objects(
         cls[1 : 1 + k] = carried_cls  # those with no pixel in this band keep theirs
         present = np.zeros(len(index.ids), bool)
         present[1 : 1 + k] = True
-        for value, piece in band_pieces(index.local, len(index.ids), y0):
-            present[value] = True
-            pieces.setdefault(int(index.ids[value]), []).append(piece)
+        piece_ids, made = band_pieces(index.local, len(index.ids) - 1, y0)
+        present[piece_ids] = True
+        for value, piece in zip(index.ids[piece_ids].tolist(), made.tolist()):
+            pieces.setdefault(value, []).append(piece)
         nxt = np.unique(ids[-1]) if y1 < h else np.zeros(1, np.uint32)
         nxt = nxt[nxt > 0]
         going_on = np.zeros(len(index.ids), bool)
