@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,8 +58,30 @@ def make_output(path: Path, height: int, width: int, chunk: int) -> None:
                                   "model": {"spec": {"out_channels": 3, "class_names": ["bg", "front", "island"]}}}})
 
 
+#: Peak RSS (MB) of each polygon worker process, read just before it is stopped.
+WORKER_PEAKS: list[float] = []
+
+
+def _hwm_mb(pid: str | int) -> float:
+    """A process's peak resident memory (``VmHWM``) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def case_tiler(path: Path) -> dict[str, float]:
     import zarr
+
+    from tiler.objects.pieces import PieceMaker
+
+    close = PieceMaker.close
+
+    def close_and_measure(self):
+        WORKER_PEAKS.extend(_hwm_mb(p.pid) for p in self._procs if p.poll() is None)
+        close(self)
+
+    PieceMaker.close = close_and_measure
 
     from tiler.objects.classes import ClassImage, select_classes
     from tiler.objects.label import write_instances
@@ -94,9 +117,11 @@ def case_rasterio(path: Path) -> dict[str, float]:
 
 def child(name: str, path: Path) -> None:
     stats = (case_tiler if name == "tiler" else case_rasterio)(path)
-    # the polygon worker process's peak too (an upper bound: the two peaks need not coincide)
-    stats["peak_mb"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                        + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
+    # VmHWM, not ru_maxrss: Linux carries the parent's RSS at fork into a child's ru_maxrss across
+    # exec. The polygon worker's peak is added (an upper bound: the two peaks need not coincide).
+    stats["self_mb"] = _hwm_mb("self")
+    stats["worker_mb"] = sum(WORKER_PEAKS)
+    stats["peak_mb"] = stats["self_mb"] + stats["worker_mb"]
     print(json.dumps(stats))
 
 
@@ -105,27 +130,47 @@ def main() -> None:
     p.add_argument("--size", type=int, nargs=2, default=(8192, 8192), metavar=("H", "W"))
     p.add_argument("--chunk", type=int, default=1024)
     p.add_argument("--only", choices=("tiler", "rasterio"))
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians are reported)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
         child(args.child[0], Path(args.child[1]))
         return
     h, w = args.size
+    names = [args.only] if args.only else ["tiler", "rasterio"]
+    print(f"CPU: {_cpu()}; {args.rounds} interleaved round(s), medians", flush=True)
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:
         path = Path(tmp) / "labels.zarr"
         make_output(path, h, w, args.chunk)
-        rows = {}
-        for name in ([args.only] if args.only else ["tiler", "rasterio"]):
-            out = subprocess.run([sys.executable, __file__, "--child", name, str(path)], check=True,
-                                 capture_output=True, text=True, cwd=ROOT).stdout
-            rows[name] = json.loads(out.strip().splitlines()[-1])
-            r = rows[name]
-            print(f"{name:9s} {h}x{w}: {r['seconds']:.1f} s, {h * w / 1e6 / r['seconds']:.1f} MP/s, "
-                  f"peak {r['peak_mb']:.0f} MB, {r['objects']} objects/pieces  {json.dumps(r)}", flush=True)
-        if len(rows) == 2:
-            t, r = rows["tiler"], rows["rasterio"]
-            print(f"tiler vs rasterio: {r['seconds'] / t['seconds']:.2f}x the speed, "
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        for k in range(args.rounds):
+            for name in names:
+                out = subprocess.run([sys.executable, __file__, "--child", name, str(path)], check=True,
+                                     capture_output=True, text=True, cwd=ROOT).stdout
+                r = json.loads(out.strip().splitlines()[-1])
+                runs[name].append(r)
+                print(f"round {k + 1} {name:9s} {h}x{w}: {r['seconds']:.1f} s, {h * w / 1e6 / r['seconds']:.1f} MP/s, "
+                      f"peak {r['peak_mb']:.0f} MB, {r['objects']} objects  {json.dumps(r)}", flush=True)
+        med = {name: {key: statistics.median(r[key] for r in rs) for key in ("seconds", "peak_mb")}
+               for name, rs in runs.items()}
+        for name, m in med.items():
+            print(f"median {name:9s} {h}x{w}: {m['seconds']:.2f} s, {h * w / 1e6 / m['seconds']:.1f} MP/s, "
+                  f"peak {m['peak_mb']:.0f} MB")
+        if len(med) == 2:
+            t, r = med["tiler"], med["rasterio"]
+            per_round = [f"{b['seconds'] / a['seconds']:.2f}" for a, b in zip(runs["tiler"], runs["rasterio"])]
+            print(f"tiler vs rasterio: {r['seconds'] / t['seconds']:.2f}x the speed (rounds: {', '.join(per_round)}), "
                   f"{t['peak_mb'] / r['peak_mb']:.2f}x the memory")
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {len(os.sched_getaffinity(0))} cores"
+    except OSError:
+        pass
+    return "unknown"
 
 
 if __name__ == "__main__":

@@ -119,6 +119,31 @@ def test_instances_into_zarr_chunks_are_numbered_band_by_band(tmp_path):
     assert seen == count == len(np.unique(ids)) - 1
 
 
+def test_pass_two_rewrites_only_the_bands_of_objects_joined_further_down():
+    """Pass 1 writes each component with the id of the object it continues, so objects that only
+    cross band borders are never rewritten; a U whose arms meet below is (its upper bands)."""
+
+    class Counting(np.ndarray):
+        writes: list = []
+
+        def __setitem__(self, key, value):
+            Counting.writes.append(key[0].start)
+            super().__setitem__(key, value)
+
+    bars = np.zeros((64, 40), np.uint8)
+    bars[:, 3::6] = 1  # vertical bars through all 8 bands
+    out = np.zeros(bars.shape, np.uint32).view(Counting)
+    _, n = label_array(bars, keep=[1], band=8, out=out)
+    assert n == len(range(3, 40, 6)) and Counting.writes == list(range(0, 64, 8))  # pass 1 only
+    Counting.writes = []
+    u = np.zeros((64, 40), np.uint8)
+    u[2:50, 5] = u[2:50, 9] = u[49, 5:10] = 1  # one U: arms from band 0, joined in band 6
+    out = np.zeros(u.shape, np.uint32).view(Counting)
+    ids, n = label_array(u, keep=[1], band=8, out=out)
+    assert n == 1 and len(np.unique(np.asarray(ids)[u == 1])) == 1
+    assert Counting.writes[:8] == list(range(0, 64, 8)) and sorted(Counting.writes[8:]) == list(range(0, 48, 8))
+
+
 # -- polygons ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("connectivity", "lookup"), [(4, True), (8, True), (4, False)])
@@ -378,3 +403,29 @@ def test_a_polygon_worker_that_dies_leaves_its_bands_to_the_parent_with_the_same
     for (ids, n), k, (gid, geoms) in zip(bands, range(4), got):
         want_ids, want = band_pieces(ids.astype(np.int32), n, 16 * k)
         assert (gid == want_ids).all() and all(a.equals(b) for a, b in zip(geoms, want))
+
+
+def test_bands_queued_past_the_byte_budget_wait_for_the_worker_not_for_the_caller():
+    """``submit`` waits only while bands wait for the worker: answered bands, not yet taken, do not
+    hold it (a caller that takes only between submissions must not stall)."""
+    from tiler.objects.label import label_bands
+    from tiler.objects.polygons import ObjectTracker
+
+    image = serpentine(96, 64)
+    ids = np.zeros(image.shape, np.uint32)
+    tracker = ObjectTracker(96, workers=1)
+    tracker._maker._queue_bytes = 1  # every band alone fills the budget
+    got, count = [], []
+
+    def run():
+        count.append(label_bands(lambda y0, y1: image[y0:y1], ids, shape=image.shape, keep=[1], band=8,
+                                 each=lambda b: got.extend(tracker.push(b))))
+        got.extend(tracker.finish())
+
+    import threading
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "submit waited for a take that only its caller could make"
+    assert sum(len(b) for b in got) == count[0]

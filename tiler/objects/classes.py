@@ -17,6 +17,9 @@ import numpy as np
 from ..errors import OutputError, SettingsError
 from ..results.result import StoredResult, to_labels
 
+#: Pixels per band of the labelling at most (while the band can still be halved, see
+#: :attr:`ClassImage.band_height`).
+BAND_PIXELS = 16 << 20
 #: Output kinds objects can be made from.
 OBJECT_KINDS = ("labels", "probs")
 
@@ -89,8 +92,13 @@ class ClassImage:
 
     @property
     def band_height(self) -> int:
-        """Rows per band: the output's chunk height (whole chunks are read)."""
-        return int(self.result.levels[0].chunks[-2])
+        """Rows per band: the output's chunk height, halved while a band has more than
+        :data:`BAND_PIXELS` pixels (labelling holds about 14 bytes per pixel of a band: a 32768-wide
+        output gets 512-row bands, a 100000-wide one 128)."""
+        rows = int(self.result.levels[0].chunks[-2])
+        while rows * self.shape[1] > BAND_PIXELS and rows % 2 == 0 and rows > 64:
+            rows //= 2
+        return rows
 
     def band(self, y0: int, y1: int) -> np.ndarray:
         """(y1 - y0, W) class labels of rows ``[y0, y1)``."""

@@ -138,7 +138,7 @@ def _stream(result: StoredResult, image: ClassImage, connectivity: int, scratch:
     found = open_instances(group, keep=image.keep, connectivity=connectivity, stamp=source_stamp(result)) \
         if own else None
     if found is not None:
-        for batch in iter_objects(found, image.band, band=image.band_height, probabilities=image.class_probability,
+        for batch in iter_objects(found, image.band, band=int(found.chunks[0]), probabilities=image.class_probability,
                                   where=str(result.path)):
             emit(batch)
         return

@@ -1,12 +1,14 @@
 """Connected components out of core: one global id per object across every chunk border.
 
 The class image is labelled one band of rows at a time (the output's chunk height, full width),
-each kept class with :func:`scipy.ndimage.label` (4- or 8-connected). Pass 1 gives each band's
-components provisional ids that follow those of the bands above, writes them, and records which
-provisional ids touch across the band's top border (same class; the pixel above, and with
-8-connectivity the two diagonal ones). The pairs are resolved as components of a graph
-(:func:`scipy.sparse.csgraph.connected_components`, as ``dask_image.ndmeasure.label`` does) into
-a lookup table provisional -> final, and pass 2 rewrites the bands whose ids it changes.
+every kept class at once with :func:`cc3d.connected_components` (4- or 8-connected). Pass 1 gives each band's
+components provisional ids that follow those of the bands above and finds which touch across the
+band's top border (same class; the pixel above, and with 8-connectivity the two diagonal ones).
+A component that continues an object from above is written with that object's id so far (its
+root); where a band joins objects that had different roots, the pair is kept. Those pairs are
+resolved as components of a graph (:func:`scipy.sparse.csgraph.connected_components`, as
+``dask_image.ndmeasure.label`` does) into a lookup table, and pass 2 rewrites only the bands whose
+ids it changes.
 
 An object's final id is the lowest of its provisional ids (unique, not consecutive), so it is
 known as soon as the object is closed (what :mod:`~tiler.objects.polygons` uses to emit objects
@@ -26,9 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cc3d
 import numpy as np
 import zarr
-from scipy import ndimage
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -40,10 +42,9 @@ from .classes import ClassImage
 INSTANCES = "labels/instances"
 
 
-def _structure(connectivity: int) -> np.ndarray:
+def _check_connectivity(connectivity: int) -> None:
     if connectivity not in (4, 8):
         raise SettingsError(f"connectivity {connectivity}: use 4 (edge neighbours) or 8 (edges and corners)")
-    return ndimage.generate_binary_structure(2, 1 if connectivity == 4 else 2)
 
 
 def _border_pairs(above: np.ndarray, above_cls: np.ndarray, below: np.ndarray, below_cls: np.ndarray,
@@ -67,8 +68,8 @@ class Band:
 
     Attributes
     ----------
-    y0 : first image row. labels : (h, W) class labels. local : (h, W) int32 component ids
-    ``1..n`` within the band (0: not a kept class). offset : provisional id = ``offset + local``.
+    y0 : first image row. labels : (h, W) class labels. local : (h, W) uint16 or uint32 component
+    ids ``1..n`` within the band (0: not a kept class). offset : provisional id = ``offset + local``.
     classes : (n + 1,) int64 class of each local id (index 0 unused).
     pairs : (m, 2) int64 ``(provisional id above, local id here)`` touching across the top border.
     """
@@ -84,34 +85,25 @@ class Band:
     def count(self) -> int:
         return len(self.classes) - 1
 
-    def provisional(self, x0: int = 0, x1: int | None = None) -> np.ndarray:
-        """(h, x1 - x0) uint32 provisional ids of columns ``[x0, x1)`` (0 off the kept classes)."""
-        local = self.local[:, x0:x1]
-        out = np.zeros(local.shape, np.uint32)
-        np.add(local, self.offset, out=out, where=local > 0, casting="unsafe")
-        return out
 
+def _label_band(labels: np.ndarray, keep: Sequence[int], connectivity: int) -> tuple[np.ndarray, np.ndarray]:
+    """(h, W) local ids ``1..n`` (uint16 when they fit, else uint32) of one band's kept classes
+    (each class separately) and the (n + 1,) int64 class of each.
 
-def _label_band(labels: np.ndarray, keep: Sequence[int], structure: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(h, W) int32 local ids ``1..n`` of one band's kept classes (each class separately) and the
-    (n + 1,) class of each."""
-    local = np.zeros(labels.shape, np.int32)
-    mask = np.empty(labels.shape, bool)
-    if len(keep) == 1:  # one class (nuclei, buildings): labelled in place, no scratch band
-        np.equal(labels, keep[0], out=mask)
-        m = int(ndimage.label(mask, structure, output=local))
-        return local, np.concatenate([np.zeros(1, np.int64), np.full(m, keep[0], np.int64)])
-    work = np.empty(labels.shape, np.int32)
-    classes = [np.zeros(1, np.int64)]
-    n = 0
-    for c in keep:
-        np.equal(labels, c, out=mask)
-        m = int(ndimage.label(mask, structure, output=work))
-        if m:
-            np.add(work, n, out=local, where=mask)
-            classes.append(np.full(m, c, np.int64))
-            n += m
-    return local, np.concatenate(classes)
+    :func:`cc3d.connected_components` labels every class in one pass (a component never joins two
+    classes), 4 or 8-connected; about five times as fast as :func:`scipy.ndimage.label` once per
+    class, and without a mask or scratch band per class.
+    """
+    kept = labels
+    top = int(labels.max(initial=0))
+    if not set(range(1, top + 1)) <= set(keep) or int(labels.min(initial=0)) < 0:  # others to drop
+        kept = np.where(np.isin(labels, keep), labels, 0).astype(labels.dtype)
+    local = cc3d.connected_components(kept, connectivity=4 if connectivity == 4 else 8)
+    n = int(local.max(initial=0))
+    classes = np.zeros(n + 1, np.int64)
+    classes[local.ravel()] = kept.ravel()  # every pixel of a component has its class
+    classes[0] = 0
+    return local, classes
 
 
 def iter_bands(
@@ -123,7 +115,7 @@ def iter_bands(
     ``read(y0, y1)`` gives (y1 - y0, W) integer class labels; provisional ids follow on from band
     to band, and each band carries the pairs that join it to the band above.
     """
-    structure = _structure(connectivity)
+    _check_connectivity(connectivity)
     h, _ = shape
     if band < 1:
         raise SettingsError(f"band {band}: must be at least 1 row")
@@ -132,7 +124,7 @@ def iter_bands(
     for y0 in range(0, h, band):
         y1 = min(y0 + band, h)
         labels = np.asarray(read(y0, y1))
-        local, classes = _label_band(labels, keep, structure)
+        local, classes = _label_band(labels, keep, connectivity)
         if offset + len(classes) >= 2**32 - 1:
             raise SettingsError(f"more than {2**32 - 2} objects: too many for uint32 instance ids")
         if above is None:
@@ -166,12 +158,49 @@ def _slabs(out: Any) -> list[tuple[int, int]]:
     return [(x0, min(x0 + step, w)) for x0 in range(0, w, step)]
 
 
-def relabel(out: Any, table: np.ndarray, offsets: Sequence[tuple[int, int, int, int]]) -> None:
-    """Pass 2: rewrite each band ``(y0, y1, offset, n)`` of ``out`` whose ids the table changes."""
+class _Roots:
+    """Pass 1's running union of the ids across band borders.
+
+    For each band, the *root* of each of its components: the lowest provisional id of the object
+    it belongs to as far as the bands so far show (an id from a band above when it continues an
+    object from there). Pass 1 writes roots, not provisional ids, so pass 2 only rewrites the bands
+    of objects that merge further down (a U joined at its bottom), not every band an object crosses.
+    """
+
+    def __init__(self) -> None:
+        self.prev = np.zeros(1, np.int64)  # local id of the band before -> its root
+        self.prev_offset = 0
+
+    def band(self, b: Band) -> tuple[np.ndarray, np.ndarray]:
+        """``(root, merges)``: (n + 1,) int64 root of each local id of ``b`` (0 for 0) and (m, 2)
+        ``(root, lower root)`` pairs of roots from above that ``b`` joins into one object."""
+        n = b.count
+        root = b.offset + np.arange(n + 1, dtype=np.int64)
+        root[0] = 0
+        merges = np.zeros((0, 2), np.int64)
+        if len(b.pairs):
+            above, index = np.unique(self.prev[b.pairs[:, 0] - self.prev_offset], return_inverse=True)
+            k = len(above)
+            graph = coo_matrix((np.ones(len(index), np.int8), (index, k + b.pairs[:, 1] - 1)),
+                               shape=(k + n, k + n)).tocsr()
+            _, comp = connected_components(graph, directed=False)
+            lowest = np.full(int(comp.max()) + 1, np.iinfo(np.int64).max, np.int64)
+            np.minimum.at(lowest, comp[:k], above)
+            np.minimum.at(lowest, comp[k:], root[1:])
+            root[1:] = lowest[comp[k:]]
+            joined = lowest[comp[:k]]
+            moved = joined != above
+            merges = np.stack([above[moved], joined[moved]], axis=1)
+        self.prev, self.prev_offset = root, b.offset
+        return root, merges
+
+
+def relabel(out: Any, table: np.ndarray, bands: Sequence[tuple[int, int, np.ndarray]]) -> None:
+    """Pass 2: rewrite each band ``(y0, y1, ids written there)`` of ``out`` whose ids the table
+    changes."""
     slabs = _slabs(out)
-    for y0, y1, offset, n in offsets:
-        if n and not np.array_equal(table[offset + 1 : offset + n + 1],
-                                    np.arange(offset + 1, offset + n + 1, dtype=np.uint32)):
+    for y0, y1, ids in bands:
+        if len(ids) and not np.array_equal(table[ids], ids):
             for x0, x1 in slabs:
                 out[y0:y1, x0:x1] = table[np.asarray(out[y0:y1, x0:x1])]
 
@@ -191,22 +220,25 @@ def label_bands(
     band : rows per band (a multiple of ``out``'s chunk height, for whole-chunk writes).
     each : called with every :class:`Band` of pass 1 (the streaming polygons use it).
     """
-    pairs, offsets, total = [], [], 0
+    merges, bands, starts, total = [], [], [], 0
     slabs = _slabs(out)
+    roots = _Roots()
     for b in iter_bands(read, shape=shape, keep=keep, connectivity=connectivity, band=band):
         y1 = b.y0 + b.local.shape[0]
+        root, joined = roots.band(b)
+        ids = root.astype(np.uint32)
         for x0, x1 in slabs:
-            out[b.y0 : y1, x0:x1] = b.provisional(x0, x1)
-        if len(b.pairs):
-            pairs.append(np.stack([b.pairs[:, 0], b.pairs[:, 1] + b.offset], axis=1))
-        offsets.append((b.y0, y1, b.offset, b.count))
+            out[b.y0 : y1, x0:x1] = ids[b.local[:, x0:x1]]
+        merges.append(joined)
+        bands.append((b.y0, y1, np.unique(ids[1:])))
+        starts.append(root[1:][root[1:] > b.offset])  # objects that start in this band
         total = b.offset + b.count
         if each is not None:
             each(b)
         del b  # freed before the next band is labelled (a band is 9 bytes per pixel)
-    table = resolve(total, np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64))
-    relabel(out, table, offsets)
-    return len(np.unique(table)) - 1
+    table = resolve(total, np.concatenate(merges) if merges else np.zeros((0, 2), np.int64))
+    relabel(out, table, bands)
+    return len(np.unique(table[np.concatenate(starts)])) if starts else 0
 
 
 def label_array(

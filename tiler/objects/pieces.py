@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import queue
 import subprocess
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import shapely
 
-#: Bytes of queued bands (their ids) a :class:`PieceMaker` holds before ``submit`` waits.
-QUEUE_BYTES = 256 << 20
+#: Bytes of bands (their ids) waiting for a worker before :meth:`PieceMaker.submit` waits (one band
+#: always may): 4 bands of an 8192-wide image, 1 of a 32768-wide one.
+QUEUE_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -64,16 +65,18 @@ def band_rings(values: np.ndarray, y0: int) -> Rings:
 
     ids: list[float] = []
     ring_piece: list[int] = []
-    rings: list[list[tuple[float, float]]] = []
+    lengths: list[int] = []
+    xy: list[np.ndarray] = []  # a piece's vertices as soon as it comes (GeoJSON tuples are ~10x larger)
     for geometry, value in shapes(values, mask=values > 0, connectivity=4,
                                   transform=Affine(1.0, 0.0, 0.0, 0.0, 1.0, float(y0))):
         coords = geometry["coordinates"]
         ring_piece.extend([len(ids)] * len(coords))
         ids.append(value)
-        rings.extend(coords)
-    lengths = np.fromiter(map(len, rings), np.int64, len(rings))
-    xy = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64, 2 * int(lengths.sum()))
-    return Rings(np.asarray(ids, np.int64), np.asarray(ring_piece, np.int64), lengths, xy.reshape(-1, 2))
+        sizes = [len(ring) for ring in coords]
+        lengths.extend(sizes)
+        xy.append(np.fromiter(chain.from_iterable(chain.from_iterable(coords)), np.float64, 2 * sum(sizes)))
+    return Rings(np.asarray(ids, np.int64), np.asarray(ring_piece, np.int64), np.asarray(lengths, np.int64),
+                 (np.concatenate(xy) if xy else np.zeros(0)).reshape(-1, 2))
 
 
 def polygons(rings: Rings) -> np.ndarray:
@@ -95,20 +98,22 @@ def band_pieces(local: np.ndarray, n: int, y0: int) -> tuple[np.ndarray, np.ndar
 class PieceMaker:
     """:func:`band_pieces` of bands submitted in order, in ``workers`` worker processes (> 0).
 
-    :meth:`submit` queues a band (waiting while :data:`QUEUE_BYTES` of ids are queued) and returns
-    its number; :meth:`take` gives its pieces, in submission order. Each worker takes the next
-    queued band when it has answered the last, so the workers share the bands as they go. A worker
-    that fails or ends leaves its bands to be polygonised here: the pieces are the same either way.
-    ``workers=0``: here, at :meth:`submit`.
+    :meth:`submit` queues a band (waiting while :data:`QUEUE_BYTES` of ids wait for a worker) and
+    returns its number; :meth:`take` gives its pieces, in submission order. Each worker takes the
+    oldest queued band when it has answered the last; a :meth:`take` that would wait polygonises
+    the newest queued band here meanwhile (at the end of an image the caller has nothing else to
+    do). A worker that fails or ends leaves its bands to be polygonised here: the pieces are the
+    same either way. ``workers=0``: here, at :meth:`submit`.
     """
 
     def __init__(self, workers: int, *, queue_bytes: int = QUEUE_BYTES) -> None:
         self._queue_bytes = queue_bytes
-        self._bands: dict[int, tuple[np.ndarray, int]] = {}  # submitted, not yet taken: values, y0
+        self._bands: dict[int, tuple[np.ndarray, int]] = {}  # submitted, not yet polygonised: values, y0
         self._done: dict[int, Rings | None] = {}  # None: a worker could not polygonise it
+        self._queue: deque[int] = deque()  # submitted, not yet given to a worker
         self._next = 0
+        self._stopping = False
         self._lock = threading.Condition()
-        self._outbox: queue.Queue[tuple[int, np.ndarray, int] | None] = queue.Queue()
         self._procs: list[subprocess.Popen[bytes]] = []
         if workers > 0:
             # -P: this file's folder is not put on the worker's import path
@@ -127,14 +132,14 @@ class PieceMaker:
         values = band_values(local, n)
         seq, self._next = self._next, self._next + 1
         with self._lock:
-            while self._alive and self._bands and self._queued() + values.nbytes > self._queue_bytes:
+            while self._alive and (queued := self._queued()) and queued + values.nbytes > self._queue_bytes:
                 self._lock.wait()
             self._bands[seq] = (values, y0)
-            alive = self._alive
-        if alive:
-            self._outbox.put((seq, values, y0))
-        else:
-            self._done[seq] = band_rings(values, y0)
+            if self._alive:
+                self._queue.append(seq)
+                self._lock.notify_all()
+                return seq
+        self._finish(seq, band_rings(values, y0))
         return seq
 
     def ready(self, seq: int) -> bool:
@@ -143,25 +148,39 @@ class PieceMaker:
             return seq in self._done or not self._alive
 
     def take(self, seq: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, polygons)`` of band ``seq`` (see :func:`band_pieces`), waiting for the workers."""
+        """``(ids, polygons)`` of band ``seq`` (see :func:`band_pieces`), polygonising queued bands
+        here while a worker has it."""
+        while True:
+            with self._lock:
+                if seq in self._done or not self._alive:
+                    break
+                if not self._queue:
+                    self._lock.wait()
+                    continue
+                other = self._queue.pop()  # the newest: the workers go on from the oldest
+                values, y0 = self._bands[other]
+            self._finish(other, band_rings(values, y0))
         with self._lock:
-            while seq not in self._done and self._alive:
-                self._lock.wait()
             rings = self._done.pop(seq, None)
-            values, y0 = self._bands.pop(seq)
+            band = self._bands.pop(seq, None)
+            if seq in self._queue:
+                self._queue.remove(seq)
             self._lock.notify_all()
         if rings is None:  # a worker failed on it, or none is left
-            rings = band_rings(values, y0)
+            assert band is not None
+            rings = band_rings(*band)
         return rings.ids, polygons(rings)
 
     def close(self) -> None:
         """Stop the workers: at the end of their input when every band was taken, else at once."""
         procs, self._procs = self._procs, []
-        for _ in procs:
-            self._outbox.put(None)
+        with self._lock:
+            self._stopping = True
+            abandon = bool(self._bands)
+            self._lock.notify_all()
         for proc in procs:
             try:
-                proc.wait(timeout=30 if not self._bands else 0.01)
+                proc.wait(timeout=30 if not abandon else 0.01)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
@@ -172,25 +191,36 @@ class PieceMaker:
             self._lock.notify_all()
 
     def _queued(self) -> int:
-        return sum(v.nbytes for v, _ in self._bands.values())
+        """Bytes of the bands waiting for a worker (those it failed on wait for :meth:`take`)."""
+        return sum(v.nbytes for seq, (v, _) in self._bands.items() if seq not in self._done)
+
+    def _finish(self, seq: int, rings: Rings | None) -> None:
+        with self._lock:
+            self._done[seq] = rings
+            if rings is not None:  # polygonised: its ids no longer count as queued
+                del self._bands[seq]
+            self._lock.notify_all()
 
     def _serve(self, proc: subprocess.Popen[bytes]) -> None:
-        """One worker's thread: send it the next queued band, store its answer, until told to stop."""
+        """One worker's thread: send it the oldest queued band, store its answer, until stopped."""
         assert proc.stdin is not None and proc.stdout is not None
         try:
-            while (item := self._outbox.get()) is not None:
+            while True:
+                with self._lock:
+                    while not self._queue and not self._stopping:
+                        self._lock.wait()
+                    if not self._queue:
+                        return  # stopping, nothing left: the worker ends at the end of its input
+                    seq = self._queue.popleft()
+                    values, y0 = self._bands[seq]
                 try:
-                    pickle.dump(item, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump((seq, values, y0), proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
                     proc.stdin.flush()
-                    seq, answer = pickle.load(proc.stdout)
-                    rings = None if answer is None else Rings(*answer)
+                    got, answer = pickle.load(proc.stdout)
                 except (EOFError, OSError, ValueError, pickle.UnpicklingError):  # the worker is gone
-                    seq, rings = item[0], None
+                    self._finish(seq, None)
                     return
-                finally:
-                    with self._lock:
-                        self._done[seq] = rings
-                        self._lock.notify_all()
+                self._finish(got, None if answer is None else Rings(*answer))
         finally:
             with self._lock:
                 self._alive -= 1
