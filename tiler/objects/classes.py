@@ -19,7 +19,7 @@ from ..results.result import StoredResult, to_labels
 
 #: Pixels per band of the labelling at most (while the band can still be halved, see
 #: :attr:`ClassImage.band_height`).
-BAND_PIXELS = 16 << 20
+BAND_PIXELS = 8 << 20
 #: Output kinds objects can be made from.
 OBJECT_KINDS = ("labels", "probs")
 

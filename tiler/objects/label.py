@@ -86,6 +86,24 @@ class Band:
         return len(self.classes) - 1
 
 
+#: Elements per piece of an indexed lookup: NumPy turns an index array into intp (8 bytes each)
+#: first, which for a whole band would be the largest array of the labelling.
+_PIECE = 1 << 20
+
+
+def _rows_per_piece(width: int) -> int:
+    return max(1, _PIECE // max(1, width))
+
+
+def _lookup(table: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``table[index]`` for an (h, w) integer ``index``, in pieces of rows (small intp copies)."""
+    out = np.empty(index.shape, table.dtype)
+    step = _rows_per_piece(index.shape[1])
+    for a in range(0, index.shape[0], step):
+        np.take(table, index[a : a + step], out=out[a : a + step])
+    return out
+
+
 def _label_band(labels: np.ndarray, keep: Sequence[int], connectivity: int) -> tuple[np.ndarray, np.ndarray]:
     """(h, W) local ids ``1..n`` (uint16 when they fit, else uint32) of one band's kept classes
     (each class separately) and the (n + 1,) int64 class of each.
@@ -101,7 +119,9 @@ def _label_band(labels: np.ndarray, keep: Sequence[int], connectivity: int) -> t
     local = cc3d.connected_components(kept, connectivity=4 if connectivity == 4 else 8)
     n = int(local.max(initial=0))
     classes = np.zeros(n + 1, np.int64)
-    classes[local.ravel()] = kept.ravel()  # every pixel of a component has its class
+    step = _rows_per_piece(local.shape[1])
+    for a in range(0, local.shape[0], step):  # every pixel of a component has its class
+        classes[local[a : a + step]] = kept[a : a + step]
     classes[0] = 0
     return local, classes
 
@@ -202,7 +222,7 @@ def relabel(out: Any, table: np.ndarray, bands: Sequence[tuple[int, int, np.ndar
     for y0, y1, ids in bands:
         if len(ids) and not np.array_equal(table[ids], ids):
             for x0, x1 in slabs:
-                out[y0:y1, x0:x1] = table[np.asarray(out[y0:y1, x0:x1])]
+                out[y0:y1, x0:x1] = _lookup(table, np.asarray(out[y0:y1, x0:x1]))
 
 
 def label_bands(
@@ -228,7 +248,7 @@ def label_bands(
         root, joined = roots.band(b)
         ids = root.astype(np.uint32)
         for x0, x1 in slabs:
-            out[b.y0 : y1, x0:x1] = ids[b.local[:, x0:x1]]
+            out[b.y0 : y1, x0:x1] = _lookup(ids, b.local[:, x0:x1])
         merges.append(joined)
         bands.append((b.y0, y1, np.unique(ids[1:])))
         starts.append(root[1:][root[1:] > b.offset])  # objects that start in this band
