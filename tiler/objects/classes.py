@@ -93,8 +93,9 @@ class ClassImage:
     @property
     def band_height(self) -> int:
         """Rows per band: the output's chunk height, halved while a band has more than
-        :data:`BAND_PIXELS` pixels (labelling holds about 14 bytes per pixel of a band: a 32768-wide
-        output gets 512-row bands, a 100000-wide one 128)."""
+        :data:`BAND_PIXELS` pixels (the labelling and the polygon worker hold some tens of bytes per
+        pixel of a band): an 8192-wide output keeps its 1024-row chunks as bands, a 32768-wide one
+        gets 256-row bands, a 100000-wide one 64."""
         rows = int(self.result.levels[0].chunks[-2])
         while rows * self.shape[1] > BAND_PIXELS and rows % 2 == 0 and rows > 64:
             rows //= 2
