@@ -213,6 +213,18 @@ def _disk_error(path: Path | RemoteLocation, exc: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write the output ({reason})")
 
 
+def compressors_for(dtype: np.dtype) -> Any:
+    """The codec of an output array: zarr's default (zstd) for integers (uint8 probabilities and
+    labels compress well and fast); Blosc LZ4 with byte shuffle for floats, which zstd writes at
+    about 110 MB/s on this project's VM (a 2 x 32768 x 16384 float32 logits output took 39 s of
+    compression) and Blosc at 350 MB/s, for 7 % more bytes (ratio 1.31 against 1.41)."""
+    if np.issubdtype(dtype, np.floating):
+        from zarr.codecs import BloscCodec
+
+        return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle", typesize=dtype.itemsize)]
+    return "auto"
+
+
 class ZarrSink:
     """A zarr v3 output group (see the module docstring). Use :meth:`create` or :meth:`open`.
 
@@ -276,7 +288,8 @@ class ZarrSink:
             # leaves a group recognisably tiler's (so --overwrite and --resume can act on it)
             group = zarr.open_group(_store(path), mode="w-", zarr_format=3, attributes=attributes)
             group.create_array(
-                "0", shape=shape, chunks=chunks, dtype=dtype, dimension_names=dims, fill_value=0
+                "0", shape=shape, chunks=chunks, dtype=dtype, dimension_names=dims, fill_value=0,
+                compressors=compressors_for(np.dtype(dtype)),
             )
             group.create_array(
                 "progress", shape=stripes, chunks=(1, 1), dtype="uint8", fill_value=0, compressors=None
