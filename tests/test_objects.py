@@ -194,7 +194,7 @@ def test_objects_out_of_the_labelling_pass_equal_those_of_the_stored_instances(c
     count = label_bands(lambda y0, y1: image[y0:y1], ids, shape=image.shape, keep=[1, 2], band=8,
                         connectivity=connectivity, each=each)
     fused.extend(tracker.finish())
-    stored = list(iter_objects(ids, lambda y0, y1: image[y0:y1], band=8))
+    stored = list(iter_objects(ids, lambda y0, y1: image[y0:y1], band=8, workers=workers))
 
     def table(batches):
         rows = [(int(i), int(c), int(a), g) for b in batches for i, c, a, g in

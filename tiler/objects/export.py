@@ -139,7 +139,8 @@ def _stream(result: StoredResult, image: ClassImage, connectivity: int, scratch:
         if own else None
     if found is not None:
         for batch in iter_objects(found, image.band, band=int(found.chunks[0]), probabilities=image.class_probability,
-                                  where=str(result.path)):
+                                  where=str(result.path),
+                                  workers=default_piece_workers(image.shape[0], int(found.chunks[0]))):
             emit(batch)
         return
     tracker = ObjectTracker(image.shape[0], workers=default_piece_workers(image.shape[0], image.band_height))

@@ -25,7 +25,7 @@ from scipy.sparse.csgraph import connected_components
 
 from .label import Band
 from .measure import BandIndex, band_sums, sum_by
-from .pieces import PieceMaker, band_pieces
+from .pieces import PieceMaker
 
 
 @dataclass(frozen=True)
@@ -218,8 +218,10 @@ def iter_objects(
     band: int,
     probabilities: Callable[[int, int, np.ndarray], tuple[np.ndarray, float] | None] | None = None,
     where: str = "",
+    workers: int = 0,
 ) -> Iterator[ObjectBatch]:
-    """Every object of an instance image, one batch per band, each object when it is closed.
+    """Every object of an instance image, a batch per band that closes some, each object when it
+    is closed.
 
     Parameters
     ----------
@@ -227,7 +229,8 @@ def iter_objects(
     classes : ``classes(y0, y1)`` -> (y1 - y0, W) class labels of those rows.
     band : rows per band. probabilities : ``probabilities(y0, y1, labels)`` -> the probability of
         each pixel's class, as :meth:`~tiler.objects.classes.ClassImage.class_probability`.
-    where : the output's path, for errors.
+    where : the output's path, for errors. workers : polygon worker processes (see
+        :class:`~tiler.objects.pieces.PieceMaker`): bands are read and indexed ahead meanwhile.
     """
     h = instances.shape[0]
     above = np.zeros(0, np.uint32)
@@ -235,33 +238,53 @@ def iter_objects(
     carried_p = np.zeros(0, np.float64)
     carried_cls = np.zeros(0, np.int64)
     pieces: dict[int, list[Any]] = {}
-    for y0 in range(0, h, band):
-        y1 = min(y0 + band, h)
-        ids = np.asarray(instances[y0:y1])
-        index = BandIndex.build(ids, above, start, where=where)
-        labels = np.asarray(classes(y0, y1))
-        probability = probabilities(y0, y1, labels) if probabilities is not None else None
-        sum_p, cls = band_sums(index, labels, probability)
-        k = index.continuing
-        sum_p[1 : 1 + k] += carried_p
-        cls[1 : 1 + k] = carried_cls  # those with no pixel in this band keep theirs
-        present = np.zeros(len(index.ids), bool)
+    waiting: deque[tuple[int, np.ndarray, int, np.ndarray, np.ndarray, np.ndarray | None]] = deque()
+    maker = PieceMaker(workers)
+
+    def closed_batch() -> ObjectBatch | None:
+        """The objects the oldest waiting band closes, once its pieces are made: those continuing
+        from above or with pixels here (ids between are not all used) that do not go on below."""
+        seq, index_ids, k, going_on, cls, sum_p = waiting.popleft()
+        piece_ids, made = maker.take(seq)
+        present = np.zeros(len(index_ids), bool)
         present[1 : 1 + k] = True
-        piece_ids, made = band_pieces(index.local, len(index.ids) - 1, y0)
         present[piece_ids] = True
-        for value, piece in zip(index.ids[piece_ids].tolist(), made.tolist()):
+        for value, piece in zip(index_ids[piece_ids].tolist(), made.tolist()):
             pieces.setdefault(value, []).append(piece)
-        nxt = np.unique(ids[-1]) if y1 < h else np.zeros(1, np.uint32)
-        nxt = nxt[nxt > 0]
-        going_on = np.zeros(len(index.ids), bool)
-        going_on[np.searchsorted(index.ids, nxt)] = True
         closed = np.flatnonzero(present & ~going_on)
-        carried_p, carried_cls = sum_p[going_on], cls[going_on]
-        above, start = nxt, max(start, int(index.ids[-1]) + 1)
         if not len(closed):
-            continue
-        done_ids = index.ids[closed]
+            return None
+        done = index_ids[closed]
         geometry = np.empty(len(closed), object)
-        for j, value in enumerate(done_ids.tolist()):
+        for j, value in enumerate(done.tolist()):
             geometry[j] = _merged(pieces.pop(value))
-        yield _batch(done_ids, cls[closed], geometry, sum_p[closed] if probability is not None else None)
+        return _batch(done, cls[closed], geometry, sum_p[closed] if sum_p is not None else None)
+
+    try:
+        for y0 in range(0, h, band):
+            y1 = min(y0 + band, h)
+            ids = np.asarray(instances[y0:y1])
+            index = BandIndex.build(ids, above, start, where=where)
+            labels = np.asarray(classes(y0, y1))
+            probability = probabilities(y0, y1, labels) if probabilities is not None else None
+            sum_p, cls = band_sums(index, labels, probability)
+            k = index.continuing
+            sum_p[1 : 1 + k] += carried_p
+            cls[1 : 1 + k] = carried_cls  # those with no pixel in this band keep theirs
+            nxt = np.unique(ids[-1]) if y1 < h else np.zeros(1, np.uint32)
+            nxt = nxt[nxt > 0]
+            going_on = np.zeros(len(index.ids), bool)
+            going_on[np.searchsorted(index.ids, nxt)] = True
+            carried_p, carried_cls = sum_p[going_on], cls[going_on]
+            above, start = nxt, max(start, int(index.ids[-1]) + 1)
+            seq = maker.submit(index.local, len(index.ids) - 1, y0)
+            waiting.append((seq, index.ids, k, going_on, cls, sum_p if probability is not None else None))
+            del ids, index, labels, probability
+            while waiting and maker.ready(waiting[0][0]):
+                if (batch := closed_batch()) is not None:
+                    yield batch
+        while waiting:
+            if (batch := closed_batch()) is not None:
+                yield batch
+    finally:
+        maker.close()
