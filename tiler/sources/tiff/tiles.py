@@ -33,6 +33,10 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool)
 _POOL_LOCK = threading.Lock()
 
 
+#: Pixels of segments one decoding task takes at least (a 256 x 256 tile: one segment a task).
+_TASK_PIXELS = 1 << 16
+
+
 def _pool() -> ThreadPoolExecutor:
     """One decoding pool per process, shared by every open TIFF (threads: cores, at most 4).
 
@@ -162,7 +166,15 @@ class TiffTileReader:
             seg = np.asarray(seg).reshape(-1, seg.shape[-2], seg.shape[-1])  # (rows, width, samples)
             out[a - y0 : b - y0, cc - x0 : d - x0] = seg[a - sy : b - sy, cc - sx : d - sx]
 
-        for f in [_pool().submit(place, s) for s in segments]:
+        def place_all(group: list[tuple[bytes | None, int]]) -> None:
+            for item in group:
+                place(item)
+
+        # a task per segment of at least _TASK_PIXELS (a tile), else per group of segments that
+        # size: a one-row strip is a segment, and a task for each cost more than decoding it
+        # (a 4096-wide zlib TIFF of one-row strips: 0.45 -> 0.35 s per 4096 rows)
+        step = max(1, _TASK_PIXELS // max(1, sh * sw))
+        for f in [_pool().submit(place_all, segments[i : i + step]) for i in range(0, len(segments), step)]:
             f.result()  # re-raises a decoding error here
         return out
 
