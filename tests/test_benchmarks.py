@@ -21,13 +21,13 @@ COMMAND = re.compile(r"python (benchmarks/\w+\.py)([^`\n#|]*)")
 
 def documented_commands() -> list[tuple[str, str, str]]:
     """(doc file, script, arguments) of every ``python benchmarks/X.py ...`` in the docs; in
-    benchmarks/README.md only before its "## Results" (dated records that name the command of
+    benchmarks/README.md only before its "## History" (dated records that name the command of
     their day, e.g. ``--repeat`` before it became ``--rounds``)."""
     found = []
     for doc in DOCS:
         text = doc.read_text(encoding="utf-8")
         if doc == ROOT / "benchmarks" / "README.md":
-            text = text.split("\n## Results", 1)[0]
+            text = text.split("\n## History", 1)[0]
         for match in COMMAND.finditer(text):
             found.append((doc.name, match.group(1), match.group(2).strip()))
     return found
