@@ -11,6 +11,8 @@ external cluster that share a host.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 #: Environment variable with this process's share of the host's cores.
 CORES_VARIABLE = "TILER_CORES"
@@ -37,3 +39,21 @@ def available_cores() -> int:
 def pool_threads(limit: int = 4) -> int:
     """Threads for one of tiler's pools (decoding, stitching, pyramid): the cores, at most ``limit``."""
     return max(1, min(limit, available_cores()))
+
+
+_POOLS: dict[str, tuple[int, ThreadPoolExecutor]] = {}  # name -> (owning process id, pool)
+_POOLS_LOCK = threading.Lock()
+
+
+def shared_pool(name: str, threads: int | None = None) -> ThreadPoolExecutor:
+    """This process's thread pool ``name`` (threads ``tiler-<name>``), made on first use with
+    ``threads`` workers (default :func:`pool_threads`) and shared by every caller asking for it.
+
+    A forked child makes pools of its own (the parent's threads do not exist there).
+    """
+    with _POOLS_LOCK:
+        held = _POOLS.get(name)
+        if held is None or held[0] != os.getpid():
+            held = _POOLS[name] = (os.getpid(), ThreadPoolExecutor(threads or pool_threads(),
+                                                                   thread_name_prefix=f"tiler-{name}"))
+        return held[1]

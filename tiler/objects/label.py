@@ -122,7 +122,6 @@ def _label_band(labels: np.ndarray, keep: Sequence[int], connectivity: int) -> t
     step = _rows_per_piece(local.shape[1])
     for a in range(0, local.shape[0], step):  # every pixel of a component has its class
         classes[local[a : a + step]] = kept[a : a + step]
-    classes[0] = 0
     return local, classes
 
 

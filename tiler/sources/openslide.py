@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..cores import pool_threads
+from ..cores import shared_pool
 from ..errors import InputError, SettingsError, one_line
 from ._array import check_image_shape
 from ._base import ReadOptions, SourceInfo
@@ -48,19 +48,10 @@ _CELL_CACHE = 64
 #: Rows per ``read_region`` call when a read is split across threads.
 _BAND = 256
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool)
-_POOL_LOCK = threading.Lock()
-
-
 def _pool() -> ThreadPoolExecutor:
-    """One pool per process for OpenSlide reads (threads: cores, at most 4). OpenSlide is
-    thread-safe and ``read_region`` releases the GIL, so bands of a region decode side by side."""
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
-            workers = pool_threads()
-            _POOL = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="tiler-openslide"))
-        return _POOL[1]
+    """The pool for OpenSlide reads (threads: cores, at most 4). OpenSlide is thread-safe and
+    ``read_region`` releases the GIL, so bands of a region decode side by side."""
+    return shared_pool("openslide")
 
 
 def import_openslide(name: str) -> Any:

@@ -11,7 +11,6 @@ its CPU time (benchmarks/PROFILE.md).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +19,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ...cores import pool_threads
+from ...cores import shared_pool
 
 #: Compression codes of JPEG in TIFF (these segments need the page's JPEG tables).
 _JPEG = {6, 7, 33007, 34892}
@@ -29,37 +28,18 @@ _JPEG = {6, 7, 33007, 34892}
 #: Fetches byte ranges ``(offsets, counts) -> [bytes | None]`` (None: an empty range).
 Ranges = Callable[[list[int], list[int]], list[bytes | None]]
 
-_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (owning process id, pool)
-_POOL_LOCK = threading.Lock()
-
-
 #: Pixels of segments one decoding task takes at least (a 256 x 256 tile: one segment a task).
 _TASK_PIXELS = 1 << 16
 
 
 def _pool() -> ThreadPoolExecutor:
-    """One decoding pool per process, shared by every open TIFF (threads: cores, at most 4).
-
-    A forked child gets a pool of its own (the parent's threads do not exist there).
-    """
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL[0] != os.getpid():
-            workers = pool_threads()
-            _POOL = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="tiler-tiff"))
-        return _POOL[1]
-
-
-_PREFETCH: tuple[int, ThreadPoolExecutor] | None = None
+    """The decoding pool shared by every open TIFF (threads: cores, at most 4)."""
+    return shared_pool("tiff")
 
 
 def _prefetch_pool() -> ThreadPoolExecutor:
     """Threads that fetch the next band from an object store (waiting on the network, not the CPU)."""
-    global _PREFETCH
-    with _POOL_LOCK:
-        if _PREFETCH is None or _PREFETCH[0] != os.getpid():
-            _PREFETCH = (os.getpid(), ThreadPoolExecutor(2, thread_name_prefix="tiler-prefetch"))
-        return _PREFETCH[1]
+    return shared_pool("prefetch", 2)
 
 
 class TiffTileReader:
