@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -132,11 +132,12 @@ class Proxy:
 
 
 @contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """Set ``values`` in ``os.environ`` for the block (and forget cached S3 clients both ways)."""
+def environment(values: dict[str, str], reset: Callable[[], None] = reset_clients) -> Iterator[None]:
+    """Set ``values`` in ``os.environ`` for the block (and forget cached clients both ways:
+    ``reset``, S3's by default)."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
-    reset_clients()
+    reset()
     try:
         yield
     finally:
@@ -145,7 +146,7 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-        reset_clients()
+        reset()
 
 
 def serve_http(folder: str) -> tuple[Any, str]:

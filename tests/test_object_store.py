@@ -362,10 +362,10 @@ def test_dask_workers_read_and_write_s3_and_equal_one_process(s3, bucket, scan, 
 def test_a_missing_cloud_extra_names_what_to_install(s3):
     import importlib.util
 
-    if importlib.util.find_spec("gcsfs") is not None:
-        pytest.skip("gcsfs is installed here")
-    with pytest.raises(InputError, match=r"^gs://bucket/scan.tif: reading gs:// needs gcsfs: pip install"):
-        open_source("gs://bucket/scan.tif")
+    if importlib.util.find_spec("adlfs") is not None:
+        pytest.skip("adlfs is installed here")
+    with pytest.raises(InputError, match=r"^az://container/scan.tif: reading az:// needs adlfs: pip install"):
+        open_source("az://container/scan.tif")
 
 
 @pytest.mark.slow

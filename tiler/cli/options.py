@@ -288,8 +288,8 @@ def add_tiling_options(p: argparse.ArgumentParser) -> None:
 def add_output_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--out", "-o", metavar="PATH",
-                   help="output zarr group, a local path or s3://bucket/out.zarr (default: scan.tif -> "
-                        "scan.zarr, scan.zarr -> scan.pred.zarr, beside the input, on S3 too)")
+                   help="output zarr group, a local path, s3://bucket/out.zarr or gs://bucket/out.zarr (default: "
+                        "scan.tif -> scan.zarr, scan.zarr -> scan.pred.zarr, beside the input, on S3 and GCS too)")
     g.add_argument("--kind", dest="output", default="logits", choices=OUTPUT_KINDS,
                    help="what is stored: logits (float32), probs (uint8 p*255 unless --dtype float32) or "
                         "labels (uint8); --output, its old name, still works for one release")

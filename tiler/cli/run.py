@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("archives and clusters")
     g.add_argument("--manifest", metavar="FILE",
                    help="inputs, one path per line, or a CSV with an 'input' and optional 'output' column")
-    g.add_argument("--out-dir", metavar="DIR", help="write outputs here, a folder or an s3:// prefix "
+    g.add_argument("--out-dir", metavar="DIR", help="write outputs here, a folder or an s3:// or gs:// prefix "
                    "(default: beside each input)")
     g.add_argument("--report", metavar="FILE", help="write a JSON report: each input's status, tiles, "
                    "seconds, output and error")

@@ -7,10 +7,13 @@ output-safety rules need there:
 - a zarr store for the group (zarr's ``FsspecStore`` over s3fs, wrapped in :class:`~tiler.sources.remote.RetryStore`:
   transient failures retried with backoff and counted, each request counted);
 - ``exists``, ``is_tiler_output``, ``describe`` (what is there, for the refusals) and ``remove``;
-- the owner record ``scan.zarr.owner.json`` beside the group (:class:`ObjectRecord`), with S3
-  conditional writes: created with ``If-None-Match: *`` (of runs racing to create it exactly one
-  succeeds), renewed with ``If-Match`` on its own ETag, and removed with a ``DELETE`` conditional
-  on the ETag that was judged stale, so a record another run wrote meanwhile is never deleted.
+- the owner record ``scan.zarr.owner.json`` beside the group, written with the store's
+  conditional requests: created only if absent (of runs racing to create it exactly one succeeds),
+  renewed only if unchanged since this run last saw it, and removed only if it still holds what was
+  judged stale, so a record another run wrote meanwhile is never deleted. On S3
+  (:class:`ObjectRecord`) these are ``If-None-Match: *``, ``If-Match`` on the ETag, and a
+  conditional ``DELETE``; on Google Cloud Storage (:class:`GCSRecord`) ``ifGenerationMatch=0``,
+  ``ifGenerationMatch`` on the object's generation, and a ``DELETE`` with the same precondition.
 
 Object stores need no fsync: a PUT that returned is durable and S3 reads are strongly consistent,
 so ``complete`` (one PUT of ``zarr.json``, after every chunk PUT returned) is never seen before
@@ -34,10 +37,10 @@ _OWNER_SUFFIX = ".owner.json"
 
 
 def as_location(out: Any) -> Path | RemoteLocation:
-    """A local :class:`Path`, or a :class:`RemoteLocation` for an ``s3://`` URL.
+    """A local :class:`Path`, or a :class:`RemoteLocation` for an ``s3://`` or ``gs://`` URL.
 
-    Read-only schemes (``https://``) and object stores without a conditional write that tiler
-    uses (``gs://``: not wired yet) are refused in one line.
+    Read-only schemes (``https://``) and object stores whose conditional writes tiler does not use
+    (Azure) are refused in one line.
     """
     if isinstance(out, RemoteLocation):
         return out
@@ -45,15 +48,15 @@ def as_location(out: Any) -> Path | RemoteLocation:
         return Path(out)
     kind = scheme(out)
     if kind in ("http", "https"):
-        raise OutputError(f"{out}: {kind}:// is read-only; write the output to a local path or s3://")
-    if kind != "s3":
-        raise OutputError(f"{out}: outputs on {kind}:// are not supported (the one-writer record needs S3's "
-                          "conditional writes); write to s3:// or a local path")
+        raise OutputError(f"{out}: {kind}:// is read-only; write the output to a local path, s3:// or gs://")
+    if kind not in ("s3", "gs", "gcs"):
+        raise OutputError(f"{out}: outputs on {kind}:// are not supported (the one-writer record needs "
+                          "conditional writes tiler uses on S3 and GCS only); write to s3://, gs:// or a local path")
     return RemoteLocation(out)
 
 
 class RemoteLocation:
-    """An output group at ``url`` on S3 (``s3://bucket/prefix/scan.zarr``)."""
+    """An output group at ``url`` on S3 or GCS (``s3://bucket/prefix/scan.zarr``, ``gs://...``)."""
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
@@ -148,8 +151,8 @@ class RemoteLocation:
         _close_at_exit(fs)
         return RetryStore(FsspecStore(fs, read_only=read_only, path=self.path), url=self.url, error=OutputError)
 
-    def owner_record(self) -> ObjectRecord:
-        return ObjectRecord(self)
+    def owner_record(self) -> ObjectRecord | GCSRecord:
+        return GCSRecord(self) if scheme(self.url) in ("gs", "gcs") else ObjectRecord(self)
 
 
 _OPEN: dict[int, Any] = {}
@@ -170,7 +173,7 @@ def _close_sessions() -> None:
     from zarr.core.sync import sync
 
     for fs in list(_OPEN.values()):
-        client = getattr(fs, "_s3", None)
+        client = getattr(fs, "_s3", None) or getattr(fs, "_session", None)  # s3fs / gcsfs
         if client is not None:
             try:
                 sync(client.close())
@@ -257,4 +260,100 @@ class ObjectRecord:
         return True
 
 
-__all__ = ["ObjectRecord", "RemoteLocation", "as_location"]
+class GCSRecord:
+    """The owner record of a :class:`RemoteLocation` on Google Cloud Storage, written with
+    generation preconditions (the operations of :class:`ObjectRecord`): ``ifGenerationMatch=0``
+    creates it only if absent, ``ifGenerationMatch=<generation>`` replaces or deletes it only if no
+    other run wrote it since. A failed precondition is HTTP 412 (gcsfs: :class:`FileExistsError`)."""
+
+    def __init__(self, location: RemoteLocation) -> None:
+        self.location = location
+        self.url = location.url + _OWNER_SUFFIX
+        self.bucket, self.key = (location.path + _OWNER_SUFFIX).split("/", 1)
+        self._generation: str | None = None  # of the record as this process last wrote or read it
+
+    def _upload(self, data: bytes, generation: str) -> str | None:
+        """A one-request upload conditional on ``generation`` (``"0"``: absent); the new generation,
+        or None if the precondition failed."""
+        from urllib.parse import quote
+
+        fs = self.location.fs
+
+        def call() -> str | None:
+            try:
+                out = fs.call("POST", f"{fs._location}/upload/storage/v1/b/{quote(self.bucket)}/o",
+                              uploadType="media", name=self.key, ifGenerationMatch=generation, data=data,
+                              headers={"Content-Type": "application/octet-stream"}, json_out=True)
+            except FileExistsError:
+                return None
+            return str(out.get("generation", ""))
+
+        COUNTERS.add(requests=1)
+        return with_retries(call, self.url, writing=True, error=OutputError)
+
+    def create(self, data: bytes) -> bool:
+        """Upload with ``ifGenerationMatch=0``: True if this call created the record."""
+        generation = self._upload(data, "0")
+        if generation is None:
+            return False
+        self._generation = generation
+        return True
+
+    def _head(self) -> tuple[bytes, str, float] | None:
+        """``(data, generation, updated)`` of the record, or None if there is none (two requests:
+        its metadata, then the bytes of exactly that generation)."""
+        fs = self.location.fs
+
+        def call() -> tuple[bytes, str, float] | None:
+            try:
+                meta = fs.call("GET", "b/{}/o/{}", self.bucket, self.key, json_out=True)
+                generation = str(meta["generation"])
+                _, data = fs.call("GET", "b/{}/o/{}", self.bucket, self.key, alt="media", generation=generation)
+            except FileNotFoundError:
+                return None
+            updated = meta.get("updated")
+            when = fs._parse_timestamp(updated).timestamp() if updated else time.time()
+            return bytes(data), generation, when
+
+        COUNTERS.add(requests=2)
+        return with_retries(call, self.url, writing=True, error=OutputError)
+
+    def read(self) -> bytes | None:
+        got = self._head()
+        if got is None:
+            return None
+        self._generation = got[1]
+        return got[0]
+
+    def age(self) -> float:
+        got = self._head()
+        return float("inf") if got is None else max(0.0, time.time() - got[2])
+
+    def replace(self, data: bytes) -> None:
+        """Upload conditional on the generation this process last saw (a heartbeat of its own record)."""
+        if self._generation is None:
+            raise OutputError(f"{self.url}: the owner record was never read or written by this run")
+        generation = self._upload(data, self._generation)
+        if generation is None:
+            raise OutputError(f"{self.url}: the owner record was rewritten by another run")
+        self._generation = generation
+
+    def remove_if(self, data: bytes) -> bool:
+        """DELETE the record if it still holds ``data`` (conditional on its generation): True if removed."""
+        got = self._head()
+        if got is None or got[0] != data:
+            return False
+        fs = self.location.fs
+
+        def call() -> bool:
+            try:
+                fs.call("DELETE", "b/{}/o/{}", self.bucket, self.key, ifGenerationMatch=got[1])
+            except (FileExistsError, FileNotFoundError):
+                return False  # rewritten or removed meanwhile by another run: not ours to delete
+            return True
+
+        COUNTERS.add(requests=1)
+        return with_retries(call, self.url, writing=True, error=OutputError)
+
+
+__all__ = ["GCSRecord", "ObjectRecord", "RemoteLocation", "as_location"]

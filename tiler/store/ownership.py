@@ -24,7 +24,8 @@ group, so zarr readers never meet a foreign file, and replacing the group leaves
 The three store operations used (exclusive create, atomic replace, delete) are the ones an
 object store offers as conditional writes: for an output on S3 the record is an object
 (:class:`~tiler.store.location.ObjectRecord`: ``If-None-Match: *`` to create, ``If-Match`` to
-renew and to delete), with the same protocol.
+renew and to delete), on GCS likewise with generation preconditions
+(:class:`~tiler.store.location.GCSRecord`), with the same protocol.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OutputError
-from .location import ObjectRecord, RemoteLocation
+from .location import GCSRecord, ObjectRecord, RemoteLocation
 
 #: The record's name: the output's name with this suffix, in the same folder.
 OWNER_SUFFIX = ".owner.json"
@@ -195,7 +196,7 @@ class RecordFile:
         return False
 
 
-def record_for(root: str | os.PathLike[str] | RemoteLocation) -> RecordFile | ObjectRecord:
+def record_for(root: str | os.PathLike[str] | RemoteLocation) -> RecordFile | ObjectRecord | GCSRecord:
     """The owner record of the output at ``root``: a file beside a local output, an object
     (conditional writes) beside one on an object store."""
     if isinstance(root, RemoteLocation):

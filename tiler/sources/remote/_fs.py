@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,9 +40,12 @@ def _storage_options(protocol: str, asynchronous: bool) -> dict[str, Any]:
     if protocol in ("s3", "gs", "gcs"):
         # other processes write these objects (a resumed run, dask workers): never trust a listing cache
         options["use_listings_cache"] = False
+    if protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST") and (
+            "GOOGLE_APPLICATION_CREDENTIALS" not in os.environ):
+        # as google-cloud-storage's own client does: an emulator takes anonymous requests (else
+        # every new client would first wait for the Compute Engine metadata server)
+        options["token"] = "anon"
     if protocol == "s3":
-        import os
-
         if not any(k in os.environ for k in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE")):
             # tiler retries (counted); botocore's own retries only when the user asks for them
             options["config_kwargs"] = {"retries": {"total_max_attempts": 1}}
@@ -55,6 +60,10 @@ def filesystem(url: str, *, asynchronous: bool = False) -> tuple[Any, str]:
     import fsspec
 
     protocol = scheme(url)
+    if protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST") and "gcsfs" not in sys.modules:
+        # gcsfs's default (experimental zonal/hierarchical) class first asks GCS's gRPC control API
+        # for the bucket's layout, which an emulator lacks: each call would wait 60 s for it
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     try:
         fs, path = fsspec.url_to_fs(url, **_storage_options(protocol, asynchronous))
     except ImportError:
