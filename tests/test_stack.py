@@ -141,3 +141,27 @@ def test_stack_errors_are_one_line(product, tmp_path):
         open_source(path, channels="7")
     with pytest.raises(InputError, match="one resolution level"):
         open_source(path, level=1)
+
+
+def test_bilinear_bands_match_gdal_bilinear_upsampling_and_are_the_same_in_any_region(product):
+    import rasterio
+    from rasterio.enums import Resampling
+
+    path, data = product
+    stack = open_source(path, channels="B04,B05,B09", resampling="bilinear")
+    assert stack.dtype == np.float32 and stack.info.extra["resampling"] == "bilinear"
+    whole = stack.read(0, 120, 0, 180)
+    np.testing.assert_array_equal(whole[..., 0], data["B04"])  # a band on the grid: copied exactly
+    for ch, key in ((1, "B05"), (2, "B09")):
+        with rasterio.open(path.parent / f"{key}.tif") as ds:
+            gdal = ds.read(1, out_shape=(120, 180), resampling=Resampling.bilinear).astype(np.float32)
+        # GDAL rounds to the band's integer type; the interpolation itself agrees
+        assert np.abs(whole[..., ch] - gdal).max() <= 0.5 + 1e-3, key
+        assert not np.array_equal(whole[..., ch], by_hand(data, [key])[..., 0])  # not nearest
+    # a region and its parts: the same pixels, bit for bit (the weights depend on the global index)
+    np.testing.assert_array_equal(stack.read(17, 95, 31, 160),
+                                  np.concatenate([stack.read(17, 50, 31, 160), stack.read(50, 95, 31, 160)]))
+    np.testing.assert_array_equal(stack.read(17, 95, 31, 160), whole[17:95, 31:160])
+    stack.close()
+    with pytest.raises(SettingsError, match="--resampling must be one of nearest, bilinear"):
+        open_source(path, resampling="cubic")

@@ -49,7 +49,7 @@ def predict(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None, reader: str | None = None,  # sources.ReadOptions
+    channels: Any = None, reader: str | None = None, resampling: str | None = None,  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> np.ndarray:
@@ -100,9 +100,9 @@ def predict(
     job_settings = _settings(settings, block_width=None)  # in memory: one block column
     runner, local, mpp = _runner_and_mpp(image, model, options, job_settings, level=level, mpp=mpp,
                                          read={"series": series, "plane": plane, "channels": channels,
-                                               "reader": reader})
+                                               "reader": reader, "resampling": resampling})
     with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
-                         reader=reader)) as source:
+                         reader=reader, resampling=resampling)) as source:
         job, _masks = _make_job(image, source, runner, local, job_settings, tissue=tissue, roi=roi)
         h, w, _ = source.shape
         out = np.zeros(job.output.shape(h, w), job.output.store_dtype)  # lazily zeroed by the kernel
@@ -192,7 +192,7 @@ def run(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None, reader: str | None = None,  # sources.ReadOptions
+    channels: Any = None, reader: str | None = None, resampling: str | None = None,  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> RunResult:
@@ -252,10 +252,10 @@ def run(
     job_settings = _settings(settings)
     runner, local, mpp = _runner_and_mpp(image, model, options, job_settings, level=level, mpp=mpp,
                                          read={"series": series, "plane": plane, "channels": channels,
-                                               "reader": reader})
+                                               "reader": reader, "resampling": resampling})
     io_before = COUNTERS.snapshot()
     with closing(open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
-                         reader=reader)) as source:
+                         reader=reader, resampling=resampling)) as source:
         t0 = time.perf_counter()
         out_path, target = _output_path(image, source, out, overwrite=overwrite, resume=resume)
         if preview and isinstance(target, RemoteLocation):

@@ -132,7 +132,7 @@ def dry_run(items: list[Any], args: Any, *, log: Any = print, error: Any = None)
                         fill=args.fill)
     runner = load_runner(args.model, **options.runner_keywords(settings.batch_size))
     read = {"level": args.level, "mpp": args.mpp, "series": args.series, "plane": args.plane,
-            "channels": args.channels}
+            "channels": args.channels, "reader": args.reader, "resampling": args.resampling}
     failed = 0
     probes: dict[Any, tuple[float, int]] = {}
     for item in items:

@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         src = open_source(args.input, series=args.series, plane=args.plane, channels=args.channels,
-                          reader=args.reader)
+                          reader=args.reader, resampling=args.resampling)
     except InputError:
         listing = _series_listing(args.input)
         if listing:  # say what is there before the error explains what could not be read

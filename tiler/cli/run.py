@@ -167,7 +167,7 @@ def main(args: argparse.Namespace) -> int:
             pyramid_levels=args.pyramid_levels, preview=args.opacity if args.preview else False,
             objects=args.objects,
             level=args.level, mpp=args.mpp, series=args.series, plane=args.plane, channels=args.channels,
-            reader=args.reader, tissue=args.tissue, roi=args.roi, fill=args.fill,
+            reader=args.reader, resampling=args.resampling, tissue=args.tissue, roi=args.roi, fill=args.fill,
         )
     finally:
         if client is not None:

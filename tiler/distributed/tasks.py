@@ -196,7 +196,7 @@ def predict_dask(
     device: str | None = "auto", precision: str = "fp32", provider: str = "auto", trust_model: bool = False,
     compile: bool = False, overrides: dict[str, Any] | None = None,  # config.ModelOptions
     level: int | None = None, mpp: float | None = None, series: int | None = None, plane: Any = None,
-    channels: Any = None, reader: str | None = None,  # sources.ReadOptions
+    channels: Any = None, reader: str | None = None, resampling: str | None = None,  # sources.ReadOptions
     tissue: str | None = None, roi: Any = None,  # masks
     **settings: Any,
 ) -> Any:
@@ -242,8 +242,9 @@ def predict_dask(
     options = ModelOptions(device, precision, provider, trust_model, compile, overrides)
     local = load_runner(model, **options.runner_keywords(base.batch_size))
     mpp = model_mpp(image, local.spec, level=level, mpp=mpp, series=series, plane=plane, channels=channels,
-                    reader=reader)
-    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels, reader=reader)
+                    reader=reader, resampling=resampling)
+    source = open_at(image, level=level, mpp=mpp, series=series, plane=plane, channels=channels, reader=reader,
+                     resampling=resampling)
     job, _masks = build_job(image, source, local, replace(options, compile=False), base, tissue=tissue, roi=roi)
     runner, model_options = job.runner, options.runner_keywords(base.batch_size)
     by_path = model is None or isinstance(model, (str, os.PathLike))

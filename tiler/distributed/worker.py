@@ -136,7 +136,8 @@ class SourceRef:
             r = self.read
             return _cached(_SOURCES, self.key, CACHE_SIZE["sources"],
                            lambda: open_at(self.image, level=r.level, mpp=r.mpp, series=r.series,
-                                           plane=r.plane, channels=r.channels, reader=r.reader))
+                                           plane=r.plane, channels=r.channels, reader=r.reader,
+                                           resampling=r.resampling))
         return _cached(_SOURCES, self.key, CACHE_SIZE["sources"], lambda: open_source(self.image))
 
 

@@ -85,6 +85,9 @@ class ReadOptions:
     reader : the library that opens a file (``--reader``: a name of
         :data:`~tiler.sources.READERS`: "tifffile", "openslide", "wsidicom", "rasterio"); None =
         ``"auto"``, chosen by content and name.
+    resampling : how a band-per-file stack brings coarser bands onto its finest grid
+        (``--resampling``): "nearest" (each fine pixel takes the coarse pixel containing its
+        centre) or "bilinear" (interpolated between the four coarse pixel centres around it).
     """
 
     level: int | None = None
@@ -93,21 +96,30 @@ class ReadOptions:
     plane: tuple[tuple[str, int], ...] = ()
     channels: tuple[int | str, ...] | None = None
     reader: str | None = None
+    resampling: str = "nearest"
 
     @classmethod
     def of(cls, *, level: int | None = None, mpp: float | None = None, series: int | None = None,
-           plane: Any = None, channels: Any = None, reader: str | None = None) -> ReadOptions:
+           plane: Any = None, channels: Any = None, reader: str | None = None,
+           resampling: str | None = None) -> ReadOptions:
         """Options from user values: ``plane`` as ``"z=3,t=0"``/dict, ``channels`` as ``"0,1,2"``/ints."""
         if series is not None and (not isinstance(series, int) or series < 0):
             raise SettingsError(f"--series must be a series number >= 0, got {series!r}")
         if reader is not None and not isinstance(reader, str):
             raise SettingsError(f"--reader must be a reader's name, got {reader!r}")
         reader = None if reader in (None, "", "auto") else reader
-        return cls(level, mpp, series, _parse_plane(plane), _parse_channels(channels), reader)
+        resampling = resampling or "nearest"
+        if resampling not in BAND_RESAMPLING:
+            raise SettingsError(f"--resampling must be one of {', '.join(BAND_RESAMPLING)}, got {resampling!r}")
+        return cls(level, mpp, series, _parse_plane(plane), _parse_channels(channels), reader, resampling)
 
     @property
     def is_default(self) -> bool:
         return self == ReadOptions()
+
+
+#: How a band stack resamples its coarser bands (:attr:`ReadOptions.resampling`).
+BAND_RESAMPLING = ("nearest", "bilinear")
 
 
 @dataclass(frozen=True)

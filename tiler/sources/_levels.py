@@ -39,7 +39,7 @@ def choose_level(info: SourceInfo, mpp: float, *, name: str = "input") -> int:
 
 def open_at(
     image: Any, *, level: int | None = None, mpp: float | None = None, series: int | None = None,
-    plane: Any = None, channels: Any = None, reader: str | None = None,
+    plane: Any = None, channels: Any = None, reader: str | None = None, resampling: str | None = None,
 ) -> Source:
     """Open ``image`` at pyramid ``level``, or at pixel size ``mpp`` µm (level + resampling).
 
@@ -50,7 +50,8 @@ def open_at(
     the returned source's ``info.read`` records all of them, to reopen it the same way elsewhere.
     ``reader`` names the library that opens a file (see :func:`~tiler.sources.open_source`).
     """
-    options = ReadOptions.of(level=level, mpp=mpp, series=series, plane=plane, channels=channels, reader=reader)
+    options = ReadOptions.of(level=level, mpp=mpp, series=series, plane=plane, channels=channels, reader=reader,
+                             resampling=resampling)
     source = _open_at(image, options)
     if source is not image and isinstance(getattr(source, "info", None), SourceInfo):
         source.info = replace(source.info, read=options)
@@ -60,7 +61,7 @@ def open_at(
 def _open_at(image: Any, options: ReadOptions) -> Source:
     level, mpp = options.level, options.mpp
     what: dict[str, Any] = {"series": options.series, "plane": options.plane, "channels": options.channels,
-                            "reader": options.reader}
+                            "reader": options.reader, "resampling": options.resampling}
     if level is not None and mpp is not None:
         raise SettingsError("--level and --mpp both choose the resolution; give one of them")
     if level is not None and level < 0:

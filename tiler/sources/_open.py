@@ -236,7 +236,7 @@ class ChannelSource:
 
 def open_source(
     image: Any, *, level: int = 0, series: int | None = None, plane: Any = (), channels: Any = None,
-    palette: str = "rgb", reader: str | None = None,
+    palette: str = "rgb", reader: str | None = None, resampling: str | None = None,
 ) -> Source:
     """Open ``image``: a path (TIFF family, slide formats, DICOM WSI, GDAL rasters, STAC items, zarr,
     PNG, JPEG), an array-like or a Source.
@@ -249,7 +249,8 @@ def open_source(
     source's ``info.reader`` says which one did.
     Raises :class:`~tiler.errors.InputError` naming the file for anything unreadable.
     """
-    options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels, reader=reader)
+    options = ReadOptions.of(level=level, series=series, plane=plane, channels=channels, reader=reader,
+                             resampling=resampling)
     if options.reader is not None and options.reader not in READERS:
         raise SettingsError(f"--reader {options.reader!r}: unknown reader; choose one of {', '.join(READER_NAMES)}")
     if options.reader in (None, "rasterio") and _is_stac(image):
@@ -258,7 +259,8 @@ def open_source(
         if options.series is not None or options.plane:
             raise SettingsError(f"{image}: --series and --plane are for TIFF and OME-Zarr inputs")
         # --channels picks the assets (keys, band or common names, numbers)
-        return _named(open_stac(image, level=level, channels=options.channels), "rasterio")
+        return _named(open_stac(image, level=level, channels=options.channels, resampling=options.resampling),
+                      "rasterio")
     source = _open_plain(image, level=level, series=options.series, plane=options.plane, palette=palette,
                          reader=options.reader)
     if options.channels is not None:

@@ -4,10 +4,14 @@ Sentinel-2 and Landsat products store one band per file, at different resolution
 :func:`open_stac` reads a STAC item (``pystac``), takes its data assets — or the ones
 ``--channels`` names, by asset key, ``eo:bands`` name or common name (``red``, ``nir``), or number —
 and :class:`StackSource` stacks them as channels on the grid of the finest of them. A coarser band
-is resampled by nearest neighbour through the transforms: fine pixel ``(y, x)`` takes the coarse
-pixel containing its centre, so a 20 m band on a 10 m grid is that band with every pixel repeated
-2 x 2, exactly what stacking by hand gives. (A GDAL VRT with ``-separate`` bands does the same
-inside GDAL and is read by :class:`~tiler.sources.raster.RasterioSource`.)
+is resampled through the transforms, by nearest neighbour by default: fine pixel ``(y, x)`` takes
+the coarse pixel containing its centre, so a 20 m band on a 10 m grid is that band with every pixel
+repeated 2 x 2, exactly what stacking by hand gives. ``resampling="bilinear"`` (``--resampling
+bilinear``) interpolates between the centres of the 2 x 2 coarse pixels around the fine pixel's
+centre instead (clamped at the edges, as GDAL's bilinear upsampling is), rows then columns in
+float32, so a region and its halves give the same pixels; a band already on the fine grid is
+copied exactly either way. (A GDAL VRT with ``-separate`` bands stacks inside GDAL and is read by
+:class:`~tiler.sources.raster.RasterioSource`.)
 
 All assets must share the CRS and cover the same extent (within one pixel of the coarsest); each
 is a local file GDAL can read.
@@ -91,10 +95,15 @@ class StackSource:
     name : the stack's name (the STAC item's path).
     paths : one raster per group of channels; all their bands are used, in order.
     labels : a name per raster (asset keys), for ``tiler info``.
+    resampling : "nearest" or "bilinear", for bands coarser than the grid (see the module docstring).
     """
 
-    def __init__(self, name: str, paths: list[Path], labels: list[str] | None = None) -> None:
+    def __init__(self, name: str, paths: list[Path], labels: list[str] | None = None, *,
+                 resampling: str = "nearest") -> None:
+        if resampling not in ("nearest", "bilinear"):
+            raise SettingsError(f"{name}: --resampling must be nearest or bilinear, got {resampling!r}")
         self.name = name
+        self.resampling = resampling
         self.sources = [RasterioSource(p) for p in paths]
         try:
             self._setup(labels or [p.name for p in paths])
@@ -132,6 +141,8 @@ class StackSource:
         dtype = np.result_type(*(s.dtype for s in self.sources))
         channels = sum(s.shape[2] for s in self.sources)
         self.shape = (h, w, channels)
+        if self.resampling == "bilinear" and any(m[1] != 1 or m[3] != 1 for m in self._maps):
+            dtype = np.result_type(dtype, np.float32)  # interpolated values are not integers
         self.dtype = np.dtype(dtype)
         self.chunks: tuple[int, int] | None = self.sources[fine].chunks
         self.masked = any(s.masked for s in self.sources)
@@ -142,7 +153,7 @@ class StackSource:
             format="stac", chunks=self.sources[fine].info.chunks, levels=((h, w),),
             georeference=self.sources[fine].info.georeference,
             extra={"bands": names, "crs": crs.pop(),
-                   "resolutions": [abs(m[0]) for m in affines]},
+                   "resolutions": [abs(m[0]) for m in affines], "resampling": self.resampling},
             nodata=nodata.pop() if len(nodata) == 1 else None, read=ReadOptions(), reader="rasterio",
         )
 
@@ -153,10 +164,22 @@ class StackSource:
         return ys, xs
 
     def _band(self, k: int, read: str, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        oy, sy, ox, sx, hk, wk = self._maps[k]
+        if self.resampling == "bilinear" and read == "read" and (sy != 1 or sx != 1):
+            return self._bilinear(k, y0, y1, x0, x1)
         ys, xs = self._index(k, y0, y1, x0, x1)
         a, b, c, d = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
         data = getattr(self.sources[k], read)(a, b, c, d)
         return data[np.ix_(ys - a, xs - c)]
+
+    def _bilinear(self, k: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """(y1 - y0, x1 - x0, bands) float32: band ``k`` interpolated at the fine pixel centres."""
+        oy, sy, ox, sx, hk, wk = self._maps[k]
+        (iy, wy), (ix, wx) = _linear_taps(oy, sy, y0, y1, hk), _linear_taps(ox, sx, x0, x1, wk)
+        a, b, c, d = int(iy.min()), int(iy.max()) + 1, int(ix.min()), int(ix.max()) + 1
+        data = self.sources[k].read(a, b, c, d).astype(np.float32, copy=False)
+        rows = data[iy[:, 0] - a] * wy[:, :1, None] + data[iy[:, 1] - a] * wy[:, 1:, None]
+        return rows[:, ix[:, 0] - c] * wx[None, :, :1] + rows[:, ix[:, 1] - c] * wx[None, :, 1:]
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """(y1 - y0, x1 - x0, channels): every band on the stack's grid."""
@@ -180,8 +203,27 @@ class StackSource:
             s.close()
 
 
+def _linear_taps(origin: float, step: float, n0: int, n1: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Band pixels and weights of fine pixels ``[n0, n1)`` along an axis: two (n1 - n0, 2) arrays.
+
+    The fine pixel centre ``n + 0.5`` lies at band coordinate ``u = origin + (n + 0.5) * step``;
+    band pixel ``j``'s centre is at ``j + 0.5``. Indices are clamped to ``[0, size)``.
+
+    >>> idx, w = _linear_taps(0.0, 0.5, 0, 4, 2)  # a band at twice the pixel size
+    >>> idx.tolist(), w[:, 1].tolist()
+    ([[0, 0], [0, 1], [0, 1], [1, 1]], [0.0, 0.25, 0.75, 0.0])
+    """
+    centre = origin + (np.arange(n0, n1, dtype=np.float64) + 0.5) * step - 0.5
+    first = np.floor(centre)
+    t = centre - first
+    idx = np.clip(first.astype(np.int64)[:, None] + np.arange(2)[None, :], 0, size - 1)
+    w = np.stack([1.0 - t, t], axis=1)
+    w[idx[:, 0] == idx[:, 1]] = (1.0, 0.0)  # clamped at an edge: the edge pixel itself
+    return idx, w.astype(np.float32)
+
+
 def open_stac(path: str | os.PathLike[str], *, level: int = 0,
-              channels: tuple[int | str, ...] | None = None) -> StackSource:
+              channels: tuple[int | str, ...] | None = None, resampling: str = "nearest") -> StackSource:
     """The STAC item at ``path`` as a :class:`StackSource` of its chosen assets."""
     path = Path(path)
     try:
@@ -202,4 +244,4 @@ def open_stac(path: str | os.PathLike[str], *, level: int = 0,
         if "://" in href and not href.startswith("file://"):
             raise InputError(f"{path}: asset {key!r} is remote ({href}); tiler stacks local files")
         files.append(Path(href.removeprefix("file://")))
-    return StackSource(str(path), files, [k for k, _ in chosen])
+    return StackSource(str(path), files, [k for k, _ in chosen], resampling=resampling)
