@@ -256,11 +256,15 @@ def predict_dask(
     lazy = isinstance(image, (str, os.PathLike))
     src_ref = SourceRef.of(image, read=getattr(job.source.info, "read", None)) if lazy else None
     array: Any = None
-    if not lazy:
+    kept = getattr(getattr(job.source.info, "read", None), "channels", None)
+    if kept is not None and (lazy or getattr(image, "ndim", 0) != 3):
+        kept = None
+    views = isinstance(image, np.ndarray) and kept is None  # each task gets a view of its window
+    if not lazy and not views:
         chunks = (2048, 2048) + (-1,) * (image.ndim - 2)
-        array = image if hasattr(image, "dask") else da.from_array(image, chunks=chunks)
-        kept = getattr(getattr(job.source.info, "read", None), "channels", None)
-        if kept is not None and array.ndim == 3:  # --channels, or an alpha channel dropped
+        # name=False: a random key instead of hashing every byte of an in-memory array
+        array = image if hasattr(image, "dask") else da.from_array(image, chunks=chunks, name=False)
+        if kept is not None:  # --channels, or an alpha channel dropped
             array = array[..., list(kept)]
     grid: list[list[Any]] = []
     for b in job.partition.blocks():
@@ -269,7 +273,7 @@ def predict_dask(
         win = source_window(job.plan, b)
         assert win is not None  # every block of an image has tiles touching it
         y0, y1, x0, x1 = win
-        data = src_ref if lazy else array[y0:y1, x0:x1]
+        data = src_ref if lazy else image[y0:y1, x0:x1] if views else array[y0:y1, x0:x1]
         task = dask.delayed(_block_of, pure=False)(
             template, model_node, b, data, (y0, x0), (h, w, c), source.name
         )
