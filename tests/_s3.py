@@ -183,3 +183,30 @@ def serve_http(folder: str) -> tuple[Any, str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=folder))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def check_lock_takeover(where: Any) -> None:
+    """On an empty owner record at ``where`` (a :class:`~tiler.store.location.RemoteLocation`): a
+    live holder's lock refuses a second run and is released on leaving; a dead holder's record (a
+    pid that does not exist) is removed conditionally and taken over."""
+    import pytest
+
+    from tiler.errors import OutputError
+    from tiler.store.ownership import OutputLock, Owner
+
+    record = where.owner_record()
+    with OutputLock(where, "run-a"):
+        with pytest.raises(OutputError, match="another tiler run is writing this output: run run-a"):
+            OutputLock(where, "run-b").acquire()
+    assert record.read() is None  # released
+    dead = Owner.me("run-dead")
+    dead = Owner(dead.run_id, dead.host, 2**22 + 12345, None, dead.boot_id, dead.heartbeat)  # no such pid
+    assert record.create(dead.to_bytes())
+    lock = OutputLock(where, "run-c")
+    lock.acquire()  # the dead holder's record is removed (conditionally) and replaced
+    try:
+        holder = Owner.from_bytes(record.read() or b"")
+        assert holder is not None and holder.run_id == "run-c"
+    finally:
+        lock.release()
+    assert record.read() is None

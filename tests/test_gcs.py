@@ -22,10 +22,9 @@ from tiler.errors import OutputError
 from tiler.sources import open_source
 from tiler.sources.remote import COUNTERS
 from tiler.store.location import GCSRecord, RemoteLocation
-from tiler.store.ownership import OutputLock, Owner
 
 from ._gcs import gcs_environment, reset_clients, start_gcs
-from ._s3 import environment
+from ._s3 import check_lock_takeover, environment
 from .conftest import make_image, write_tiff
 
 pytest.importorskip("gcp_storage_emulator")
@@ -153,21 +152,7 @@ def test_the_owner_record_on_gcs_is_created_exclusively_and_taken_over_only_from
         other.replace(b"stale writer")
     assert record.read() == b"first, renewed"
     assert record.remove_if(b"first, renewed") is True and record.read() is None
-    with OutputLock(where, "run-a"):
-        with pytest.raises(OutputError, match="another tiler run is writing this output: run run-a"):
-            OutputLock(where, "run-b").acquire()
-    assert record.read() is None  # released
-    dead = Owner.me("run-dead")
-    dead = Owner(dead.run_id, dead.host, 2**22 + 12345, None, dead.boot_id, dead.heartbeat)  # no such pid
-    assert record.create(dead.to_bytes())
-    lock = OutputLock(where, "run-c")
-    lock.acquire()  # the dead holder's record is removed (conditionally) and replaced
-    try:
-        holder = Owner.from_bytes(record.read() or b"")
-        assert holder is not None and holder.run_id == "run-c"
-    finally:
-        lock.release()
-    assert record.read() is None
+    check_lock_takeover(where)
 
 
 def test_of_runs_racing_to_create_the_gcs_record_exactly_one_wins(prefix):

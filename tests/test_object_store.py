@@ -28,10 +28,9 @@ from tiler.errors import InputError, OutputError
 from tiler.sources import open_source
 from tiler.sources.remote import COUNTERS, coalesce
 from tiler.store.location import RemoteLocation
-from tiler.store.ownership import OutputLock, Owner
 from tiler.store.paths import default_output_path
 
-from ._s3 import Proxy, environment, make_bucket, s3_environment, start_moto
+from ._s3 import Proxy, check_lock_takeover, environment, make_bucket, s3_environment, start_moto
 from .conftest import make_image, save_model, write_tiff
 
 pytest.importorskip("moto.server")
@@ -204,20 +203,7 @@ def test_the_owner_record_on_s3_is_created_exclusively_and_taken_over_only_from_
     assert record.read() == b"first"
     assert record.remove_if(b"other") is False and record.read() == b"first"
     assert record.remove_if(b"first") is True and record.read() is None
-    with OutputLock(where, "run-a"):
-        with pytest.raises(OutputError, match="another tiler run is writing this output: run run-a"):
-            OutputLock(where, "run-b").acquire()
-    assert record.read() is None  # released
-    dead = Owner.me("run-dead")
-    dead = Owner(dead.run_id, dead.host, 2**22 + 12345, None, dead.boot_id, dead.heartbeat)  # no such pid
-    assert record.create(dead.to_bytes())
-    lock = OutputLock(where, "run-c")
-    lock.acquire()  # the dead holder's record is removed (conditionally) and replaced
-    try:
-        holder = Owner.from_bytes(record.read() or b"")
-        assert holder is not None and holder.run_id == "run-c"
-    finally:
-        lock.release()
+    check_lock_takeover(where)
 
 
 def _cli(*argv: str) -> subprocess.Popen:

@@ -182,16 +182,36 @@ def _close_sessions() -> None:
     _OPEN.clear()
 
 
-class ObjectRecord:
-    """The owner record of a :class:`RemoteLocation` as an S3 object, written conditionally
-    (the same operations as :class:`tiler.store.ownership.RecordFile`: create exclusively, read,
-    replace, remove if unchanged, age)."""
+class _StoreRecord:
+    """What the owner records on object stores share: where the record is, the version (S3 ETag,
+    GCS generation) this process last wrote or read, and ``read``/``age`` over the store's
+    ``_head``: ``(data, version, modified)`` or None."""
 
     def __init__(self, location: RemoteLocation) -> None:
         self.location = location
         self.url = location.url + _OWNER_SUFFIX
         self.bucket, self.key = (location.path + _OWNER_SUFFIX).split("/", 1)
-        self._etag: str | None = None  # of the record as this process last wrote or read it
+        self._version: str | None = None
+
+    def _head(self) -> tuple[bytes, str, float] | None:
+        raise NotImplementedError
+
+    def read(self) -> bytes | None:
+        got = self._head()
+        if got is None:
+            return None
+        self._version = got[1]
+        return got[0]
+
+    def age(self) -> float:
+        got = self._head()
+        return float("inf") if got is None else max(0.0, time.time() - got[2])
+
+
+class ObjectRecord(_StoreRecord):
+    """The owner record of a :class:`RemoteLocation` as an S3 object, written conditionally
+    (the same operations as :class:`tiler.store.ownership.RecordFile`: create exclusively, read,
+    replace, remove if unchanged, age); its version is the ETag."""
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         COUNTERS.add(requests=1)
@@ -207,7 +227,7 @@ class ObjectRecord:
                     isinstance(exc.__context__, FileExistsError)):
                 return False
             raise
-        self._etag = out.get("ETag")
+        self._version = out.get("ETag")
         return True
 
     def _head(self) -> tuple[bytes, str, float] | None:
@@ -229,22 +249,11 @@ class ObjectRecord:
         COUNTERS.add(requests=1)
         return with_retries(lambda: sync(fs.loop, get), self.url, writing=True, error=OutputError)
 
-    def read(self) -> bytes | None:
-        got = self._head()
-        if got is None:
-            return None
-        self._etag = got[1]
-        return got[0]
-
-    def age(self) -> float:
-        got = self._head()
-        return float("inf") if got is None else max(0.0, time.time() - got[2])
-
     def replace(self, data: bytes) -> None:
         """PUT conditional on the ETag this process last saw (a heartbeat of its own record)."""
-        extra = {"IfMatch": self._etag} if self._etag else {}
+        extra = {"IfMatch": self._version} if self._version else {}
         out = self._call("put_object", Body=data, **extra)
-        self._etag = out.get("ETag")
+        self._version = out.get("ETag")
 
     def remove_if(self, data: bytes) -> bool:
         """DELETE the record if it still holds ``data`` (conditional on its ETag): True if removed."""
@@ -260,17 +269,11 @@ class ObjectRecord:
         return True
 
 
-class GCSRecord:
+class GCSRecord(_StoreRecord):
     """The owner record of a :class:`RemoteLocation` on Google Cloud Storage, written with
     generation preconditions (the operations of :class:`ObjectRecord`): ``ifGenerationMatch=0``
     creates it only if absent, ``ifGenerationMatch=<generation>`` replaces or deletes it only if no
     other run wrote it since. A failed precondition is HTTP 412 (gcsfs: :class:`FileExistsError`)."""
-
-    def __init__(self, location: RemoteLocation) -> None:
-        self.location = location
-        self.url = location.url + _OWNER_SUFFIX
-        self.bucket, self.key = (location.path + _OWNER_SUFFIX).split("/", 1)
-        self._generation: str | None = None  # of the record as this process last wrote or read it
 
     def _upload(self, data: bytes, generation: str) -> str | None:
         """A one-request upload conditional on ``generation`` (``"0"``: absent); the new generation,
@@ -296,7 +299,7 @@ class GCSRecord:
         generation = self._upload(data, "0")
         if generation is None:
             return False
-        self._generation = generation
+        self._version = generation
         return True
 
     def _head(self) -> tuple[bytes, str, float] | None:
@@ -318,25 +321,14 @@ class GCSRecord:
         COUNTERS.add(requests=2)
         return with_retries(call, self.url, writing=True, error=OutputError)
 
-    def read(self) -> bytes | None:
-        got = self._head()
-        if got is None:
-            return None
-        self._generation = got[1]
-        return got[0]
-
-    def age(self) -> float:
-        got = self._head()
-        return float("inf") if got is None else max(0.0, time.time() - got[2])
-
     def replace(self, data: bytes) -> None:
         """Upload conditional on the generation this process last saw (a heartbeat of its own record)."""
-        if self._generation is None:
+        if self._version is None:
             raise OutputError(f"{self.url}: the owner record was never read or written by this run")
-        generation = self._upload(data, self._generation)
+        generation = self._upload(data, self._version)
         if generation is None:
             raise OutputError(f"{self.url}: the owner record was rewritten by another run")
-        self._generation = generation
+        self._version = generation
 
     def remove_if(self, data: bytes) -> bool:
         """DELETE the record if it still holds ``data`` (conditional on its generation): True if removed."""
