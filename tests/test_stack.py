@@ -13,7 +13,7 @@ import zarr
 from rasterio.transform import from_origin
 
 import tiler
-from tiler.errors import InputError, SettingsError
+from tiler.errors import InputError, OutputError, SettingsError
 from tiler.runners.base import FunctionRunner
 from tiler.sources import open_at, open_source
 from tiler.sources.raster import RasterioSource
@@ -108,6 +108,17 @@ def test_a_run_over_a_stac_item_equals_a_run_over_the_stacked_array(product, tmp
     record = group.attrs["tiler"]
     assert record["input"]["channels"] == ["B04", "B03", "B05"] and record["input"]["reader"] == "rasterio"
     assert record["georeference"]["affine"] == [10.0, 0.0, 600000.0, 0.0, -10.0, 5000000.0]
+    # --resampling reaches the run's source (and a dask worker's: the read options travel with it)
+    smooth = tiler.run(path, model, out=tmp_path / "bilinear.zarr", channels="B04,B03,B05", resampling="bilinear",
+                       **kw)
+    stacked = open_source(path, channels="B04,B03,B05", resampling="bilinear")
+    by_interp = tiler.predict(stacked.read(0, 120, 0, 180), model, tile=64, overlap=16, device="cpu")
+    stacked.close()
+    np.testing.assert_allclose(zarr.open_group(smooth.path, mode="r")["0"][...], by_interp, rtol=0, atol=1e-4)
+    assert not np.allclose(by_interp, hand)
+    assert zarr.open_group(smooth.path, mode="r").attrs["tiler"]["input"]["resampling"] == "bilinear"
+    with pytest.raises(OutputError, match="resampling: 'bilinear' recorded, None now"):  # resumed otherwise
+        tiler.run(path, model, out=smooth.path, channels="B04,B03,B05", resume=True, **kw)
 
 
 def test_stack_errors_are_one_line(product, tmp_path):

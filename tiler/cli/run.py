@@ -41,10 +41,12 @@ examples:
   $ tiler run scenes/ --kind labels --objects '{name}.gpkg'        # one GeoPackage per input
   $ tiler run s3://bucket/scan.tif --out s3://bucket/preds/scan.zarr # object store in and out
   $ tiler run 's3://bucket/slides/*.svs' --out-dir s3://bucket/preds/ # an archive on S3 (or .../slides/)
+  $ tiler run gs://bucket/scan.tif --out gs://bucket/preds/scan.zarr # Google Cloud Storage
   $ tiler run https://host/scan.tif -o scan.zarr                   # read-only web server
   $ tiler run s3://b/scan.tif --resume     # with AWS_ENDPOINT_URL=http://minio:9000: S3-compatible store
   $ tiler run T32TNS.jp2 --model s2.onnx --channels 3,2,1 --fill 255 --kind labels  # GDAL; nodata -> 255
   $ tiler run item.json --channels red,green,blue,B08 --model s2.onnx   # STAC assets on the 10 m grid
+  $ tiler run item.json --resampling bilinear --model s2.onnx      # 20/60 m bands interpolated
   $ tiler run scene.tif --reader rasterio                          # force GDAL for a TIFF
   $ tiler run scan.tif --exact --tile 1024                         # equal to one whole-image pass
   $ tiler run scan.tif --tta flips                                 # average 4 flipped passes

@@ -83,14 +83,17 @@ _FIRST_READERS = frozenset({None, "tifffile", "zarr", "imagecodecs"})
 
 
 def read_record(info: Any) -> dict[str, Any]:
-    """The series (when not 0, as before series could be chosen), plane, channels and the reader
-    (when not one of the first ones) that read the input."""
+    """The series (when not 0, as before series could be chosen), plane, channels, the reader
+    (when not one of the first ones) that read the input, and a band stack's resampling (when not
+    the nearest neighbour it always was)."""
     read = getattr(info, "read", None)
     reader = getattr(info, "reader", None)
+    resampling = getattr(read, "resampling", "nearest")
     return {"series": info.series or None,
             "plane": {a.lower(): i for a, i in read.plane} if read is not None and read.plane else None,
             "channels": list(read.channels) if read is not None and read.channels is not None else None,
-            "reader": None if reader in _FIRST_READERS else reader}
+            "reader": None if reader in _FIRST_READERS else reader,
+            **({"resampling": resampling} if resampling != "nearest" else {})}
 
 
 #: What an output records the version of -> the distributions that provide it (the first installed).
