@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -315,7 +316,7 @@ class GCSRecord(_StoreRecord):
             except FileNotFoundError:
                 return None
             updated = meta.get("updated")
-            when = fs._parse_timestamp(updated).timestamp() if updated else time.time()
+            when = datetime.fromisoformat(updated.replace("Z", "+00:00")).timestamp() if updated else time.time()
             return bytes(data), generation, when
 
         COUNTERS.add(requests=2)
