@@ -116,6 +116,9 @@ def start_gcs(bucket: str = "tiler-test") -> tuple[Any, str]:
             break
         time.sleep(0.05)
     server._api._httpd.handle_error = lambda *args: None
+    # it serves one request at a time: a deeper accept queue than socketserver's 5, so a burst of
+    # concurrent requests (zarr writes chunks concurrently) waits instead of having SYNs dropped
+    server._api._httpd.socket.listen(128)
     return server, f"http://127.0.0.1:{port}"
 
 
