@@ -182,3 +182,17 @@ def test_a_gcs_input_runs_through_the_api_like_the_local_file(prefix, scan, mode
     b = tiler.run(scan, model_file, out=tmp_path / "local.zarr", **settings)
     np.testing.assert_array_equal(zarr.open_group(str(a.path), mode="r")["0"][:],
                                   zarr.open_group(str(b.path), mode="r")["0"][:])
+
+
+def test_a_missing_object_or_bucket_on_gcs_is_a_one_line_error(prefix, scan, model_file, capsys):
+    url = f"{prefix}/scan.tif"
+    _fs().put(str(scan), url.removeprefix("gs://"))
+    cases = [([f"{prefix}/nope.tif"], f"error: {prefix}/nope.tif: no such object or bucket"),
+             (["gs://no-such-bucket-here/scan.tif"],
+              "error: gs://no-such-bucket-here/scan.tif: no such object or bucket"),
+             ([url, "-o", "gs://no-such-bucket-here/out.zarr"],
+              "error: gs://no-such-bucket-here/out.zarr: the bucket 'no-such-bucket-here' does not exist")]
+    for argv, expected in cases:
+        assert main(["run", *argv, "--model", str(model_file), *ARGS]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(expected) and err.count("\n") == 0, err
