@@ -105,18 +105,22 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(case, tmp_pat
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resumes(case, tmp_path):
-    out = tmp_path / "interrupted.zarr"
-    proc = _cli(case, out)
-    assert _wait_for(proc, out, 3) >= 3
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    for attempt, stripes in enumerate((3, 1, 1)):
+        # a fast machine can finish the run between the poll and the signal: then again, signalled sooner
+        out = tmp_path / f"interrupted-{attempt}.zarr"
+        proc = _cli(case, out)
+        assert _wait_for(proc, out, stripes) >= stripes
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        if proc.returncode != 0:
+            break
     assert proc.returncode == 130, err
     lines = [ln for ln in err.splitlines() if not ln.startswith("warning:")]
     assert lines == [f"error: interrupted; {out} can be continued with --resume"]
     data, meta = _output(out)
     assert meta["complete"] is False
     done = _done(out)
-    assert done is not None and 3 <= done.sum() < done.size
+    assert done is not None and stripes <= done.sum() < done.size
     assert main(["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), "--resume",
                  *ARGS]) == 0
     np.testing.assert_allclose(_output(out)[0], _output(case["reference"])[0], rtol=0, atol=1e-6)
