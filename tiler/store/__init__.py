@@ -3,7 +3,7 @@
 Owns the zarr v3 output group and its format version (:mod:`~tiler.store.sink`: ``ZarrSink``,
 ``MemorySink``, fsync and the flusher thread), who may write it (:mod:`~tiler.store.ownership`:
 the owner record and lock), where the output lives (:mod:`~tiler.store.location`: a local path or
-an S3 URL, its zarr store, the owner record there with conditional writes), input digests
+an S3 or GCS URL, its zarr store, the owner record there with conditional writes), input digests
 (:mod:`~tiler.store.identity`), the run record compared on resume (:mod:`~tiler.store.resume`)
 and the OME-Zarr pyramid (:mod:`~tiler.store.pyramid`).
 

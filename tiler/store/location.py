@@ -15,7 +15,7 @@ output-safety rules need there:
   conditional ``DELETE``; on Google Cloud Storage (:class:`GCSRecord`) ``ifGenerationMatch=0``,
   ``ifGenerationMatch`` on the object's generation, and a ``DELETE`` with the same precondition.
 
-Object stores need no fsync: a PUT that returned is durable and S3 reads are strongly consistent,
+Object stores need no fsync: a PUT that returned is durable and S3 and GCS reads are strongly consistent,
 so ``complete`` (one PUT of ``zarr.json``, after every chunk PUT returned) is never seen before
 the data it vouches for.
 

@@ -22,7 +22,7 @@ output is flushed to disk (fsync; finished chunk rows are flushed in the backgro
 that claims to be complete without its data. ``durable=True`` also flushes each
 stripe before it is recorded as done, so ``--resume`` after a power loss trusts only data on disk.
 
-On an object store (``s3://``, :mod:`~tiler.store.location`) the group is written through zarr's
+On an object store (``s3://``, ``gs://``, :mod:`~tiler.store.location`) the group is written through zarr's
 ``FsspecStore``; a PUT is durable once it returns, so there is nothing to flush and ``durable``
 changes nothing there.
 """
