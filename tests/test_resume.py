@@ -40,7 +40,10 @@ def _cli(case: dict[str, Path], out: Path, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "tiler.cli.main", "run", str(case["image"]), "--model", str(case["model"]),
            "-o", str(out), *ARGS, *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a shell starts background jobs (`make test &`, CI runners)
+    # with SIGINT ignored, which a child inherits, and Python then installs no KeyboardInterrupt
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _done(out: Path) -> np.ndarray | None:
@@ -105,22 +108,18 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(case, tmp_pat
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resumes(case, tmp_path):
-    for attempt, stripes in enumerate((3, 1, 1)):
-        # a fast machine can finish the run between the poll and the signal: then again, signalled sooner
-        out = tmp_path / f"interrupted-{attempt}.zarr"
-        proc = _cli(case, out)
-        assert _wait_for(proc, out, stripes) >= stripes
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-        if proc.returncode != 0:
-            break
+    out = tmp_path / "interrupted.zarr"
+    proc = _cli(case, out)
+    assert _wait_for(proc, out, 3) >= 3
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     lines = [ln for ln in err.splitlines() if not ln.startswith("warning:")]
     assert lines == [f"error: interrupted; {out} can be continued with --resume"]
     data, meta = _output(out)
     assert meta["complete"] is False
     done = _done(out)
-    assert done is not None and stripes <= done.sum() < done.size
+    assert done is not None and 3 <= done.sum() < done.size
     assert main(["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), "--resume",
                  *ARGS]) == 0
     np.testing.assert_allclose(_output(out)[0], _output(case["reference"])[0], rtol=0, atol=1e-6)
