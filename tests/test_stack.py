@@ -176,3 +176,29 @@ def test_bilinear_bands_match_gdal_bilinear_upsampling_and_are_the_same_in_any_r
     stack.close()
     with pytest.raises(SettingsError, match="--resampling must be one of nearest, bilinear"):
         open_source(path, resampling="cubic")
+
+
+def test_bilinear_marks_nodata_wherever_the_interpolation_would_weigh_a_nodata_pixel(product):
+    path, data = product
+    b05 = data["B05"].copy()
+    b05[10, 20] = 0  # one nodata pixel of the 20 m band: 10 m pixels 20-21 x 40-41
+    write_geotiff(path.parent / "B05.tif", b05[None], transform=from_origin(600000, 5000000, 20, 20), block=32,
+                  nodata=0)
+    near = open_source(path, channels="B04,B05")
+    smooth = open_source(path, channels="B04,B05", resampling="bilinear")
+    assert near.masked and smooth.masked
+    invalid_near = ~near.valid_mask(0, 120, 0, 180)
+    invalid_smooth = ~smooth.valid_mask(0, 120, 0, 180)
+    assert np.argwhere(invalid_near).tolist() == [[20, 40], [20, 41], [21, 40], [21, 41]]
+    # every fine pixel whose centre lies within one coarse pixel of (10, 20)'s centre weighs it
+    expected = np.zeros((120, 180), bool)
+    expected[19:23, 39:43] = True
+    np.testing.assert_array_equal(invalid_smooth, expected)
+    # and the valid pixels' values never mixed the nodata value in: they equal a read where it is data
+    values = smooth.read(0, 120, 0, 180)[..., 1]
+    b05[10, 20] = data["B05"][10, 20]
+    write_geotiff(path.parent / "B05.tif", b05[None], transform=from_origin(600000, 5000000, 20, 20), block=32)
+    clean = open_source(path, channels="B04,B05", resampling="bilinear")
+    np.testing.assert_array_equal(values[~invalid_smooth], clean.read(0, 120, 0, 180)[..., 1][~invalid_smooth])
+    for s in (near, smooth, clean):
+        s.close()

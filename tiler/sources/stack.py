@@ -10,7 +10,8 @@ repeated 2 x 2, exactly what stacking by hand gives. ``resampling="bilinear"`` (
 bilinear``) interpolates between the centres of the 2 x 2 coarse pixels around the fine pixel's
 centre instead (clamped at the edges, as GDAL's bilinear upsampling is), rows then columns in
 float32, so a region and its halves give the same pixels; a band already on the fine grid is
-copied exactly either way. (A GDAL VRT with ``-separate`` bands stacks inside GDAL and is read by
+copied exactly either way. A fine pixel whose interpolation weighs a nodata pixel is nodata
+(its value would mix the nodata value in). (A GDAL VRT with ``-separate`` bands stacks inside GDAL and is read by
 :class:`~tiler.sources.raster.RasterioSource`.)
 
 All assets must share the CRS and cover the same extent (within one pixel of the coarsest); each
@@ -164,9 +165,9 @@ class StackSource:
         return ys, xs
 
     def _band(self, k: int, read: str, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        oy, sy, ox, sx, hk, wk = self._maps[k]
-        if self.resampling == "bilinear" and read == "read" and (sy != 1 or sx != 1):
-            return self._bilinear(k, y0, y1, x0, x1)
+        _, sy, _, sx, _, _ = self._maps[k]
+        if self.resampling == "bilinear" and (sy != 1 or sx != 1):
+            return self._bilinear(k, y0, y1, x0, x1) if read == "read" else self._bilinear_valid(k, y0, y1, x0, x1)
         ys, xs = self._index(k, y0, y1, x0, x1)
         a, b, c, d = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
         data = getattr(self.sources[k], read)(a, b, c, d)
@@ -180,6 +181,16 @@ class StackSource:
         data = self.sources[k].read(a, b, c, d).astype(np.float32, copy=False)
         rows = data[iy[:, 0] - a] * wy[:, :1, None] + data[iy[:, 1] - a] * wy[:, 1:, None]
         return rows[:, ix[:, 0] - c] * wx[None, :, :1] + rows[:, ix[:, 1] - c] * wx[None, :, 1:]
+
+    def _bilinear_valid(self, k: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """(y1 - y0, x1 - x0) bool: where every coarse pixel the interpolation weighs has data (a
+        pixel next to a nodata pixel of band ``k`` is nodata too: its value would mix that in)."""
+        oy, sy, ox, sx, hk, wk = self._maps[k]
+        (iy, wy), (ix, wx) = _linear_taps(oy, sy, y0, y1, hk), _linear_taps(ox, sx, x0, x1, wk)
+        a, b, c, d = int(iy.min()), int(iy.max()) + 1, int(ix.min()), int(ix.max()) + 1
+        valid = self.sources[k].valid_mask(a, b, c, d)
+        rows = (valid[iy[:, 0] - a] | (wy[:, :1] == 0)) & (valid[iy[:, 1] - a] | (wy[:, 1:] == 0))
+        return (rows[:, ix[:, 0] - c] | (wx[None, :, 0] == 0)) & (rows[:, ix[:, 1] - c] | (wx[None, :, 1] == 0))
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """(y1 - y0, x1 - x0, channels): every band on the stack's grid."""
