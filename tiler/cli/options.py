@@ -13,6 +13,7 @@ from ..engine.outputs import OUTPUT_KINDS
 from ..errors import SettingsError
 from ..plan.windows import list_windows
 from ..runners.tta import TTA_MODES
+from ..sources import BAND_RESAMPLING
 
 _DEFAULTS = Settings()
 
@@ -144,7 +145,7 @@ def add_read_options(g: argparse._ActionsContainer) -> None:
     g.add_argument("--channels", metavar="0,1,2",
                    help="input channels to use, in this order (select or reorder bands, drop alpha); "
                         "band names work too: GDAL band descriptions, a STAC item's assets (B04,B03,B02)")
-    g.add_argument("--resampling", choices=("nearest", "bilinear"), default=None,
+    g.add_argument("--resampling", choices=BAND_RESAMPLING, default=None,
                    help="how a STAC item's coarser bands (20 m, 60 m) are brought onto its finest grid: "
                         "nearest (default: each pixel repeated, as stacking by hand) or bilinear")
 

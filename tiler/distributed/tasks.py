@@ -256,9 +256,7 @@ def predict_dask(
     lazy = isinstance(image, (str, os.PathLike))
     src_ref = SourceRef.of(image, read=getattr(job.source.info, "read", None)) if lazy else None
     array: Any = None
-    kept = getattr(getattr(job.source.info, "read", None), "channels", None)
-    if kept is not None and (lazy or getattr(image, "ndim", 0) != 3):
-        kept = None
+    kept = None if lazy or image.ndim != 3 else getattr(getattr(job.source.info, "read", None), "channels", None)
     views = isinstance(image, np.ndarray) and kept is None  # each task gets a view of its window
     if not lazy and not views:
         chunks = (2048, 2048) + (-1,) * (image.ndim - 2)

@@ -19,12 +19,13 @@ May import: errors, cores (thread-pool sizes), geo.
 from __future__ import annotations
 
 from ._array import ArraySource
-from ._base import ReadOptions, Source, SourceInfo
+from ._base import BAND_RESAMPLING, ReadOptions, Source, SourceInfo
 from ._levels import choose_level, level_mpps, open_at
 from ._open import READER_NAMES, READERS, ChannelSource, OmeZarrSource, is_dicom_folder, open_source
 from ._resample import ResampledSource
 
 __all__ = [
+    "BAND_RESAMPLING",
     "READERS",
     "READER_NAMES",
     "ArraySource",

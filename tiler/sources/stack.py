@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, SettingsError
-from ._base import ReadOptions, SourceInfo
+from ._base import BAND_RESAMPLING, ReadOptions, SourceInfo
 from .raster import RasterioSource
 
 #: Asset roles that are never image data.
@@ -101,8 +101,9 @@ class StackSource:
 
     def __init__(self, name: str, paths: list[Path], labels: list[str] | None = None, *,
                  resampling: str = "nearest") -> None:
-        if resampling not in ("nearest", "bilinear"):
-            raise SettingsError(f"{name}: --resampling must be nearest or bilinear, got {resampling!r}")
+        if resampling not in BAND_RESAMPLING:
+            raise SettingsError(f"{name}: --resampling must be one of {', '.join(BAND_RESAMPLING)}, "
+                                f"got {resampling!r}")
         self.name = name
         self.resampling = resampling
         self.sources = [RasterioSource(p) for p in paths]
@@ -173,24 +174,29 @@ class StackSource:
         data = getattr(self.sources[k], read)(a, b, c, d)
         return data[np.ix_(ys - a, xs - c)]
 
-    def _bilinear(self, k: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """(y1 - y0, x1 - x0, bands) float32: band ``k`` interpolated at the fine pixel centres."""
+    def _taps(self, k: int, y0: int, y1: int, x0: int, x1: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+        """``(iy, wy, ix, wx)`` of band ``k`` for the fine region (:func:`_linear_taps`), the
+        indices made relative to the band region ``(a, b, c, d)`` they read, which comes last."""
         oy, sy, ox, sx, hk, wk = self._maps[k]
         (iy, wy), (ix, wx) = _linear_taps(oy, sy, y0, y1, hk), _linear_taps(ox, sx, x0, x1, wk)
-        a, b, c, d = int(iy.min()), int(iy.max()) + 1, int(ix.min()), int(ix.max()) + 1
-        data = self.sources[k].read(a, b, c, d).astype(np.float32, copy=False)
-        rows = data[iy[:, 0] - a] * wy[:, :1, None] + data[iy[:, 1] - a] * wy[:, 1:, None]
-        return rows[:, ix[:, 0] - c] * wx[None, :, :1] + rows[:, ix[:, 1] - c] * wx[None, :, 1:]
+        a, c = int(iy.min()), int(ix.min())
+        return iy - a, wy, ix - c, wx, (a, int(iy.max()) + 1, c, int(ix.max()) + 1)
+
+    def _bilinear(self, k: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        """(y1 - y0, x1 - x0, bands) float32: band ``k`` interpolated at the fine pixel centres."""
+        iy, wy, ix, wx, region = self._taps(k, y0, y1, x0, x1)
+        data = self.sources[k].read(*region).astype(np.float32, copy=False)
+        rows = data[iy[:, 0]] * wy[:, :1, None] + data[iy[:, 1]] * wy[:, 1:, None]
+        return rows[:, ix[:, 0]] * wx[None, :, :1] + rows[:, ix[:, 1]] * wx[None, :, 1:]
 
     def _bilinear_valid(self, k: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """(y1 - y0, x1 - x0) bool: where every coarse pixel the interpolation weighs has data (a
         pixel next to a nodata pixel of band ``k`` is nodata too: its value would mix that in)."""
-        oy, sy, ox, sx, hk, wk = self._maps[k]
-        (iy, wy), (ix, wx) = _linear_taps(oy, sy, y0, y1, hk), _linear_taps(ox, sx, x0, x1, wk)
-        a, b, c, d = int(iy.min()), int(iy.max()) + 1, int(ix.min()), int(ix.max()) + 1
-        valid = self.sources[k].valid_mask(a, b, c, d)
-        rows = (valid[iy[:, 0] - a] | (wy[:, :1] == 0)) & (valid[iy[:, 1] - a] | (wy[:, 1:] == 0))
-        return (rows[:, ix[:, 0] - c] | (wx[None, :, 0] == 0)) & (rows[:, ix[:, 1] - c] | (wx[None, :, 1] == 0))
+        iy, wy, ix, wx, region = self._taps(k, y0, y1, x0, x1)
+        valid = self.sources[k].valid_mask(*region)
+        rows = (valid[iy[:, 0]] | (wy[:, :1] == 0)) & (valid[iy[:, 1]] | (wy[:, 1:] == 0))
+        return (rows[:, ix[:, 0]] | (wx[None, :, 0] == 0)) & (rows[:, ix[:, 1]] | (wx[None, :, 1] == 0))
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         """(y1 - y0, x1 - x0, channels): every band on the stack's grid."""

@@ -35,13 +35,17 @@ def scheme(url: str) -> str:
     return match.group(1).lower() if match else ""
 
 
+def _gcs_emulator(protocol: str) -> bool:
+    """A ``gs://`` URL while ``STORAGE_EMULATOR_HOST`` points at a GCS emulator."""
+    return protocol in ("gs", "gcs") and bool(os.environ.get("STORAGE_EMULATOR_HOST"))
+
+
 def _storage_options(protocol: str, asynchronous: bool) -> dict[str, Any]:
     options: dict[str, Any] = {"asynchronous": asynchronous} if asynchronous else {}
     if protocol in ("s3", "gs", "gcs"):
         # other processes write these objects (a resumed run, dask workers): never trust a listing cache
         options["use_listings_cache"] = False
-    if protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST") and (
-            "GOOGLE_APPLICATION_CREDENTIALS" not in os.environ):
+    if _gcs_emulator(protocol) and "GOOGLE_APPLICATION_CREDENTIALS" not in os.environ:
         # as google-cloud-storage's own client does: an emulator takes anonymous requests (else
         # every new client would first wait for the Compute Engine metadata server)
         options["token"] = "anon"
@@ -60,7 +64,7 @@ def filesystem(url: str, *, asynchronous: bool = False) -> tuple[Any, str]:
     import fsspec
 
     protocol = scheme(url)
-    if protocol in ("gs", "gcs") and os.environ.get("STORAGE_EMULATOR_HOST") and "gcsfs" not in sys.modules:
+    if _gcs_emulator(protocol) and "gcsfs" not in sys.modules:
         # gcsfs's default (experimental zonal/hierarchical) class first asks GCS's gRPC control API
         # for the bucket's layout, which an emulator lacks: each call would wait 60 s for it
         os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
