@@ -142,3 +142,20 @@ def test_settings_record_only_what_determines_the_values():
     assert options.runner_keywords(batch_size=4)["compile"] == 4 and options.runner_keywords()["compile"] is True
     assert ModelOptions().runner_keywords(batch_size=4)["compile"] is False
     assert set(options.keywords()) == {"device", "precision", "provider", "trust_model", "compile", "overrides"}
+
+
+@pytest.mark.parametrize(("keywords", "chunk"), [
+    ({"output": "logits"}, 512), ({"output": "probs"}, 1024), ({"output": "labels"}, 1024),
+    ({"output": "probs", "dtype": "float32"}, 512), ({"output": "logits", "chunk": 256}, 256),
+])
+def test_the_default_chunk_holds_about_one_mib_per_channel(tmp_path, keywords, chunk):
+    """float32 outputs default to 512² chunks, uint8 ones to 1024²; an explicit chunk is kept. The
+    written zarr array has that chunk, and the run record says so (a resume compares it)."""
+    assert Settings(**keywords).chunk == chunk
+    image = tmp_path / "img.tif"
+    tifffile.imwrite(image, smooth_image((1100, 600, 3), seed=4))
+    out = tmp_path / "out.zarr"
+    tiler.run(image, _model(), out=out, tile=128, overlap=16, pyramid=False, device="cpu", **keywords)
+    group = zarr.open_group(out, mode="r")
+    assert group["0"].chunks[-2:] == (chunk, chunk)
+    assert json.dumps(group.attrs.asdict()).count(f'"chunk": {chunk}') >= 1

@@ -41,6 +41,13 @@ from .runners.tta import TTA_MODES
 #: Pixels per model call when the batch size is not given: 8 tiles of 512 x 512.
 BATCH_PIXELS = 8 * 512 * 512
 
+#: Default output chunk edge for uint8 values (probabilities, labels): 1 MiB per channel.
+CHUNK = 1024
+#: Default chunk edge for float32 values (logits): 1 MiB per channel too, and the stitcher's
+#: float32 row buffers (one chunk row high) a quarter of 1024's. Measured (README, Benchmarks; 2-channel
+#: logits of 32768 x 16384, the CLI): peak RSS 1809 MB at 1024, 1477 MB at 512.
+FLOAT_CHUNK = 512
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -76,7 +83,10 @@ class Settings:
     output: str = "logits"
     dtype: str | None = None
     fill: float = 0.0
-    chunk: int = 1024
+    #: Output chunk edge. None: :data:`CHUNK` for 1-byte stored values, :data:`FLOAT_CHUNK` for
+    #: float32 ones (``output="logits"`` or ``dtype="float32"``), so a chunk holds about as many
+    #: bytes either way — and the stitcher's float32 row buffers, one chunk row high, stay small.
+    chunk: int = None  # type: ignore[assignment]  # an int after __post_init__
     block_height: int | None = None
     block_width: int | None = 16384
     prefetch: int = 2
@@ -98,6 +108,9 @@ class Settings:
         if self.batch_size is None:
             tile = _pixels("tile", self.tile)
             object.__setattr__(self, "batch_size", max(1, BATCH_PIXELS // (tile * tile)))
+        if self.chunk is None:
+            stores_floats = self.output == "logits" or self.dtype == "float32"
+            object.__setattr__(self, "chunk", FLOAT_CHUNK if stores_floats else CHUNK)
         for name in ("tile", "batch_size", "chunk", "prefetch"):
             object.__setattr__(self, name, _pixels(name, getattr(self, name)))
         if self.overlap is None:

@@ -8,7 +8,7 @@ import re
 import textwrap
 from typing import Any, NoReturn
 
-from ..config import Settings
+from ..config import CHUNK, FLOAT_CHUNK, Settings
 from ..engine.outputs import OUTPUT_KINDS
 from ..errors import SettingsError
 from ..plan.windows import list_windows
@@ -300,8 +300,9 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--output", dest="output", choices=OUTPUT_KINDS, action=RenamedFlag, new="--kind",
                    help=argparse.SUPPRESS)
     g.add_argument("--dtype", choices=("uint8", "float32"), help="stored dtype for --kind probs")
-    g.add_argument("--chunk", type=positive_int, default=_DEFAULTS.chunk, metavar="N",
-                   help=f"output chunk edge in pixels (default {_DEFAULTS.chunk})")
+    g.add_argument("--chunk", type=positive_int, default=None, metavar="N",
+                   help=f"output chunk edge in pixels (default {CHUNK} for uint8 values, {FLOAT_CHUNK} "
+                        "for float32 ones: about 1 MiB per channel either way)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an existing output (only one tiler wrote; never the input)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted output")
