@@ -149,6 +149,29 @@ def test_resume_refuses_other_settings_input_or_model(case, tmp_path, capsys, mo
     assert result.tiles > 0
 
 
+def test_resume_without_chunk_continues_with_the_recorded_chunk(case, tmp_path, capsys, model_file):
+    # The default chunk depends on the stored values (512 for float32 logits since it changed from
+    # 1024): an output written with another chunk resumes with its own unless --chunk says otherwise.
+    case = {**case, "model": model_file}
+    out, ref = tmp_path / "logits.zarr", tmp_path / "ref.zarr"
+    tiler.run(case["image"], case["model"], out=ref, output="logits", **SETTINGS)
+    tiler.run(case["image"], case["model"], out=out, output="logits", **SETTINGS)
+    group = zarr.open_group(str(out))
+    group.attrs["tiler"] = {**dict(group.attrs)["tiler"], "complete": False}
+    zarr.open_array(str(out / "progress"))[5:] = 0
+    group["0"][..., 5 * 32 :, :] = 0  # what the resumed run has to write again
+    no_chunk = [a for i, a in enumerate(ARGS) if "--chunk" not in ARGS[max(i - 1, 0) : i + 1]]
+    base = ["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), "--kind", "logits",
+            "--resume", *no_chunk]
+    assert main([*base, "--chunk", "64"]) == 1  # an explicit other chunk is still another output
+    assert "settings differ (chunk: 32 recorded, 64 now)" in capsys.readouterr().err
+    assert main(base) == 0, capsys.readouterr().err
+    data, meta = _output(out)
+    assert meta["complete"] is True and meta["settings"]["chunk"] == 32
+    assert zarr.open_array(str(out / "0"), mode="r").chunks[-2:] == (32, 32)
+    np.testing.assert_array_equal(data, _output(ref)[0])
+
+
 def test_incomplete_output_without_flags_says_how_to_continue(case, tmp_path, capsys, model_file):
     case = {**case, "model": model_file}
     out = tmp_path / "o.zarr"

@@ -33,7 +33,7 @@ from .store.ome import ome_metadata
 from .store.ownership import OutputLock
 from .store.paths import default_output_path, refuse_existing, refuse_input_as_output
 from .store.pyramid import StreamingPyramid, build_pyramid
-from .store.record import check_resumable, run_record
+from .store.record import check_resumable, recorded_chunk, run_record
 from .store.sink import MemorySink, Sink, ZarrSink, refuse_unless_tiler_output
 
 
@@ -261,6 +261,8 @@ def run(
         if preview and isinstance(target, RemoteLocation):
             raise OutputError(f"{out_path}: --preview writes a local PNG beside the output; make it "
                               "afterwards with tiler export-result --format png")
+        if resume and settings.get("chunk") is None and (chunk := recorded_chunk(target)) is not None:
+            job_settings = replace(job_settings, chunk=chunk)  # the written arrays' chunk, whatever the default
         job, masks = _make_job(image, source, runner, local, job_settings, tissue=tissue, roi=roi,
                                client=client)
         record = run_record(image, source, job.runner, job.settings.record(), masks, roi)

@@ -22,7 +22,7 @@ from ..sources import Source
 from ..sources.remote import is_url
 from ..version import __version__
 from .identity import input_digest
-from .sink import FORMAT, check_format
+from .sink import FORMAT, check_format, read_attributes
 
 #: Keys named first when several differ (what a user recognises before digests and timestamps).
 _FIRST = ("path", "shape", "dtype", "level", "downsample", "mpp", "mask", "digest")
@@ -146,6 +146,15 @@ def run_record(
     record["fingerprint"] = run_fingerprint(record["input"], record["model"]["spec"], record["settings"],
                                              record["model"]["fingerprint"])
     return record
+
+
+def recorded_chunk(path: Any) -> int | None:
+    """The chunk edge an existing output at ``path`` recorded (None: no output, or no record).
+
+    A resume without an explicit chunk continues with it: the default depends on the values
+    stored (and changed for float32 outputs), and the chunk must match the written arrays."""
+    chunk = read_attributes(path).get("tiler", {}).get("settings", {}).get("chunk")
+    return chunk if isinstance(chunk, int) and not isinstance(chunk, bool) and chunk > 0 else None
 
 
 def check_resumable(path: Any, attributes: dict[str, Any], record: dict[str, Any], *, force: bool) -> None:

@@ -30,6 +30,7 @@ changes nothing there.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import queue
 import shutil
@@ -78,14 +79,21 @@ def check_format(path: Any, attributes: dict[str, Any], *, resume: bool = False)
 
 def is_tiler_output(path: Path | RemoteLocation) -> bool:
     """True for a zarr group whose attributes hold tiler's run record (``tiler``)."""
-    import json
-
     if isinstance(path, RemoteLocation):
         return path.is_tiler_output()
+    return "tiler" in read_attributes(path)
+
+
+def read_attributes(path: Path | RemoteLocation) -> dict[str, Any]:
+    """The attributes of the zarr v3 group at ``path``; empty when there is none or it cannot be read."""
     try:
-        return "tiler" in json.loads((path / "zarr.json").read_bytes()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
-        return False
+        if isinstance(path, RemoteLocation):
+            attributes = dict(zarr.open_group(path.zarr_store(), mode="r", zarr_format=3).attrs)
+        else:
+            attributes = json.loads((Path(path) / "zarr.json").read_bytes()).get("attributes", {})
+    except Exception:  # no group, not zarr v3, unreadable: nothing recorded
+        return {}
+    return attributes if isinstance(attributes, dict) else {}
 
 
 def fsync_tree(root: Path, *, under: str | None = None, parents: bool = False) -> None:
