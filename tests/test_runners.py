@@ -443,3 +443,54 @@ def test_fingerprints_follow_the_code_and_external_weights(tmp_path):
 def test_device_cuda_with_provider_cpu_is_a_contradiction():
     with pytest.raises(SettingsError, match="provider cpu contradicts device cuda"):
         onnx_runner.choose_providers("cpu", "cuda")
+
+
+class _SeesLayout(nn.Module):
+    """A 1x1 convolution that records whether each input it got was channels-last."""
+
+    def __init__(self, flatten_input: bool = False) -> None:
+        super().__init__()
+        self.conv, self.flatten_input, self.layouts = nn.Conv2d(3, 2, 1), flatten_input, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        if self.flatten_input:  # .view needs plain strides: fails on a channels-last batch
+            x = x.view(x.shape[0], -1).view(x.shape)
+        return self.conv(x)
+
+
+@pytest.mark.parametrize("flatten_input", [False, True])
+def test_convolutional_modules_get_channels_last_batches_on_the_cpu(flatten_input) -> None:
+    from tiler.runners.torch import TorchRunner
+
+    torch.manual_seed(0)
+    module = _SeesLayout(flatten_input)
+    runner = TorchRunner(module, ModelSpec(scale=1.0), device="cpu")
+    assert runner.channels_last
+    tiles = rgb(4, 32, 48, np.float32)
+    with torch.inference_mode():
+        expected = module.conv(torch.from_numpy(tiles)).numpy()
+    for _ in range(2):
+        np.testing.assert_allclose(runner(tiles, normalised=True), expected, rtol=0, atol=1e-6)
+    if flatten_input:  # tried channels-last once, then plain batches only
+        assert module.layouts == [True, False, False] and not runner.channels_last
+    else:
+        assert module.layouts == [True, True] and runner.channels_last
+    # a module without convolution weights gets the batch as it is (no layout change to pay for)
+    assert not TorchRunner(ChannelSum(), ModelSpec(scale=1.0), device="cpu").channels_last
+
+
+def test_a_module_failing_on_both_layouts_is_a_model_error() -> None:
+    from tiler.runners.torch import TorchRunner
+
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x[:, :2])  # 2 channels into a 3-channel conv
+
+    runner = TorchRunner(Broken(), ModelSpec(scale=1.0), device="cpu")
+    with pytest.raises(ModelError, match="the model failed on a batch of shape"):
+        runner(rgb(2, 16, 16, np.float32), normalised=True)

@@ -207,7 +207,7 @@ def run_block(
             sink.mark_done(index, block.col)
             del written[index]
 
-    writer: Worker[Any] = Worker(write, maxsize=2 * len(parts), name="tiler-write")
+    writer: Worker[Any] = Worker(write, maxsize=len(parts), name="tiler-write")
 
     def stitch_with(stitcher: Stitcher) -> Callable[[Any], None]:
         def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int], _Countdown | None]) -> None:
