@@ -221,6 +221,20 @@ def report(name: str, timer: Timer, *, megapixels: float, tiles: int, **extra: A
     print("RESULT " + json.dumps(res), flush=True)
 
 
+def warm_memory(gib: float) -> None:
+    """Touch and free ``gib`` GiB, so that the next process gets memory the VM's host has backed.
+
+    On this project's VMs the first touch of guest memory that the host has not backed (or has
+    taken back: free-page reporting) costs several times a touch of backed memory:
+    ``np.ones(2 GiB)`` took 3.4 s in a fresh process, then 0.45 s; in a second process 1.4 s.
+    Benchmarks of memory-heavy cases then measure the host, not the code; touching memory right
+    before each case evens that out.
+    """
+    if gib > 0:
+        block = np.ones(int(gib * (1 << 30)) // 8)
+        del block
+
+
 def run_process(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 3600) -> dict[str, Any]:
     """Run ``cmd`` as a whole process, as a user runs it: wall seconds from start to exit, and the
     CPU seconds and peak RSS of that one process (``wait4``), or ``{"error": ...}``."""

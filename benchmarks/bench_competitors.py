@@ -138,6 +138,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small inputs (smoke test)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3); medians reported")
+    p.add_argument("--warm-gib", type=float, default=4.0,
+                   help="GiB touched before each case, so that it gets memory the VM's host has backed "
+                        "(default 4; 0: off)")
     p.add_argument("--only", nargs="+", choices=["memory", "file", "unet"])
     p.add_argument("--others", action="store_true", help="also pytorch-toolbelt and the PyPI tiler (memory)")
     args = p.parse_args()
@@ -154,6 +157,7 @@ def main() -> None:
         runs: list[list[dict[str, Any]]] = [[] for _ in cases]
         for _ in range(max(1, args.rounds)):
             for case, case_runs in zip(cases, runs):
+                C.warm_memory(args.warm_gib)
                 case_runs.append(run_one(case))
         by_label = {c["label"]: (c, r) for c, r in zip(cases, runs)}
         for case, case_runs in zip(cases, runs):
