@@ -79,20 +79,18 @@ def check_format(path: Any, attributes: dict[str, Any], *, resume: bool = False)
 
 def is_tiler_output(path: Path | RemoteLocation) -> bool:
     """True for a zarr group whose attributes hold tiler's run record (``tiler``)."""
-    if isinstance(path, RemoteLocation):
-        return path.is_tiler_output()
     return "tiler" in read_attributes(path)
 
 
 def read_attributes(path: Path | RemoteLocation) -> dict[str, Any]:
     """The attributes of the zarr v3 group at ``path``; empty when there is none or it cannot be read."""
-    try:
-        if isinstance(path, RemoteLocation):
-            attributes = dict(zarr.open_group(path.zarr_store(), mode="r", zarr_format=3).attrs)
-        else:
+    if isinstance(path, RemoteLocation):
+        attributes = path.attributes()
+    else:
+        try:
             attributes = json.loads((Path(path) / "zarr.json").read_bytes()).get("attributes", {})
-    except Exception:  # no group, not zarr v3, unreadable: nothing recorded
-        return {}
+        except (OSError, ValueError, AttributeError):  # no group, not JSON, not an object
+            return {}
     return attributes if isinstance(attributes, dict) else {}
 
 
