@@ -268,7 +268,10 @@ def test_tasks_of_an_earlier_attempt_stop_once_the_output_is_resumed(case, tmp_p
             except OutputError as exc:
                 resumed["error"] = str(exc)
 
-    tiler.run(small, model_file, out=out, resume=True, progress=spy, **SETTINGS)
+    try:
+        tiler.run(small, model_file, out=out, resume=True, progress=spy, **SETTINGS)
+    finally:
+        stale.close()  # its background flush thread, else it outlives the test
     assert "replaced by another run" in resumed["error"]
     assert dict(zarr.open_group(str(out)).attrs)["tiler"]["run_id"] != first
 
