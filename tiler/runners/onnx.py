@@ -243,17 +243,23 @@ class OnnxRunner(Runner):
             h, w = self.fixed_size
             raise ModelError(f"{self.path}: the model takes {h} x {w} tiles only (exported with a fixed "
                              f"size), not {x.shape[2]} x {x.shape[3]}; use --tile {h}")
-        binding = self.session.io_binding()
-        # On CUDA this copies the batch to the device once; on the CPU it wraps the array.
-        value = ort.OrtValue.ortvalue_from_numpy(x, self.device_type, self.device_id)
-        binding.bind_ortvalue_input(self.input_name, value)
-        binding.bind_output(self.output_name, self.device_type, self.device_id)
         try:
-            self.session.run_with_iobinding(binding, self._run_options)
+            if self.device_type == "cpu":
+                # the output arrives as a NumPy array ONNX Runtime made; an io binding's
+                # copy_outputs_to_cpu copied it once more (zero-cost ONNX file, 8192 x 16384,
+                # `tiler run --no-pyramid`: 3.47-3.72 s -> 3.17-3.33 s)
+                y = self.session.run([self.output_name], {self.input_name: x}, self._run_options)[0]
+            else:
+                binding = self.session.io_binding()
+                # the batch is copied to the device once, the output back once
+                value = ort.OrtValue.ortvalue_from_numpy(x, self.device_type, self.device_id)
+                binding.bind_ortvalue_input(self.input_name, value)
+                binding.bind_output(self.output_name, self.device_type, self.device_id)
+                self.session.run_with_iobinding(binding, self._run_options)
+                y = binding.copy_outputs_to_cpu()[0]
         except ORT_ERRORS as exc:
             raise ModelError(f"{self.path}: the model failed on a batch of shape {x.shape}: "
                              f"{_one_line(exc)}") from None
-        y = binding.copy_outputs_to_cpu()[0]
         if y.ndim != 4 or y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
             raise ModelError(
                 f"{self.path}: the model returned shape {y.shape} for input {x.shape}; "
