@@ -6,7 +6,8 @@ output-safety rules need there:
 
 - a zarr store for the group (zarr's ``FsspecStore`` over s3fs, wrapped in :class:`~tiler.sources.remote.RetryStore`:
   transient failures retried with backoff and counted, each request counted);
-- ``exists``, ``is_tiler_output``, ``describe`` (what is there, for the refusals) and ``remove``;
+- ``exists``, ``attributes`` (a tiler output holds its run record under ``tiler``), ``describe``
+  (what is there, for the refusals) and ``remove``;
 - the owner record ``scan.zarr.owner.json`` beside the group, written with the store's
   conditional requests: created only if absent (of runs racing to create it exactly one succeeds),
   renewed only if unchanged since this run last saw it, and removed only if it still holds what was
@@ -120,10 +121,6 @@ class RemoteLocation:
             return None
         return meta.get("attributes", {}) if isinstance(meta, dict) else None
 
-    def is_tiler_output(self) -> bool:
-        attrs = self.attributes()
-        return attrs is not None and "tiler" in attrs
-
     def describe(self) -> str:
         """What is at the location, for refusals: a foreign zarr group, an object, a prefix."""
         if self.attributes() is not None or self._get(".zgroup") is not None:
@@ -133,7 +130,8 @@ class RemoteLocation:
         return "a prefix holding other objects, not a tiler output"
 
     def remove(self) -> None:
-        """Delete every object below the group's prefix (only after :meth:`is_tiler_output`)."""
+        """Delete every object below the group's prefix (only once :meth:`attributes` held tiler's run
+        record)."""
         def call() -> None:
             # the keys below "prefix/" only: never a neighbour sharing the name's start
             # ("scan.zarr2/...", the owner record "scan.zarr.owner.json")
