@@ -8,8 +8,10 @@ Cases (tile 512, overlap 64, batch 8, gaussian window):
   the zero-cost model as a TorchScript file (and the NumPy function as the engine floor); again at
   32768 rows to show that peak memory does not grow with the height.
 * ``unet``    — the built-in UNet (shipped weights, or a random-init ``UNet(3, 3, 16)``) from a TIFF
-  to zarr, against the model alone on the same batches of tiles: three alternating rounds of each,
-  best against best (ratio end-to-end / model-only).
+  to zarr, against the model alone on the same batches of tiles (the runner on the decoded uint8
+  batches, and on the loader's normalised channels-last batches: the module's own time on the
+  pipeline's input): three alternating rounds of each, best against best and the median of the
+  rounds' ratios (end-to-end / model-only).
 
 Each case runs in a fresh process set up as ``tiler run`` sets itself up (freed memory kept:
 ``tiler.malloc.keep_freed_memory``).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -113,39 +116,57 @@ def case_unet(height: int, width: int) -> None:
     ckpt = C.make_unet_checkpoint()
     out = C.WORK / f"out_unet_{height}x{width}.zarr"
     runner = load_runner(ckpt, device="cpu")
-    # The exact batches the engine computes, for the model-only time.
+    # The exact batches the engine computes, for the model-only time: as decoded (uint8, the
+    # runner normalises them and hands its module channels-last copies: what calling the runner
+    # on tiles costs) and as the pipeline's loader hands them to the runner (normalised float32,
+    # already channels-last: the module's own time on the pipeline's input)
     settings = Settings(tile=C.TILE, overlap=C.OVERLAP, window="gaussian", batch_size=C.BATCH, output="probs")
     source = open_source(path)
     job = Job.create(source, runner, settings)
-    batches = []
+    norm = runner.normalisation(source.dtype)
+    batches, ready = [], []
     for block in job.partition.blocks():
         rows, cols = job.plan.tiles_touching(block)
         for b in TileLoader(source, job.plan, rows, cols, batch_size=C.BATCH):
             if len(b.index):
                 batches.append(np.array(b.tiles))
+        for b in TileLoader(source, job.plan, rows, cols, batch_size=C.BATCH, normalisation=norm,
+                            channels_last=runner.channels_last):
+            if len(b.index):
+                ready.append(b.tiles)
     runner(batches[0])  # warm-up (allocator, oneDNN kernels)
 
-    # Alternate the model alone and the whole run, UNET_ROUNDS times; compare the best of each
-    # (on a shared machine both drift by several per cent from minute to minute).
-    model_runs, runs = [], []
+    # Alternate the model alone (both inputs) and the whole run, UNET_ROUNDS times; compare the
+    # best of each, and the median of each round's ratio (on a shared machine all drift by several
+    # per cent from minute to minute).
+    model_runs, module_runs, runs = [], [], []
     for _ in range(UNET_ROUNDS):
         m0, c0 = time.perf_counter(), C._cpu()
         for b in batches:
             runner(b)
         model_runs.append((time.perf_counter() - m0, C._cpu() - c0))
+        m0 = time.perf_counter()
+        for b in ready:
+            runner(b, normalised=True)
+        module_runs.append(time.perf_counter() - m0)
         with C.Timer() as t:
             res = tiler.run(path, ckpt, out=out, overwrite=True, device="cpu", output="probs",
                             tile=C.TILE, overlap=C.OVERLAP, window="gaussian", batch_size=C.BATCH, **RUN_OPTIONS)
         runs.append((t, res))
     model_only, model_cpu = min(model_runs)
+    module_only = min(module_runs)
     t, res = min(runs, key=lambda r: r[0].seconds)
     tiles = sum(len(b) for b in batches)
     C.report(f"tiler unet {height}x{width}", t, megapixels=height * width / 1e6, tiles=tiles,
-             model_only_s=model_only, model_only_cpu_s=model_cpu, pipeline_s=res.stats.seconds,
-             model_in_pipeline_s=res.stats.model_seconds, rounds=UNET_ROUNDS,
+             model_only_s=model_only, model_only_cpu_s=model_cpu, module_only_s=module_only,
+             pipeline_s=res.stats.seconds, model_in_pipeline_s=res.stats.model_seconds, rounds=UNET_ROUNDS,
              all_seconds=[round(r[0].seconds, 3) for r in runs],
              all_model_only_s=[round(m[0], 3) for m in model_runs],
+             all_module_only_s=[round(m, 3) for m in module_runs],
              ratio=t.seconds / model_only, pipeline_ratio=res.stats.seconds / model_only,
+             module_ratio=t.seconds / module_only,
+             median_round_ratio=statistics.median(r[0].seconds / m[0] for r, m in zip(runs, model_runs)),
+             median_round_module_ratio=statistics.median(r[0].seconds / m for r, m in zip(runs, module_runs)),
              cpu_ratio=t.cpu_seconds / model_cpu)
     shutil.rmtree(out, ignore_errors=True)
 
@@ -236,8 +257,11 @@ def main() -> None:
             print(f"\n{r['name']}: end to end {r['seconds']:.2f} s (pipeline {r['pipeline_s']:.2f} s, "
                   f"of which model {r['model_in_pipeline_s']:.2f} s), model alone on the same {r['tiles']} "
                   f"tiles {r['model_only_s']:.2f} s (best of {r['rounds']} alternating rounds each): "
-                  f"ratio {r['ratio']:.3f} (pipeline without set-up {r['pipeline_ratio']:.3f}); CPU time "
-                  f"{r['cpu_s']:.1f} s vs {r['model_only_cpu_s']:.1f} s: ratio {r['cpu_ratio']:.3f}")
+                  f"ratio {r['ratio']:.3f} (pipeline without set-up {r['pipeline_ratio']:.3f}; median of "
+                  f"the rounds' ratios {r['median_round_ratio']:.3f}); CPU time "
+                  f"{r['cpu_s']:.1f} s vs {r['model_only_cpu_s']:.1f} s: ratio {r['cpu_ratio']:.3f}. The module "
+                  f"alone on the loader's normalised channels-last batches {r['module_only_s']:.2f} s: ratio "
+                  f"{r['module_ratio']:.3f} (median of the rounds' ratios {r['median_round_module_ratio']:.3f})")
 
 
 if __name__ == "__main__":

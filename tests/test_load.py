@@ -130,7 +130,31 @@ def test_normalising_while_copying_equals_normalising_the_raw_batch(mean) -> Non
         assert norm is not None
         raw = list(TileLoader(ArraySource(image), plan, rows, cols, batch_size=3))
         fused = list(TileLoader(ArraySource(image), plan, rows, cols, batch_size=3, normalisation=norm))
-        assert len(raw) == len(fused)
-        for r, f in zip(raw, fused):
+        nhwc = list(TileLoader(ArraySource(image), plan, rows, cols, batch_size=3, normalisation=norm,
+                               channels_last=True))
+        assert len(raw) == len(fused) == len(nhwc)
+        for r, f, c in zip(raw, fused, nhwc):
             assert f.tiles.dtype == np.float32
             np.testing.assert_array_equal(f.tiles, runner.normalise(r.tiles))
+            # channels-last: the same values, in an (N, t, t, C) buffer seen as (N, C, t, t)
+            np.testing.assert_array_equal(c.tiles, f.tiles)
+            assert c.tiles.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def test_channels_last_batch_buffers_are_recycled() -> None:
+    """A channels-last batch (a transposed view) handed back returns its whole buffer to the pool,
+    and the next batch reuses it; a partial last batch (a slice) is not pooled."""
+    from tiler.engine.buffers import BufferPool
+
+    image = smooth_image((64, 64, 3))
+    plan = TilePlan.create((64, 64), tile=32, overlap=8)
+    pool = BufferPool(2)
+    loader = TileLoader(ArraySource(image), plan, range(plan.rows.count), range(plan.cols.count), batch_size=2,
+                        pool=pool, channels_last=True)
+    buffers = []
+    for batch in loader:
+        buffers.append(batch.tiles.base)
+        pool.give(batch.tiles)
+    assert plan.n_tiles >= 4
+    assert buffers[0] is buffers[1]  # the first batch's buffer came back and was taken again
+    assert all(b.shape == (2, 32, 32, 3) for b in buffers[:2])

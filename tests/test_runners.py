@@ -450,10 +450,11 @@ class _SeesLayout(nn.Module):
 
     def __init__(self, flatten_input: bool = False) -> None:
         super().__init__()
-        self.conv, self.flatten_input, self.layouts = nn.Conv2d(3, 2, 1), flatten_input, []
+        self.conv, self.flatten_input, self.layouts, self.pointers = nn.Conv2d(3, 2, 1), flatten_input, [], []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.layouts.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        self.pointers.append(x.data_ptr())
         if self.flatten_input:  # .view needs plain strides: fails on a channels-last batch
             x = x.view(x.shape[0], -1).view(x.shape)
         return self.conv(x)
@@ -478,6 +479,28 @@ def test_convolutional_modules_get_channels_last_batches_on_the_cpu(flatten_inpu
         assert module.layouts == [True, True] and runner.channels_last
     # a module without convolution weights gets the batch as it is (no layout change to pay for)
     assert not TorchRunner(ChannelSum(), ModelSpec(scale=1.0), device="cpu").channels_last
+
+
+@pytest.mark.parametrize("flatten_input", [False, True])
+def test_a_channels_last_view_reaches_the_module_without_a_copy(flatten_input) -> None:
+    """The tile loader's channels-last batches ((N, t, t, C) buffers seen as (N, C, t, t)) are
+    handed to the module as they are; a module that fails on them gets them made plain."""
+    from tiler.runners.torch import TorchRunner
+
+    torch.manual_seed(0)
+    module = _SeesLayout(flatten_input)
+    runner = TorchRunner(module, ModelSpec(scale=1.0), device="cpu")
+    tiles = rgb(4, 32, 48, np.float32)
+    view = np.ascontiguousarray(tiles.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    with torch.inference_mode():
+        expected = module.conv(torch.from_numpy(tiles)).numpy()
+    for _ in range(2):
+        np.testing.assert_allclose(runner(view, normalised=True), expected, rtol=0, atol=1e-6)
+    assert module.pointers[0] == view.ctypes.data  # the loader's buffer itself
+    if flatten_input:
+        assert module.layouts == [True, False, False] and not runner.channels_last
+    else:
+        assert module.layouts == [True, True] and module.pointers[1] == view.ctypes.data
 
 
 def test_a_module_failing_on_both_layouts_is_a_model_error() -> None:

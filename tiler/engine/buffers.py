@@ -28,7 +28,11 @@ class BufferPool:
         return np.empty(shape, dtype)
 
     def give(self, buf: np.ndarray) -> None:
-        """Return ``buf`` (nothing may use it afterwards)."""
+        """Return ``buf`` (nothing may use it afterwards); a view of a whole buffer (e.g. transposed)
+        returns that buffer."""
+        base = buf.base
+        if isinstance(base, np.ndarray) and base.size == buf.size:
+            buf = base
         with self._lock:
             if len(self._free) < self.size and buf.flags.owndata and buf.flags.c_contiguous:
                 self._free.append(buf)

@@ -132,6 +132,10 @@ class TileLoader:
     skip : optional predicate ``skip(row, col) -> bool`` for tiles not to compute.
     pool : where batch buffers come from (hand them back with ``pool.give`` once used).
     normalisation : optional; tiles come out float32, normalised by it (see :class:`Batch`).
+    channels_last : the batch buffer is stored (N, tile, tile, C) and each batch's ``tiles`` is
+        its (N, C, tile, tile) transposed view: the strides PyTorch calls channels-last. A tile is
+        then copied from the decoded (rows, cols, C) bands without moving the channel axis, and a
+        channels-last runner takes the batch as it is instead of converting it.
     """
 
     def __init__(
@@ -145,9 +149,11 @@ class TileLoader:
         skip: Callable[[int, int], bool] | None = None,
         pool: BufferPool | None = None,
         normalisation: Normalisation | None = None,
+        channels_last: bool = False,
     ) -> None:
         self.source, self.plan, self.rows, self.cols = source, plan, rows, cols
         self.normalisation = normalisation
+        self.channels_last = channels_last
         self.dtype = np.dtype(np.float32 if normalisation else source.dtype)
         self.pool = pool or BufferPool(0)
         self.batch_size = batch_size
@@ -219,10 +225,16 @@ class TileLoader:
             self.normalisation.finish(buf)
         return Batch(buf, index, rows_done)
 
+    def _take(self, n: int, c: int, t: int) -> np.ndarray:
+        """A batch buffer from the pool: (n, c, t, t), a view of an (n, t, t, c) one if channels-last."""
+        if self.channels_last:
+            return self.pool.take((n, t, t, c), self.dtype).transpose(0, 3, 1, 2)
+        return self.pool.take((n, c, t, t), self.dtype)
+
     def __iter__(self) -> Iterator[Batch]:
         c, t, n = self.source.shape[2], self.plan.tile, self.batch_size
         k, rows_done = 0, cast("list[int]", [])
-        buf, index = self.pool.take((n, c, t, t), self.dtype), np.empty((n, 2), np.int64)
+        buf, index = self._take(n, c, t), np.empty((n, 2), np.int64)
         for i in self.rows:
             wanted = [j for j in self.cols if not (self.skip and self.skip(i, j))]
             self.tiles_skipped += len(self.cols) - len(wanted)
@@ -237,7 +249,7 @@ class TileLoader:
                     self.tiles_loaded += k
                     yield self._batch(buf, index, rows_done)
                     k, rows_done = 0, []
-                    buf, index = self.pool.take(buf.shape, buf.dtype), np.empty_like(index)
+                    buf, index = self._take(n, c, t), np.empty_like(index)
             rows_done = [*rows_done, i]
         self.tiles_loaded += k
         if k or rows_done:

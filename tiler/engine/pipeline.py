@@ -174,6 +174,8 @@ def run_block(
     loader = TileLoader(
         job.source, job.plan, rows, cols, batch_size=job.settings.batch_size, skip=job.skip, pool=pool,
         normalisation=normalisation,
+        # batches in the layout the runner hands its module (PyTorch channels-last on the CPU)
+        channels_last=normalisation is not None and bool(getattr(job.runner, "channels_last", False)),
     )
     view = getattr(sink, "view", None)
     in_place = view is not None and job.output.kind == "logits" and job.skip is None

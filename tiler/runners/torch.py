@@ -193,7 +193,7 @@ class TorchRunner(Runner):
 
     def _run(self, tiles: np.ndarray, tta: str = "none") -> np.ndarray:
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(tiles))
+            x = _tensor(tiles)
             if self.normalises_on_device:
                 # raw (e.g. uint8) tiles through a pinned staging buffer (PyTorch's caching host
                 # allocator reuses it once the copy is done): 4x fewer bytes than float32
@@ -242,13 +242,26 @@ class TorchRunner(Runner):
             except RuntimeError as exc:
                 if "out of memory" in str(exc):
                     raise
-                y = self._call(x)  # a second failure is the model's own: reported as such
+                y = self._call(x.contiguous())  # a second failure is the model's own: reported as such
                 self.channels_last = False  # the module needs plain batches: from now on only those
                 return y
-        return self._call(x)
+        # on the CPU a channels-last batch (the tile loader's) is made plain: the module failed on
+        # one; on a GPU the batch stays in the layout the device path chose
+        return self._call(x.contiguous() if x.device.type == "cpu" else x)
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         if self.precision == "fp32":
             return self.module(x)
         with torch.autocast(self.device.type, dtype=PRECISIONS[self.precision]):
             return self.module(x)
+
+
+def _tensor(tiles: np.ndarray) -> torch.Tensor:
+    """(N, C, h, w) tiles as a CPU tensor sharing their memory: C-contiguous ones as they are, the
+    tile loader's channels-last views (an (N, h, w, C) buffer transposed) as a channels-last tensor;
+    any other layout copied to a C-contiguous one."""
+    if tiles.ndim == 4 and not tiles.flags.c_contiguous:
+        nhwc = tiles.transpose(0, 2, 3, 1)
+        if nhwc.flags.c_contiguous:
+            return torch.from_numpy(nhwc).permute(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(tiles))
