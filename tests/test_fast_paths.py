@@ -143,7 +143,26 @@ def test_slab_conversion_equals_whole_conversion(kind, dtype, channels, with_mas
         want = want.copy()
         want[..., ~covered] = 3
     assert got.dtype == want.dtype and got.shape == want.shape
+    if (kind, dtype, channels) == ("probs", None, 2):
+        # two-class uint8: class 1 rounded, class 0 the rest of 255; within 1 of the exact value
+        exact = np.exp(logits.astype(np.float64))
+        exact = np.rint(255 * exact / exact.sum(axis=0))
+        if covered is not None:
+            exact[..., ~covered] = 3
+        assert np.abs(got.astype(np.int64) - exact).max() <= 1
+        assert (np.abs(got.astype(np.int64) - want) > 0).mean() < 1e-4  # and rarely differs from the formula
+        sums = got.astype(np.int64).sum(axis=0)
+        assert (sums[covered] == 255).all() if covered is not None else (sums == 255).all()
+        return
     np.testing.assert_array_equal(got, want)
+
+
+def test_two_class_uint8_probabilities_at_extreme_logits() -> None:
+    """Logits far apart (exp overflows), equal, and huge of either sign give 0/255, 127/128 or the
+    exact split (a tie: 127.5 rounds to 128 for class 1), with no warning and summing to 255."""
+    logits = np.array([[[100.0, -100.0, 0.0, 3e38, -3e38]], [[-100.0, 100.0, 0.0, -3e38, 3e38]]], np.float32)
+    got = OutputSpec(kind="probs", channels=2).convert(logits)
+    assert got[0].tolist() == [[255, 0, 127, 255, 0]] and got[1].tolist() == [[0, 255, 128, 0, 255]]
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

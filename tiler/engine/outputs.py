@@ -107,6 +107,21 @@ class OutputSpec:
             np.maximum(p[c], e, out=p[c])
             np.divide(p[c], s, out=p[c])
 
+    @staticmethod
+    def _softmax2_uint8_into(logits: np.ndarray, out: np.ndarray, e: np.ndarray) -> None:
+        """Two-class uint8 probabilities: class 1 is rint(255 / (1 + exp(l0 - l1))), class 0 the
+        rest of 255, so the two always sum to 255. Five passes instead of the general path's
+        fifteen; each value within 1 of rint(255 * softmax) computed exactly, like the general
+        path's (which differs from this one in about 6 pixels per million). ``e``: (h, w) scratch."""
+        with np.errstate(over="ignore"):  # l0 - l1 very large: exp = inf, class 1 gets 255 / inf = 0
+            np.subtract(logits[0], logits[1], out=e)
+            np.exp(e, out=e)  # p0 / p1
+        e += 1.0
+        np.divide(255.0, e, out=e)  # 255 * p1
+        np.rint(e, out=e)
+        np.copyto(out[1], e, casting="unsafe")
+        np.subtract(255, out[1], out=out[0])
+
     def convert(
         self, logits: np.ndarray, covered: np.ndarray | None = None, out: np.ndarray | None = None
     ) -> np.ndarray:
@@ -143,7 +158,9 @@ class OutputSpec:
         else:
             shape = logits.shape
             tmp = _scratch("tmp", (1, *shape[1:]))
-            if self.store_dtype != np.uint8:
+            if self.store_dtype == np.uint8 and self.activation == "softmax" and shape[0] == 2:
+                self._softmax2_uint8_into(logits, out, tmp[0])
+            elif self.store_dtype != np.uint8:
                 self._probabilities_into(logits, out, tmp)
             else:
                 p = _scratch("p", shape)
