@@ -45,6 +45,8 @@ def test_mean_matches_reference(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(1)
     x8 = rng.integers(0, 256, (3, *shape)).astype(np.uint8)
     np.testing.assert_array_equal(downsample_mean(x8), reference_mean(x8))
+    full = np.full((2, *shape), 255, np.uint8)  # the largest sums (4 x 255 + 2) do not overflow
+    np.testing.assert_array_equal(downsample_mean(full), reference_mean(full))
     xf = rng.random((2, *shape)).astype(np.float32)
     np.testing.assert_allclose(downsample_mean(xf), reference_mean(xf), rtol=1e-6)
     assert downsample_mean(xf).dtype == np.float32

