@@ -6,7 +6,8 @@ per block and dropped as soon as no later tile row needs it. Each tile is copied
 bands into a preallocated (N, C, tile, tile) batch buffer, one copy per pixel: the rows and columns
 it needs, reflected at the image borders, are split into a few runs of consecutive pixels (step +1
 inside the image, -1 in a reflected border), and each run pair is one strided NumPy copy that also
-moves the channel axis to the front. No strip of the tile row is ever assembled. Given the
+moves the channel axis to the front (or keeps it last, into a channels-last batch buffer, for a
+runner whose module takes those). No strip of the tile row is ever assembled. Given the
 runner's :class:`~tiler.runners.base.Normalisation`, that same copy converts to float32 and scales,
 so the model's input is made in one pass from the decoded image.
 """
