@@ -48,26 +48,21 @@ def main() -> None:
     # (dask hashes every byte of an in-memory array for its name) is not predict_dask's time
     lazy = da.from_array(image, chunks=(2048, 2048, 3))
     kw = dict(tile=C.TILE, overlap=C.OVERLAP, batch_size=C.BATCH, window="gaussian")
+
+    def dask_case(src, finish: str, **extra):
+        """predict_dask on ``src``, then ``.compute()`` or ``.persist()`` on the threads scheduler."""
+        return lambda: getattr(tiler.predict_dask(src, runner, **kw, **extra), finish)(scheduler="threads")
+
     cases = {
         "tiler.predict, NumPy array": lambda: tiler.predict(image, runner, **kw),
-        "tiler.predict_dask, NumPy array, default block (8192)": lambda: tiler.predict_dask(
-            image, runner, **kw
-        ).compute(scheduler="threads"),
-        "tiler.predict_dask, dask array (2048² chunks), default block (8192)": lambda: tiler.predict_dask(
-            lazy, runner, **kw
-        ).compute(scheduler="threads"),
+        "tiler.predict_dask, NumPy array, default block (8192)": dask_case(image, "compute"),
+        "tiler.predict_dask, dask array (2048² chunks), default block (8192)": dask_case(lazy, "compute"),
         # .persist(): the blocks computed and held as dask chunks, without .compute()'s copy of
         # the result into a new NumPy array (dask copies even a one-chunk result, and a dask
         # array argument of a task is concatenated into one array before the task runs)
-        "tiler.predict_dask(...).persist(), NumPy array, default block": lambda: tiler.predict_dask(
-            image, runner, **kw
-        ).persist(scheduler="threads"),
-        "tiler.predict_dask(...).persist(), dask array (2048² chunks), default block": lambda: tiler.predict_dask(
-            lazy, runner, **kw
-        ).persist(scheduler="threads"),
-        "tiler.predict_dask, dask array (2048² chunks), block 2048": lambda: tiler.predict_dask(
-            lazy, runner, block=2048, **kw
-        ).compute(scheduler="threads"),
+        "tiler.predict_dask(...).persist(), NumPy array, default block": dask_case(image, "persist"),
+        "tiler.predict_dask(...).persist(), dask array (2048² chunks), default block": dask_case(lazy, "persist"),
+        "tiler.predict_dask, dask array (2048² chunks), block 2048": dask_case(lazy, "compute", block=2048),
         "tiler.predict, tiled zlib TIFF (256²)": lambda: tiler.predict(tiled, runner, **kw),
         "tiler.predict, zlib TIFF, one row per strip": lambda: tiler.predict(strip, runner, **kw),
     }
