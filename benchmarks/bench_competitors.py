@@ -5,9 +5,10 @@ gaussian window where the library has one):
 
 1. ``memory`` — an 8192 x 8192 x 3 float32 array in memory, the zero-cost ``nn.Module``
    ``x[:, :2]`` (``benchmarks/_common.py ZeroCost``): ``tiler.predict(image, module)`` vs MONAI
-   ``sliding_window_inference`` with the same module. A NumPy function through tiler is shown as
-   the "engine floor" (what the tiling machinery costs with no framework call at all); with
-   ``--others``, pytorch-toolbelt and the PyPI ``tiler`` package with the same module.
+   ``sliding_window_inference`` with the same module, each the first call in a fresh process, then
+   again as the second call in a process (the first untimed: a pipeline's steady state). A NumPy
+   function through tiler is shown as the "engine floor" (what the tiling machinery costs with no
+   framework call at all); with ``--others``, pytorch-toolbelt and the PyPI ``tiler`` package with the same module.
 2. ``file`` — a JPEG-tiled 8192 x 16384 TIFF -> zarr of uint8 probabilities, the zero-cost model
    as one TorchScript file and one ONNX file: ``tiler run`` as a user types it (a whole process:
    start, imports, model load, default pyramid; ``--no-pyramid`` as a second row) vs the script a
@@ -77,6 +78,16 @@ def workloads(s: dict, others: bool) -> dict[str, list[Case]]:
          "cmd": [py, eng, "--case", "memory", "--size", m, "--model", "function"]},
         {"label": "MONAI sliding_window_inference, same nn.Module", "mp": m * m / 1e6,
          "cmd": [VENV_COMP, comp, "monai", "--size", m]},
+        # The second call in the same process: a pipeline calling either image after image. The
+        # first call also pays the first touch of fresh memory, which on this project's VMs costs
+        # about 1 ms per MB (see README), more than the tiling itself
+        {"label": "tiler.predict, nn.Module, second call in the process", "mp": m * m / 1e6,
+         "cmd": [py, eng, "--case", "memory", "--size", m, "--model", "module", "--second-call"],
+         "vs": "MONAI, same nn.Module, second call in the process"},
+        {"label": "engine floor, second call in the process", "mp": m * m / 1e6,
+         "cmd": [py, eng, "--case", "memory", "--size", m, "--model", "function", "--second-call"]},
+        {"label": "MONAI, same nn.Module, second call in the process", "mp": m * m / 1e6,
+         "cmd": [VENV_COMP, comp, "monai", "--size", m, "--second-call"]},
     ]
     if others:
         memory += [
