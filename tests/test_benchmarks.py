@@ -75,3 +75,13 @@ def test_bench_engine_memory_case_prepares_its_array(bench_engine, tmp_path, cap
     bench_engine.case_memory(64)
     assert (tmp_path / "work" / "float_64.npy").exists()
     assert "RESULT " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("model", ["module", "function"])
+def test_bench_engine_memory_case_times_a_second_call(bench_engine, capsys, model):
+    import json
+
+    bench_engine.case_memory(64, model=model, second_call=True)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    assert result["second_call"] is True and result["out_shape"] == [2, 64, 64]
