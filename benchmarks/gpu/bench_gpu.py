@@ -228,7 +228,7 @@ def cli_run(size: int, device: torch.device, batch: int, work: Path) -> Row:
            "--batch-size", str(batch), "--no-progress"]
     with GpuSampler() as gpu:
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**_env(), "PYTHONPATH": str(ROOT)})
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
         seconds = time.perf_counter() - t0
     if proc.returncode:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1]}
@@ -236,9 +236,13 @@ def cli_run(size: int, device: torch.device, batch: int, work: Path) -> Row:
 
 
 def _env() -> dict[str, str]:
+    """This process's environment with the repository first on PYTHONPATH, the rest (run.sh's folder
+    of carried wheels: zarr, dask) kept."""
     import os
 
-    return dict(os.environ)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    return env
 
 
 def onnx_providers() -> Row:

@@ -5,12 +5,16 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PYTHON="${PYTHON:-python3}"
-OUT="$HERE/_wheels"
+OUT="${WHEELS:-$HERE/_wheels}"
+PYVER="${PYVER:-3.12}"  # the GPU machine's Python (another one, with WHEELS=..., for a rehearsal here)
 mkdir -p "$OUT"
-"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-  --abi cp312 --abi abi3 --abi none --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 --platform any -d "$OUT" \
-  "zarr>=3.1.3" "numcodecs>=0.14" donfig google-crc32c typing_extensions packaging crc32c \
-  "dask>=2025.1" cloudpickle partd toolz locket pyyaml click fsspec importlib_metadata zipp \
-  tqdm "monai==1.6.1" psutil
+# The versions CI tests tiler with (tools/constraints.txt), so that the GPU run uses the same zarr,
+# numcodecs and dask; MONAI (the comparison only) is pinned here.
+ROOT="$(cd "$HERE/../.." && pwd)"
+"$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
+  --abi "cp${PYVER//./}" --abi abi3 --abi none --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+  --platform manylinux2014_x86_64 --platform any -d "$OUT" -c "$ROOT/tools/constraints.txt" \
+  zarr numcodecs donfig google-crc32c typing_extensions packaging \
+  dask cloudpickle partd toolz locket pyyaml click fsspec importlib_metadata zipp \
+  tqdm psutil "monai==1.6.1"
 du -sh "$OUT"
