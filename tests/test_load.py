@@ -158,3 +158,38 @@ def test_channels_last_batch_buffers_are_recycled() -> None:
     assert plan.n_tiles >= 4
     assert buffers[0] is buffers[1]  # the first batch's buffer came back and was taken again
     assert all(b.shape == (2, 32, 32, 3) for b in buffers[:2])
+
+
+def test_a_dask_task_window_over_chunks_reads_the_same_pixels_band_by_band() -> None:
+    """predict_dask hands a task the chunks of its window as they are: reads across chunk borders
+    equal reads of the assembled window, reads inside one chunk are views, and tiles loaded
+    through it equal tiles loaded from the whole image."""
+    from tiler.distributed.worker import GRID_BAND, WindowSource
+
+    image = smooth_image((600, 400, 3))
+    lo, hi = 100, 550
+    ys, xs = [lo, 180, 400, hi], [0, 150, 160, 400]  # uneven chunks, one only 10 wide
+    grid = [[image[a:b, c:d] for c, d in zip(xs, xs[1:])] for a, b in zip(ys, ys[1:])]
+    window = WindowSource(grid, (lo, 0), image.shape, "window")
+    assert window.chunks == (GRID_BAND, 400) and window.rows == (lo, hi)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        y0, y1 = sorted(rng.choice(np.arange(lo, hi + 1), 2, replace=False).tolist())
+        x0, x1 = sorted(rng.choice(np.arange(0, 401), 2, replace=False).tolist())
+        np.testing.assert_array_equal(window.read(y0, y1, x0, x1), image[y0:y1, x0:x1])
+    assert np.shares_memory(window.read(200, 300, 170, 390), image)  # inside one chunk
+    with pytest.raises(IndexError):
+        window.read(lo - 1, lo + 10, 0, 10)
+    plan = TilePlan.create((600, 400), tile=128, overlap=32)
+    rows = [i for i in range(plan.rows.count) if 200 <= plan.rows.origin(i) < 400]
+    assert min(plan.rows.origin(i) for i in rows) >= lo
+    assert max(plan.rows.origin(i) for i in rows) + 128 <= hi
+    loader = TileLoader(window, plan, rows, range(plan.cols.count), batch_size=4)
+    got = {tuple(ij): t for b in loader for t, ij in zip(b.tiles, b.index.tolist())}
+    reference = TileLoader(ArraySource(image), plan, rows, range(plan.cols.count), batch_size=4)
+    n = 0
+    for b in reference:
+        for t, ij in zip(b.tiles, b.index.tolist()):
+            np.testing.assert_array_equal(got[tuple(ij)], t)
+            n += 1
+    assert n == len(got) > 0

@@ -179,13 +179,26 @@ def _block_of(template: JobTemplate, model: Any, block: Block, window: Any, orig
     if isinstance(window, SourceRef):
         source = window.open()
     else:
-        source = WindowSource(np.asarray(window), origin, shape, name)
+        source = WindowSource(window if isinstance(window, list) else np.asarray(window), origin, shape, name)
     job = template.job(source, runner, key)
     h, w = block.shape
     out = np.empty(template.output.shape(h, w), template.output.store_dtype)
     run_block(job, block, MemorySink(out, template.partition.stripes, origin=(block.y0, block.x0)))
     _remember_batch(job, key)
     return out
+
+
+def _chunk_grid(window: Any) -> list[list[Any]]:
+    """A dask array's chunks as a grid (rows of delayed (h, w[, C]) arrays) for a task to read
+    band by band (:class:`~tiler.distributed.worker.WindowSource`): dask would otherwise assemble the
+    whole window into one array first (for an 8192² block of float32 RGB and its halo, about 0.8 GB
+    per task, every pixel copied once more)."""
+    if window.ndim == 3 and len(window.chunks[2]) > 1:
+        window = window.rechunk({2: -1})  # channels in one chunk: pieces are (h, w, C)
+    delayed = window.to_delayed()
+    if delayed.ndim == 3:
+        delayed = delayed[..., 0]
+    return [list(row) for row in delayed]
 
 
 def predict_dask(
@@ -278,7 +291,7 @@ def predict_dask(
         win = source_window(job.plan, b)
         assert win is not None  # every block of an image has tiles touching it
         y0, y1, x0, x1 = win
-        data = src_ref if lazy else image[y0:y1, x0:x1] if views else array[y0:y1, x0:x1]
+        data = src_ref if lazy else image[y0:y1, x0:x1] if views else _chunk_grid(array[y0:y1, x0:x1])
         task = dask.delayed(_block_of, pure=False)(
             template, model_node, b, data, (y0, x0), (h, w, c), source.name
         )

@@ -145,25 +145,63 @@ class WindowSource:
     """A source of the full image's shape whose pixels are only the window ``data`` at ``origin``.
 
     For a block whose tiles read only that window (with the halo and reflection they need).
+    ``data`` is one (h, w[, C]) array, or the window as a grid of them, row-major (a list of rows
+    of arrays: a dask array's chunks as they are, not concatenated). One array is read as views,
+    in one band (the whole window). A grid is read in bands of :data:`GRID_BAND` rows, each
+    assembled from the pieces of the chunks it crosses (a view when it lies inside one chunk): one
+    copy of each pixel, a band at a time, instead of the whole window assembled first.
     """
 
-    def __init__(self, data: np.ndarray, origin: tuple[int, int], shape: tuple[int, int, int], name: str):
-        self.data = data if data.ndim == 3 else data[..., None]
+    def __init__(self, data: Any, origin: tuple[int, int], shape: tuple[int, int, int], name: str):
+        grid = data if isinstance(data, list) else [[data]]
+        grid = [[_channels_last(np.asarray(a)) for a in row] for row in grid]
+        self._grid = grid
+        #: chunk-row and chunk-column borders inside the window: (rows + 1,), (cols + 1,)
+        self._ys = np.cumsum([0] + [row[0].shape[0] for row in grid])
+        self._xs = np.cumsum([0] + [a.shape[1] for a in grid[0]])
         self.origin, self.shape, self.name = origin, shape, name
-        self.dtype = self.data.dtype
-        # one band: the whole window (a view of it, no copies); never a row outside it
-        self.chunks: tuple[int, int] | None = (max(1, self.data.shape[0]), shape[1])
-        self.rows = (origin[0], origin[0] + self.data.shape[0])
+        self.dtype = grid[0][0].dtype
+        height = int(self._ys[-1])
+        single = len(grid) == 1 and len(grid[0]) == 1
+        self.data: np.ndarray | None = grid[0][0] if single else None
+        # one array: one band, the whole window (views, no copies); a grid: bands of GRID_BAND rows
+        self.chunks: tuple[int, int] | None = (max(1, height) if single else GRID_BAND, shape[1])
+        self.rows = (origin[0], origin[0] + height)
         self.info = SourceInfo(format="window")
 
     def close(self) -> None:
-        """Nothing to close: the window is an array."""
+        """Nothing to close: the window is arrays."""
 
     def read(self, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
         oy, ox = self.origin
-        if y0 < oy or x0 < ox or y1 - oy > self.data.shape[0] or x1 - ox > self.data.shape[1]:
+        if y0 < oy or x0 < ox or y1 - oy > self._ys[-1] or x1 - ox > self._xs[-1]:
             raise IndexError(f"read {y0}:{y1}, {x0}:{x1} outside the block's window at {self.origin}")
-        return self.data[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        y0, y1, x0, x1 = y0 - oy, y1 - oy, x0 - ox, x1 - ox
+        if self.data is not None:
+            return self.data[y0:y1, x0:x1]
+        rows = range(int(np.searchsorted(self._ys, y0, "right")) - 1, int(np.searchsorted(self._ys, y1, "left")))
+        cols = range(int(np.searchsorted(self._xs, x0, "right")) - 1, int(np.searchsorted(self._xs, x1, "left")))
+        if len(rows) == 1 and len(cols) == 1:  # inside one chunk: a view
+            i, j = rows[0], cols[0]
+            ya, xa = int(self._ys[i]), int(self._xs[j])
+            return self._grid[i][j][y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        out = np.empty((y1 - y0, x1 - x0, self._grid[0][0].shape[2]), self.dtype)
+        for i in rows:
+            ya, yb = max(y0, int(self._ys[i])), min(y1, int(self._ys[i + 1]))
+            for j in cols:
+                xa, xb = max(x0, int(self._xs[j])), min(x1, int(self._xs[j + 1]))
+                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = self._grid[i][j][
+                    ya - int(self._ys[i]) : yb - int(self._ys[i]), xa - int(self._xs[j]) : xb - int(self._xs[j])]
+        return out
+
+
+#: Rows per band of a :class:`WindowSource` over a grid of chunks (a few MB per band of a wide window).
+GRID_BAND = 256
+
+
+def _channels_last(a: np.ndarray) -> np.ndarray:
+    """(h, w) -> (h, w, 1); (h, w, C) as it is."""
+    return a if a.ndim == 3 else a[..., None]
 
 
 def source_window(plan: TilePlan, block: Block) -> Box | None:
@@ -223,4 +261,4 @@ def _open(source: SourceRef | tuple[Any, ...]) -> Source:
     if isinstance(source, SourceRef):
         return source.open()
     data, origin, shape, name = source
-    return WindowSource(np.asarray(data), origin, shape, name)
+    return WindowSource(data if isinstance(data, list) else np.asarray(data), origin, shape, name)
