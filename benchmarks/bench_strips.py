@@ -58,8 +58,8 @@ def main() -> None:
         "tiler.predict_dask, NumPy array, default block (8192)": dask_case(image, "compute"),
         "tiler.predict_dask, dask array (2048² chunks), default block (8192)": dask_case(lazy, "compute"),
         # .persist(): the blocks computed and held as dask chunks, without .compute()'s copy of
-        # the result into a new NumPy array (dask copies even a one-chunk result, and a dask
-        # array argument of a task is concatenated into one array before the task runs)
+        # the result into a new NumPy array (dask copies even a one-chunk result; a dask array's
+        # chunks reach each task as they are, read band by band)
         "tiler.predict_dask(...).persist(), NumPy array, default block": dask_case(image, "persist"),
         "tiler.predict_dask(...).persist(), dask array (2048² chunks), default block": dask_case(lazy, "persist"),
         "tiler.predict_dask, dask array (2048² chunks), block 2048": dask_case(lazy, "compute", block=2048),
