@@ -124,11 +124,15 @@ def run_blocks(
         if not hasattr(image, "dask"):
             return shared
         y0, y1, x0, x1 = source_window(job.plan, block) or (0, 1, 0, 1)
-        # the block's window (with its halo) is computed on the cluster, never the whole image
+        # the block's window (with its halo) is computed on the cluster, never the whole image,
+        # and reaches the task as its chunks (a grid of futures), not assembled into one array
         window = image[y0:y1, x0:x1]
         if picked is not None:  # --channels, or alpha dropped for the model
             window = window[..., list(picked)]
-        return (client.compute(window), (y0, x0), job.source.shape, job.source.name)
+        grid = _chunk_grid(window)
+        chunks = client.compute([d for row in grid for d in row])
+        n = len(grid[0])
+        return ([chunks[k : k + n] for k in range(0, len(chunks), n)], (y0, x0), job.source.shape, job.source.name)
 
     picked = getattr(getattr(job.source.info, "read", None), "channels", None)
     shared: Any = None
