@@ -97,6 +97,31 @@ def test_predict_dask_is_lazy_and_equal(tiff):
     )
 
 
+@pytest.mark.parametrize("layout", ["uneven chunks", "2-D", "channels in chunks of one"])
+def test_predict_dask_reads_a_dask_arrays_chunks_as_they_are(layout, monkeypatch):
+    """Each task gets its window as a grid of the array's chunks (never assembled into one array)
+    and reads them band by band: the result is predict's on the NumPy array, bit for bit."""
+    runner = FunctionRunner(mix if layout != "2-D" else (lambda x: x * 3 - 1), normalise=False)
+    image = make_image((333, 290, 3))
+    if layout == "2-D":
+        image = np.ascontiguousarray(image[..., 0])
+    chunks = {"uneven chunks": ((50, 150, 133), (7, 200, 83), (3,)), "2-D": (64, 100),
+              "channels in chunks of one": (96, 128, 1)}[layout]
+    seen: list[str] = []
+
+    class Spy(worker.WindowSource):
+        def __init__(self, data, *args):
+            seen.append(type(data).__name__)
+            super().__init__(data, *args)
+
+    monkeypatch.setattr(distributed, "WindowSource", Spy)
+    lazy = distributed.predict_dask(da.from_array(image, chunks=chunks), runner, tile=64, overlap=16,
+                                    chunk=64, block=128)
+    got = lazy.compute(scheduler="sync")
+    np.testing.assert_array_equal(got, tiler.predict(image, runner, tile=64, overlap=16))
+    assert seen and set(seen) == {"list"}
+
+
 def test_predict_dask_on_a_cluster(client):
     image = make_image((200, 150, 3))
     runner = FunctionRunner(mix, normalise=False)
