@@ -183,7 +183,7 @@ def _block_of(template: JobTemplate, model: Any, block: Block, window: Any, orig
     if isinstance(window, SourceRef):
         source = window.open()
     else:
-        source = WindowSource(window if isinstance(window, list) else np.asarray(window), origin, shape, name)
+        source = WindowSource(window, origin, shape, name)
     job = template.job(source, runner, key)
     h, w = block.shape
     out = np.empty(template.output.shape(h, w), template.output.store_dtype)

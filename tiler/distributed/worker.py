@@ -8,6 +8,8 @@ worker); it rebuilds the :class:`~tiler.engine.job.Job` and runs :func:`~tiler.e
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import threading
 import uuid
@@ -154,19 +156,16 @@ class WindowSource:
 
     def __init__(self, data: Any, origin: tuple[int, int], shape: tuple[int, int, int], name: str):
         grid = data if isinstance(data, list) else [[data]]
-        grid = [[_channels_last(np.asarray(a)) for a in row] for row in grid]
-        self._grid = grid
-        #: chunk-row and chunk-column borders inside the window: (rows + 1,), (cols + 1,)
-        self._ys = np.cumsum([0] + [row[0].shape[0] for row in grid])
-        self._xs = np.cumsum([0] + [a.shape[1] for a in grid[0]])
+        self._grid = [[_channels_last(np.asarray(a)) for a in row] for row in grid]
+        #: chunk-row and chunk-column borders inside the window, from 0 to its height / width
+        self._ys = list(itertools.accumulate((row[0].shape[0] for row in self._grid), initial=0))
+        self._xs = list(itertools.accumulate((a.shape[1] for a in self._grid[0]), initial=0))
         self.origin, self.shape, self.name = origin, shape, name
-        self.dtype = grid[0][0].dtype
-        height = int(self._ys[-1])
-        single = len(grid) == 1 and len(grid[0]) == 1
-        self.data: np.ndarray | None = grid[0][0] if single else None
+        self.dtype = self._grid[0][0].dtype
+        single = len(self._ys) == 2 and len(self._xs) == 2
         # one array: one band, the whole window (views, no copies); a grid: bands of GRID_BAND rows
-        self.chunks: tuple[int, int] | None = (max(1, height) if single else GRID_BAND, shape[1])
-        self.rows = (origin[0], origin[0] + height)
+        self.chunks: tuple[int, int] | None = (max(1, self._ys[-1]) if single else GRID_BAND, shape[1])
+        self.rows = (origin[0], origin[0] + self._ys[-1])
         self.info = SourceInfo(format="window")
 
     def close(self) -> None:
@@ -177,21 +176,18 @@ class WindowSource:
         if y0 < oy or x0 < ox or y1 - oy > self._ys[-1] or x1 - ox > self._xs[-1]:
             raise IndexError(f"read {y0}:{y1}, {x0}:{x1} outside the block's window at {self.origin}")
         y0, y1, x0, x1 = y0 - oy, y1 - oy, x0 - ox, x1 - ox
-        if self.data is not None:
-            return self.data[y0:y1, x0:x1]
-        rows = range(int(np.searchsorted(self._ys, y0, "right")) - 1, int(np.searchsorted(self._ys, y1, "left")))
-        cols = range(int(np.searchsorted(self._xs, x0, "right")) - 1, int(np.searchsorted(self._xs, x1, "left")))
+        rows = range(bisect.bisect_right(self._ys, y0) - 1, bisect.bisect_left(self._ys, y1))
+        cols = range(bisect.bisect_right(self._xs, x0) - 1, bisect.bisect_left(self._xs, x1))
         if len(rows) == 1 and len(cols) == 1:  # inside one chunk: a view
-            i, j = rows[0], cols[0]
-            ya, xa = int(self._ys[i]), int(self._xs[j])
-            return self._grid[i][j][y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+            ya, xa = self._ys[rows[0]], self._xs[cols[0]]
+            return self._grid[rows[0]][cols[0]][y0 - ya : y1 - ya, x0 - xa : x1 - xa]
         out = np.empty((y1 - y0, x1 - x0, self._grid[0][0].shape[2]), self.dtype)
         for i in rows:
-            ya, yb = max(y0, int(self._ys[i])), min(y1, int(self._ys[i + 1]))
+            ya, yb = max(y0, self._ys[i]), min(y1, self._ys[i + 1])
             for j in cols:
-                xa, xb = max(x0, int(self._xs[j])), min(x1, int(self._xs[j + 1]))
-                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = self._grid[i][j][
-                    ya - int(self._ys[i]) : yb - int(self._ys[i]), xa - int(self._xs[j]) : xb - int(self._xs[j])]
+                xa, xb = max(x0, self._xs[j]), min(x1, self._xs[j + 1])
+                piece = self._grid[i][j][ya - self._ys[i] : yb - self._ys[i], xa - self._xs[j] : xb - self._xs[j]]
+                out[ya - y0 : yb - y0, xa - x0 : xb - x0] = piece
         return out
 
 
@@ -261,4 +257,4 @@ def _open(source: SourceRef | tuple[Any, ...]) -> Source:
     if isinstance(source, SourceRef):
         return source.open()
     data, origin, shape, name = source
-    return WindowSource(data if isinstance(data, list) else np.asarray(data), origin, shape, name)
+    return WindowSource(data, origin, shape, name)
