@@ -96,7 +96,8 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(case, tmp_pat
         assert meta["complete"] is False
         # without --resume the incomplete output is refused with the way to continue
         assert main(["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), *ARGS]) == 1
-    assert killed >= 2, f"seed {seed}"
+    assert killed >= 2, (f"seed {seed}: {killed} kills; {have} stripes were done before the last attempt, "
+                         f"which exited {proc.returncode}: {err[-300:]}")
     base = ["run", str(case["image"]), "--model", str(case["model"]), "-o", str(out), *ARGS]
     assert main([*base, "--resume"]) == 0
     data, meta = _output(out)
