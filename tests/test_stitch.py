@@ -53,3 +53,35 @@ def test_weight_table_is_small() -> None:
     sums = WeightSums(plan, Block(0, 0, 0, 5000, 0, 100), windows.window_2d("gaussian", 64))
     assert len(sums.table) <= plan.stride + 2 * plan.tile
     assert sums.index.shape == (5000,)
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_bands_of_a_chunk_row_give_its_bits_and_hold_about_a_tile_of_rows(complete) -> None:
+    """Stitching in bands of 128 rows (what the pipeline does for converted outputs) gives the same
+    bits as whole chunk rows, and holds float32 sums for about a tile's height of rows, not for two
+    or three chunk rows."""
+    from tiler.engine.stitch import accumulation_rows
+
+    plan = TilePlan.create((2100, 700), tile=256, overlap=32)
+    w = windows.window_2d("gaussian", 256)
+    block = Block(0, 0, 0, 2100, 0, 700)
+    band = accumulation_rows(1024)
+    assert band == 128
+    rng = np.random.default_rng(1)
+    tiles = {(i, j): rng.normal(size=(2, 256, 256)).astype(np.float32)
+             for i in plan.tiles_touching(block)[0] for j in plan.tiles_touching(block)[1]}
+    outs, held = {}, {}
+    for rows in (1024, band):
+        stitcher = Stitcher(plan, block, w, 2, rows, complete=complete)
+        out, most = np.full((2, 2100, 700), np.nan, np.float32), 0
+        for i in plan.tiles_touching(block)[0]:
+            for j in plan.tiles_touching(block)[1]:  # one tile per batch: the most held at once
+                stitcher.add(tiles[i, j][None], np.array([(i, j)]))
+                most = max(most, stitcher.held_rows)
+            for row in stitcher.finished(i):
+                assert row.y1 - row.y0 <= rows
+                out[:, row.y0 : row.y1] = row.logits
+        outs[rows], held[rows] = out, most
+    assert not np.isnan(outs[band]).any()
+    np.testing.assert_array_equal(outs[band], outs[1024])
+    assert held[band] <= plan.tile + 2 * band < held[1024]

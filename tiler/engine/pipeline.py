@@ -28,7 +28,7 @@ from ..store.sink import Sink
 from .buffers import BufferPool
 from .job import BlockStats, Job, _out_of_memory
 from .load import TileLoader
-from .stitch import NonFiniteOutput, Stitcher
+from .stitch import NonFiniteOutput, Stitcher, accumulation_rows
 from .threads import Prefetcher, Worker
 
 
@@ -191,9 +191,13 @@ def run_block(
         from .device_stitch import TorchStitcher
 
         make = functools.partial(TorchStitcher, device=job.runner.device)  # type: ignore[attr-defined]
+    chunk = job.partition.chunk
+    # Float32 logits are stored as blended, a chunk row at a time; other kinds are converted band
+    # by band into their chunk row, so only a tile's height of float32 rows is held
+    band = chunk if on_device or job.output.kind == "logits" else accumulation_rows(chunk)
     stitchers = [
         make(
-            job.plan, part, job.window, job.output.channels, job.partition.chunk, target(part),
+            job.plan, part, job.window, job.output.channels, band, target(part),
             complete=job.skip is None, target_zeroed=getattr(sink, "zeroed", False),
         )
         for part in parts
@@ -212,6 +216,9 @@ def run_block(
     writer: Worker[Any] = Worker(write, maxsize=len(parts), name="tiler-write")
 
     def stitch_with(stitcher: Stitcher) -> Callable[[Any], None]:
+        # chunk row -> (its stored values, rows converted into them so far): the stitcher's own
+        converting: dict[int, tuple[np.ndarray, int]] = {}
+
         def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int], _Countdown | None]) -> None:
             outputs, index, rows_done, release = item
             if outputs is not None:
@@ -220,21 +227,33 @@ def run_block(
                 release.done()
             if rows_done:
                 for row in stitcher.finished(rows_done[-1]):
-                    # converted here, in parallel across the parts; the write queue holds stored
-                    # values (uint8 probs are a quarter of the float32 logits)
-                    out = None
-                    if job.output.kind != "logits":
-                        shape = job.output.shape(row.y1 - row.y0, row.x1 - row.x0)
-                        out = stitcher.take(shape, job.output.store_dtype)
                     covered = row.covered
                     if job.valid is not None:  # the input's nodata pixels get the fill value
                         valid = job.valid(job.source, row.y0, row.y1, row.x0, row.x1)
                         if valid is not None:
                             covered = valid if covered is None else covered & valid
-                    data = job.output.convert(row.logits, covered, out)
-                    if data is not row.logits:
-                        stitcher.recycle(row.logits)
-                    writer.put((row.index, Box(row.y0, row.y1, row.x0, row.x1), data, stitcher))
+                    if job.output.kind == "logits":  # the band is the chunk row
+                        data = job.output.convert(row.logits, covered)
+                        if data is not row.logits:
+                            stitcher.recycle(row.logits)
+                        writer.put((row.index, Box(row.y0, row.y1, row.x0, row.x1), data, stitcher))
+                        continue
+                    # converted here, in parallel across the parts, into the band's chunk row; the
+                    # write queue holds stored values (uint8 probs are a quarter of the float32)
+                    c = row.y0 // chunk
+                    y0, y1 = max(block.y0, c * chunk), min(block.y1, (c + 1) * chunk)
+                    if c not in converting:
+                        shape = job.output.shape(y1 - y0, row.x1 - row.x0)
+                        converting[c] = (stitcher.take(shape, job.output.store_dtype), 0)
+                    out, done = converting[c]
+                    job.output.convert(row.logits, covered, out[..., row.y0 - y0 : row.y1 - y0, :])
+                    stitcher.recycle(row.logits)
+                    done += row.y1 - row.y0
+                    if done < y1 - y0:
+                        converting[c] = (out, done)
+                        continue
+                    del converting[c]
+                    writer.put((c, Box(y0, y1, row.x0, row.x1), out, stitcher))
         return stitch
 
     workers: list[Worker[Any]] = [

@@ -1,10 +1,11 @@
-"""Blending tile outputs of one block into finished chunk rows.
+"""Blending tile outputs of one block into finished bands of rows.
 
-The :class:`Stitcher` keeps ``Σ w·y`` (C, h, W_block) in float32 for each chunk row of the block
-that some computed tile has touched but that is not finished yet. Tiles arrive in lattice (raster)
-order; once every tile row touching a chunk row has been added, the row is normalised (divided by
-``Σ w``) and handed out, and its buffers are freed. Memory is therefore bounded by the block width,
-the tile and the chunk, never by the image height.
+The :class:`Stitcher` keeps ``Σ w·y`` (C, h, W_block) in float32 for each band of ``rows`` rows of
+the block (a chunk row, or a fraction of one: see :func:`accumulation_rows`) that some computed
+tile has touched but that is not finished yet. Tiles arrive in lattice (raster) order; once every
+tile row touching a band has been added, the band is normalised (divided by ``Σ w``) and handed
+out, and its buffers are reused. Memory is therefore bounded by the block width, the tile and the
+band height, never by the image height.
 
 ``Σ w`` comes from :class:`WeightSums` when every lattice tile is computed: it depends only on a
 pixel's offsets inside the tiles covering it, which repeat with the stride, so it is summed once
@@ -25,10 +26,32 @@ from ..plan.lattice import TilePlan
 from ..plan.partition import Block
 from .buffers import BufferPool
 
+#: Rows of the bands a stitcher accumulates when the stored values are converted (probabilities,
+#: labels): a float32 band this high is converted into its chunk row as soon as it is finished.
+#: Float32 ``Σ w·y`` is then held for about a tile's height of rows (640-768 rows for tile 512,
+#: overlap 64) instead of two or three 1024-row chunk rows: 100 MB instead of 268-400 MB for two
+#: channels across a 16384-pixel block, memory that a fresh process pays a page fault per 4 KiB for.
+ACCUMULATION_ROWS = 128
+
+
+def accumulation_rows(chunk: int, target: int = ACCUMULATION_ROWS) -> int:
+    """The largest divisor of ``chunk`` that is at most ``target`` (bands then never straddle a chunk
+    row), or ``chunk`` itself when that divisor is below ``target // 4`` (an odd chunk edge).
+
+    >>> accumulation_rows(1024), accumulation_rows(1000), accumulation_rows(100), accumulation_rows(1021)
+    (128, 125, 100, 1021)
+    """
+    for d in range(min(chunk, target), 0, -1):
+        if chunk % d == 0:
+            return d if d >= target // 4 or d == chunk else chunk
+    return chunk
+
 
 @dataclass
 class ChunkRow:
-    """A finished chunk row: blended (C, y1 - y0, x1 - x0) float32 logits and its coverage.
+    """A finished band of rows: blended (C, y1 - y0, x1 - x0) float32 logits and its coverage.
+
+    ``index`` counts bands of the stitcher's ``chunk`` height (chunk rows when that is the chunk edge).
 
     ``covered`` is an (h, w) bool array, or None when every pixel had a positive weight sum.
     """
@@ -118,7 +141,7 @@ def check_finite(values: np.ndarray, y0: int, x0: int) -> None:
 
 
 class Stitcher:
-    """Accumulate weighted tile outputs for ``block`` and release chunk rows as they finish.
+    """Accumulate weighted tile outputs for ``block`` and release bands of rows as they finish.
 
     Parameters
     ----------
@@ -126,7 +149,9 @@ class Stitcher:
     block : the output region this stitcher owns.
     window : (tile, tile) float32 weights.
     channels : model output channels C.
-    chunk : output chunk edge; rows are released in chunk rows of the global chunk grid.
+    chunk : height of the bands released, on the global grid of such bands: the output chunk edge
+        (chunk rows), or a divisor of it (:func:`accumulation_rows`) when each band is converted
+        into its chunk row as it finishes.
     target : optional ``target(y0, y1)`` giving the output's own float32 memory for rows
         ``[y0, y1)`` of the block (an in-memory result): Σ w·y accumulates and is normalised there.
     target_zeroed : that memory holds zeros already (each row is asked for once): not cleared.
@@ -148,11 +173,13 @@ class Stitcher:
         self._weighted = np.empty((channels, plan.tile, plan.tile), np.float32)
         self._pending: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._added: dict[int, int] = {}  # chunk row -> tiles added to it
-        # Spare row buffers (Σ w·y, Σ w, converted values), reused for later chunk rows: fresh
+        # Spare buffers (Σ w·y and Σ w bands, converted chunk rows), reused for later rows: fresh
         # memory is zeroed by the kernel page by page on first touch, which cost more than the
-        # blending. Up to three rows can be pending at once (a batch reaching a new row is added
-        # before the oldest is released), so keep two of each kind.
-        self._spares = BufferPool(6)
+        # blending. A tile's height of bands can be pending at once (plus one that a batch
+        # reaching a new band adds before the oldest is released), and a few converted chunk rows
+        # wait for the writer: keep enough that none is dropped and allocated again.
+        pending = math.ceil(plan.tile / chunk) + 2
+        self._spares = BufferPool(2 * pending + 4)
         self._cols = len(plan.cols.touching(block.x0, block.x1))
         self._next = block.y0 // chunk  # next chunk row to release
         self._last = math.ceil(block.y1 / chunk)  # one past the last chunk row
@@ -162,6 +189,11 @@ class Stitcher:
         if self._sums is None:
             self._sums = WeightSums(self.plan, self.block, self.window)
         return self._sums
+
+    @property
+    def held_rows(self) -> int:
+        """Rows of the bands added to but not released yet (their float32 sums are in memory)."""
+        return sum(acc.shape[1] for acc, _ in self._pending.values())
 
     def _rows_of(self, j: int) -> tuple[int, int]:
         return max(self.block.y0, j * self.chunk), min(self.block.y1, (j + 1) * self.chunk)
@@ -226,7 +258,7 @@ class Stitcher:
         self._spares.give(array)
 
     def finished(self, tile_rows_done: int) -> Iterator[ChunkRow]:
-        """Release, in order, every chunk row whose touching tile rows are all ``<= tile_rows_done``."""
+        """Release, in order, every band whose touching tile rows are all ``<= tile_rows_done``."""
         while self._next < self._last:
             y0, y1 = self._rows_of(self._next)
             touching = self.plan.rows.touching(y0, y1)
@@ -236,7 +268,7 @@ class Stitcher:
             self._next += 1
 
     def _release(self, j: int, y0: int, y1: int) -> ChunkRow:
-        """Normalise chunk row ``j``; raises :class:`NonFiniteOutput` if a value is NaN or inf."""
+        """Normalise band ``j``; raises :class:`NonFiniteOutput` if a value is NaN or inf."""
         acc, wsum = self._pending.pop(j, (None, None))
         w = self.block.x1 - self.block.x0
         if self.complete:  # every pixel is covered (the lattice invariant)
