@@ -85,3 +85,30 @@ def test_bands_of_a_chunk_row_give_its_bits_and_hold_about_a_tile_of_rows(comple
     assert not np.isnan(outs[band]).any()
     np.testing.assert_array_equal(outs[band], outs[1024])
     assert held[band] <= plan.tile + 2 * band < held[1024]
+
+
+def test_the_pipeline_releases_a_tile_rows_bands_before_adding_the_next_rows_tiles(monkeypatch) -> None:
+    """With batches that straddle tile rows (9 tiles per batch, 6 per tile row), the float32 sums
+    held while stitching probabilities stay within a tile's height plus two bands: a batch's tiles
+    of the row it completes are added, that row's bands released, then the next row's tiles added.
+    Adding a whole batch first held the completed row's bands and the next row's together."""
+    import tiler
+    from tiler.engine.stitch import accumulation_rows
+
+    most = [0]
+    add = Stitcher.add
+
+    def spy(self, outputs, index):
+        add(self, outputs, index)
+        most[0] = max(most[0], self.held_rows)
+
+    monkeypatch.setattr(Stitcher, "add", spy)
+    image = np.random.default_rng(2).random((1500, 1100, 3), dtype=np.float32)
+    from tiler.runners.base import FunctionRunner
+
+    model = FunctionRunner(lambda x: x[:, :2], normalise=False)
+    probs = tiler.predict(image, model, output="probs", tile=256, overlap=64, batch_size=9,
+                          window="gaussian", chunk=1024, stitch_threads=1)
+    assert probs.shape == (2, 1500, 1100)
+    band = accumulation_rows(1024)
+    assert 256 <= most[0] <= 256 + 2 * band

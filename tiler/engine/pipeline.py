@@ -221,39 +221,50 @@ def run_block(
 
         def stitch(item: tuple[np.ndarray | None, np.ndarray, list[int], _Countdown | None]) -> None:
             outputs, index, rows_done, release = item
-            if outputs is not None:
-                stitcher.add(outputs, index)
+            # Each tile row this batch completes: its tiles, then the bands it finishes; then the
+            # next row's tiles. No band is held for two tile rows' tiles at once.
+            start = 0
+            for done in rows_done:
+                stop = int(np.searchsorted(index[:, 0], done, side="right"))
+                if outputs is not None and stop > start:
+                    stitcher.add(outputs[start:stop], index[start:stop])
+                start = stop
+                release_finished(done)
+            if outputs is not None and start < len(index):
+                stitcher.add(outputs[start:], index[start:])
             if release is not None:  # the outputs were a view of the tiles: free once all added
                 release.done()
-            if rows_done:
-                for row in stitcher.finished(rows_done[-1]):
-                    covered = row.covered
-                    if job.valid is not None:  # the input's nodata pixels get the fill value
-                        valid = job.valid(job.source, row.y0, row.y1, row.x0, row.x1)
-                        if valid is not None:
-                            covered = valid if covered is None else covered & valid
-                    if job.output.kind == "logits":  # the band is the chunk row
-                        data = job.output.convert(row.logits, covered)
-                        if data is not row.logits:
-                            stitcher.recycle(row.logits)
-                        writer.put((row.index, Box(row.y0, row.y1, row.x0, row.x1), data, stitcher))
-                        continue
-                    # converted here, in parallel across the parts, into the band's chunk row; the
-                    # write queue holds stored values (uint8 probs are a quarter of the float32)
-                    c = row.y0 // chunk
-                    y0, y1 = max(block.y0, c * chunk), min(block.y1, (c + 1) * chunk)
-                    if c not in converting:
-                        shape = job.output.shape(y1 - y0, row.x1 - row.x0)
-                        converting[c] = (stitcher.take(shape, job.output.store_dtype), 0)
-                    out, done = converting[c]
-                    job.output.convert(row.logits, covered, out[..., row.y0 - y0 : row.y1 - y0, :])
-                    stitcher.recycle(row.logits)
-                    done += row.y1 - row.y0
-                    if done < y1 - y0:
-                        converting[c] = (out, done)
-                        continue
-                    del converting[c]
-                    writer.put((c, Box(y0, y1, row.x0, row.x1), out, stitcher))
+
+        def release_finished(tile_rows_done: int) -> None:
+            """Convert every band that ``tile_rows_done`` finishes; queue the chunk rows complete."""
+            for row in stitcher.finished(tile_rows_done):
+                covered = row.covered
+                if job.valid is not None:  # the input's nodata pixels get the fill value
+                    valid = job.valid(job.source, row.y0, row.y1, row.x0, row.x1)
+                    if valid is not None:
+                        covered = valid if covered is None else covered & valid
+                if job.output.kind == "logits":  # the band is the chunk row
+                    data = job.output.convert(row.logits, covered)
+                    if data is not row.logits:
+                        stitcher.recycle(row.logits)
+                    writer.put((row.index, Box(row.y0, row.y1, row.x0, row.x1), data, stitcher))
+                    continue
+                # converted here, in parallel across the parts, into the band's chunk row; the
+                # write queue holds stored values (uint8 probs are a quarter of the float32)
+                c = row.y0 // chunk
+                y0, y1 = max(block.y0, c * chunk), min(block.y1, (c + 1) * chunk)
+                if c not in converting:
+                    shape = job.output.shape(y1 - y0, row.x1 - row.x0)
+                    converting[c] = (stitcher.take(shape, job.output.store_dtype), 0)
+                out, done = converting[c]
+                job.output.convert(row.logits, covered, out[..., row.y0 - y0 : row.y1 - y0, :])
+                stitcher.recycle(row.logits)
+                done += row.y1 - row.y0
+                if done < y1 - y0:
+                    converting[c] = (out, done)
+                    continue
+                del converting[c]
+                writer.put((c, Box(y0, y1, row.x0, row.x1), out, stitcher))
         return stitch
 
     workers: list[Worker[Any]] = [
