@@ -29,8 +29,9 @@ SETTINGS = {"tile": 64, "overlap": 16, "chunk": 32, "batch_size": 2, "device": "
 def case(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("resume")
     model = save_model(d / "slow.pt", layers=3, width=16)
-    # wide enough that a run lasts seconds (about 0.1 s a stripe): signals land mid-run
-    image = write_tiff(d / "img.tif", make_image((640, 1536, 3), seed=3), compression=None)
+    # wide enough that a run lasts seconds (about 0.1 s a stripe): signals land mid-run; 40 stripes,
+    # so that a poll stalled for a second (a loaded CI host) still leaves room for a second kill
+    image = write_tiff(d / "img.tif", make_image((1280, 1536, 3), seed=3), compression=None)
     ref = d / "reference.zarr"
     tiler.run(image, model, out=ref, **SETTINGS)
     return {"dir": d, "model": model, "image": image, "reference": ref}
@@ -74,7 +75,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(case, tmp_pat
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     out = tmp_path / "killed.zarr"
-    total = 20  # 640 rows / 32-pixel chunks, one block column
+    total = 40  # 1280 rows / 32-pixel chunks, one block column
     killed = 0
     for attempt in range(3):
         before = _done(out)
