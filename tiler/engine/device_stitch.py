@@ -28,13 +28,13 @@ class TorchStitcher(Stitcher):
     moved there); released :class:`ChunkRow` logits are (C, h, w) float32 NumPy arrays on the host.
     """
 
-    def __init__(self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, chunk: int,
+    def __init__(self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, band: int,
                  target: Callable[[int, int], np.ndarray | None] | None = None, *, complete: bool = False,
                  target_zeroed: bool = False, device: Any = "cpu") -> None:
         import torch
 
         # blending into a host array in place would copy every tile back: not here
-        super().__init__(plan, block, window, channels, chunk, None, complete=complete)
+        super().__init__(plan, block, window, channels, band, None, complete=complete)
         self.torch = torch
         self.device = torch.device(device)
         self._window = torch.from_numpy(np.ascontiguousarray(window, np.float32)).to(self.device)

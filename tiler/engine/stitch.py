@@ -28,8 +28,8 @@ from .buffers import BufferPool
 
 #: Rows of the bands a stitcher accumulates when the stored values are converted (probabilities,
 #: labels): a float32 band this high is converted into its chunk row as soon as it is finished.
-#: Float32 ``Σ w·y`` is then held for about a tile's height of rows (640-768 rows for tile 512,
-#: overlap 64) instead of two or three 1024-row chunk rows: 100 MB instead of 268-400 MB for two
+#: Float32 ``Σ w·y`` is then held for about a tile's height of rows (at most 640 rows for tile 512,
+#: overlap 64) instead of two or three 1024-row chunk rows: 84 MB instead of 268-400 MB for two
 #: channels across a 16384-pixel block, memory that a fresh process pays a page fault per 4 KiB for.
 ACCUMULATION_ROWS = 128
 
@@ -51,7 +51,7 @@ def accumulation_rows(chunk: int, target: int = ACCUMULATION_ROWS) -> int:
 class ChunkRow:
     """A finished band of rows: blended (C, y1 - y0, x1 - x0) float32 logits and its coverage.
 
-    ``index`` counts bands of the stitcher's ``chunk`` height (chunk rows when that is the chunk edge).
+    ``index`` counts bands of the stitcher's ``band`` height (chunk rows when that is the chunk edge).
 
     ``covered`` is an (h, w) bool array, or None when every pixel had a positive weight sum.
     """
@@ -149,9 +149,9 @@ class Stitcher:
     block : the output region this stitcher owns.
     window : (tile, tile) float32 weights.
     channels : model output channels C.
-    chunk : height of the bands released, on the global grid of such bands: the output chunk edge
-        (chunk rows), or a divisor of it (:func:`accumulation_rows`) when each band is converted
-        into its chunk row as it finishes.
+    band : height of the bands of rows released, on the global grid of such bands: the output
+        chunk edge (chunk rows), or a divisor of it (:func:`accumulation_rows`) when each band is
+        converted into its chunk row as it finishes.
     target : optional ``target(y0, y1)`` giving the output's own float32 memory for rows
         ``[y0, y1)`` of the block (an in-memory result): Σ w·y accumulates and is normalised there.
     target_zeroed : that memory holds zeros already (each row is asked for once): not cleared.
@@ -160,7 +160,7 @@ class Stitcher:
     """
 
     def __init__(
-        self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, chunk: int,
+        self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, band: int,
         target: Callable[[int, int], np.ndarray | None] | None = None, *, complete: bool = False,
         target_zeroed: bool = False,
     ) -> None:
@@ -169,20 +169,20 @@ class Stitcher:
         self._sums: WeightSums | None = None  # built on first use, in the stitcher's own thread
         self.target = target  # (y0, y1) -> the output's own (C, h, W_block) float32 memory, if any
         self.target_zeroed = target_zeroed
-        self.channels, self.chunk = channels, chunk
+        self.channels, self.band = channels, band
         self._weighted = np.empty((channels, plan.tile, plan.tile), np.float32)
         self._pending: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        self._added: dict[int, int] = {}  # chunk row -> tiles added to it
+        self._added: dict[int, int] = {}  # band -> tiles added to it
         # Spare buffers (Σ w·y and Σ w bands, converted chunk rows), reused for later rows: fresh
         # memory is zeroed by the kernel page by page on first touch, which cost more than the
         # blending. A tile's height of bands can be pending at once (plus one that a batch
         # reaching a new band adds before the oldest is released), and a few converted chunk rows
         # wait for the writer: keep enough that none is dropped and allocated again.
-        pending = math.ceil(plan.tile / chunk) + 2
+        pending = math.ceil(plan.tile / band) + 2
         self._spares = BufferPool(2 * pending + 4)
         self._cols = len(plan.cols.touching(block.x0, block.x1))
-        self._next = block.y0 // chunk  # next chunk row to release
-        self._last = math.ceil(block.y1 / chunk)  # one past the last chunk row
+        self._next = block.y0 // band  # next band to release
+        self._last = math.ceil(block.y1 / band)  # one past the last band
 
     def sums(self) -> WeightSums:
         """The block's Σw table (complete stitches), built on first use."""
@@ -196,7 +196,7 @@ class Stitcher:
         return sum(acc.shape[1] for acc, _ in self._pending.values())
 
     def _rows_of(self, j: int) -> tuple[int, int]:
-        return max(self.block.y0, j * self.chunk), min(self.block.y1, (j + 1) * self.chunk)
+        return max(self.block.y0, j * self.band), min(self.block.y1, (j + 1) * self.band)
 
     def _buffers(self, j: int) -> tuple[np.ndarray, np.ndarray | None]:
         if j not in self._pending:
@@ -224,7 +224,7 @@ class Stitcher:
             if ya >= yb or xa >= xb:
                 continue
             weighted, w_part = self._weigh(outputs, n, slice(ya - ty, yb - ty), slice(xa - tx, xb - tx))
-            for k in range(ya // self.chunk, (yb - 1) // self.chunk + 1):
+            for k in range(ya // self.band, (yb - 1) // self.band + 1):
                 acc, wsum = self._buffers(k)
                 r0, _ = self._rows_of(k)
                 y_lo, y_hi = max(ya, r0), min(yb, r0 + acc.shape[1])
@@ -273,7 +273,7 @@ class Stitcher:
         w = self.block.x1 - self.block.x0
         if self.complete:  # every pixel is covered (the lattice invariant)
             if acc is None:  # (only for a block no tile's weighted part reaches; not on a lattice)
-                raise RuntimeError(f"no tile was added to chunk row {j} of a complete stitch")
+                raise RuntimeError(f"no tile was added to band {j} of a complete stitch")
             self.sums().divide(acc, y0)
             return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None)
         if acc is None:  # no computed tile touched this row (all skipped)
