@@ -18,14 +18,14 @@ import numpy as np
 
 from ..plan.lattice import TilePlan
 from ..plan.partition import Block
-from .stitch import ChunkRow, Stitcher, check_finite
+from .stitch import Band, Stitcher, check_finite
 
 
 class TorchStitcher(Stitcher):
     """A :class:`Stitcher` whose ``Σ w·y`` (and ``Σ w``) live on ``device`` as torch tensors.
 
     :meth:`add` takes (N, C, tile, tile) float32 torch tensors on ``device`` (or NumPy arrays,
-    moved there); released :class:`ChunkRow` logits are (C, h, w) float32 NumPy arrays on the host.
+    moved there); released :class:`Band` logits are (C, h, w) float32 NumPy arrays on the host.
     """
 
     def __init__(self, plan: TilePlan, block: Block, window: np.ndarray, channels: int, band: int,
@@ -61,7 +61,7 @@ class TorchStitcher(Stitcher):
         k = sums.index[y0 - sums.y0 : y0 - sums.y0 + h]
         return self._table[self.torch.from_numpy(np.ascontiguousarray(k)).to(self.device)]
 
-    def _release(self, j: int, y0: int, y1: int) -> ChunkRow:
+    def _release(self, j: int, y0: int, y1: int) -> Band:
         pending: Any = self._pending.pop(j, (None, None))  # torch tensors here
         acc, wsum = pending
         h, w = y1 - y0, self.block.x1 - self.block.x0
@@ -71,7 +71,7 @@ class TorchStitcher(Stitcher):
                 raise RuntimeError(f"no tile was added to chunk row {j} of a complete stitch")
             host = np.zeros((self.channels, h, w), np.float32)
             covered = np.zeros((h, w), bool)
-            return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, host, covered)
+            return Band(j, y0, y1, self.block.x0, self.block.x1, host, covered)
         if self.complete:
             acc /= self._divisor(y0, h)
         elif self._added.pop(j, 0) == len(self.plan.rows.touching(y0, y1)) * self._cols:
@@ -84,4 +84,4 @@ class TorchStitcher(Stitcher):
                 covered = None
         host = acc.cpu().numpy()
         check_finite(host, y0, self.block.x0)
-        return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, host, covered)
+        return Band(j, y0, y1, self.block.x0, self.block.x1, host, covered)

@@ -226,9 +226,9 @@ class TileLoader:
             # Moving the channel axis and converting in one strided pass runs NumPy's cast an
             # element at a time (0.66-0.77 ms for a 512² RGB uint8 tile); moving it in the source
             # dtype into a scratch that stays in cache, then converting contiguous rows: 0.48-0.56
-            if self._staging is None or self._staging.dtype != src.dtype:
+            if self._staging is None:
                 self._staging = np.empty((c, self.plan.tile, self.plan.tile), src.dtype)
-            staged = self._staging[:c, :h, :w]
+            staged = self._staging[:, :h, :w]
             np.copyto(staged, src)
             src = staged
         self.normalisation.copy_into(dst, src)

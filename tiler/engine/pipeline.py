@@ -194,10 +194,10 @@ def run_block(
     chunk = job.partition.chunk
     # Float32 logits are stored as blended, a chunk row at a time; other kinds are converted band
     # by band into their chunk row, so only a tile's height of float32 rows is held
-    band = chunk if on_device or job.output.kind == "logits" else accumulation_rows(chunk)
+    band_height = chunk if on_device or job.output.kind == "logits" else accumulation_rows(chunk)
     stitchers = [
         make(
-            job.plan, part, job.window, job.output.channels, band, target(part),
+            job.plan, part, job.window, job.output.channels, band_height, target(part),
             complete=job.skip is None, target_zeroed=getattr(sink, "zeroed", False),
         )
         for part in parts
@@ -237,34 +237,34 @@ def run_block(
 
         def release_finished(tile_rows_done: int) -> None:
             """Convert every band that ``tile_rows_done`` finishes; queue the chunk rows complete."""
-            for row in stitcher.finished(tile_rows_done):
-                covered = row.covered
+            for band in stitcher.finished(tile_rows_done):
+                covered = band.covered
                 if job.valid is not None:  # the input's nodata pixels get the fill value
-                    valid = job.valid(job.source, row.y0, row.y1, row.x0, row.x1)
+                    valid = job.valid(job.source, band.y0, band.y1, band.x0, band.x1)
                     if valid is not None:
                         covered = valid if covered is None else covered & valid
                 if job.output.kind == "logits":  # the band is the chunk row
-                    data = job.output.convert(row.logits, covered)
-                    if data is not row.logits:
-                        stitcher.recycle(row.logits)
-                    writer.put((row.index, Box(row.y0, row.y1, row.x0, row.x1), data, stitcher))
+                    data = job.output.convert(band.logits, covered)
+                    if data is not band.logits:
+                        stitcher.recycle(band.logits)
+                    writer.put((band.index, Box(band.y0, band.y1, band.x0, band.x1), data, stitcher))
                     continue
                 # converted here, in parallel across the parts, into the band's chunk row; the
                 # write queue holds stored values (uint8 probs are a quarter of the float32)
-                c = row.y0 // chunk
+                c = band.y0 // chunk
                 y0, y1 = max(block.y0, c * chunk), min(block.y1, (c + 1) * chunk)
                 if c not in converting:
-                    shape = job.output.shape(y1 - y0, row.x1 - row.x0)
+                    shape = job.output.shape(y1 - y0, band.x1 - band.x0)
                     converting[c] = (stitcher.take(shape, job.output.store_dtype), 0)
                 out, done = converting[c]
-                job.output.convert(row.logits, covered, out[..., row.y0 - y0 : row.y1 - y0, :])
-                stitcher.recycle(row.logits)
-                done += row.y1 - row.y0
+                job.output.convert(band.logits, covered, out[..., band.y0 - y0 : band.y1 - y0, :])
+                stitcher.recycle(band.logits)
+                done += band.y1 - band.y0
                 if done < y1 - y0:
                     converting[c] = (out, done)
                     continue
                 del converting[c]
-                writer.put((c, Box(y0, y1, row.x0, row.x1), out, stitcher))
+                writer.put((c, Box(y0, y1, band.x0, band.x1), out, stitcher))
         return stitch
 
     workers: list[Worker[Any]] = [

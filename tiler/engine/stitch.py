@@ -48,7 +48,7 @@ def accumulation_rows(chunk: int, target: int = ACCUMULATION_ROWS) -> int:
 
 
 @dataclass
-class ChunkRow:
+class Band:
     """A finished band of rows: blended (C, y1 - y0, x1 - x0) float32 logits and its coverage.
 
     ``index`` counts bands of the stitcher's ``band`` height (chunk rows when that is the chunk edge).
@@ -252,12 +252,12 @@ class Stitcher:
         return self._spares.take(shape, np.dtype(dtype))
 
     def recycle(self, array: np.ndarray) -> None:
-        """Hand back a released row's buffer (``ChunkRow.logits`` or its converted values) once
+        """Hand back a released row's buffer (``Band.logits`` or its converted values) once
         nothing uses it any more; a later row of the same shape and dtype reuses it. Thread-safe
         (the writer recycles what it wrote)."""
         self._spares.give(array)
 
-    def finished(self, tile_rows_done: int) -> Iterator[ChunkRow]:
+    def finished(self, tile_rows_done: int) -> Iterator[Band]:
         """Release, in order, every band whose touching tile rows are all ``<= tile_rows_done``."""
         while self._next < self._last:
             y0, y1 = self._rows_of(self._next)
@@ -267,7 +267,7 @@ class Stitcher:
             yield self._release(self._next, y0, y1)
             self._next += 1
 
-    def _release(self, j: int, y0: int, y1: int) -> ChunkRow:
+    def _release(self, j: int, y0: int, y1: int) -> Band:
         """Normalise band ``j``; raises :class:`NonFiniteOutput` if a value is NaN or inf."""
         acc, wsum = self._pending.pop(j, (None, None))
         w = self.block.x1 - self.block.x0
@@ -275,7 +275,7 @@ class Stitcher:
             if acc is None:  # (only for a block no tile's weighted part reaches; not on a lattice)
                 raise RuntimeError(f"no tile was added to band {j} of a complete stitch")
             self.sums().divide(acc, y0)
-            return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None)
+            return Band(j, y0, y1, self.block.x0, self.block.x1, acc, None)
         if acc is None:  # no computed tile touched this row (all skipped)
             acc = np.zeros((self.channels, y1 - y0, w), np.float32)
             wsum = np.zeros((y1 - y0, w), np.float32)
@@ -286,10 +286,10 @@ class Stitcher:
             np.divide(acc, wsum, out=acc)
             self.recycle(wsum)
             check_finite(acc, y0, self.block.x0)
-            return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None)
+            return Band(j, y0, y1, self.block.x0, self.block.x1, acc, None)
         covered = wsum > 0
         all_covered = bool(covered.all())
         np.divide(acc, wsum, out=acc, where=covered)
         self.recycle(wsum)
         check_finite(acc, y0, self.block.x0)  # uncovered pixels hold 0
-        return ChunkRow(j, y0, y1, self.block.x0, self.block.x1, acc, None if all_covered else covered)
+        return Band(j, y0, y1, self.block.x0, self.block.x1, acc, None if all_covered else covered)
