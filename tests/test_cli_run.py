@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,53 @@ def test_output_kind_flag_is_kind_and_the_old_spelling_still_works_with_a_warnin
     new, old = (zarr.open_group(tmp_path / f"{n}.zarr", mode="r") for n in ("new", "old"))
     assert old.attrs["tiler"]["settings"]["output"] == "labels"
     np.testing.assert_array_equal(new["0"][...], old["0"][...])
+
+
+def test_the_console_script_exits_with_its_code_output_flushed_and_exit_handlers_run(
+    rgb_tiff, small_unet_checkpoint: Path, tmp_path: Path
+) -> None:
+    """``entry`` ends the process without Python's teardown: the summary still reaches a pipe (block
+    buffered), ``atexit`` handlers still run, the exit code is main's, and the output is complete."""
+    path, _ = rgb_tiff
+    marker, out = tmp_path / "atexit-ran", tmp_path / "out.zarr"
+    script = (
+        "import atexit, sys\n"
+        "from tiler.cli.main import entry\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'w').close())\n"
+        "sys.exit(entry())\n"
+    )
+    common = ["--model", str(small_unet_checkpoint), "--tile", "128", "--overlap", "32", "--device", "cpu",
+              "--no-pyramid"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered
+    res = subprocess.run([sys.executable, "-c", script, "run", str(path), *common, "-o", str(out)],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert f"wrote {out}" in res.stdout and marker.exists()
+    assert zarr.open_group(out, mode="r").attrs["tiler"]["complete"] is True
+    marker.unlink()
+    res = subprocess.run([sys.executable, "-c", script, "run", str(path), *common, "-o", str(out)],
+                         capture_output=True, text=True, env=env)  # exists, no --overwrite: refused
+    assert res.returncode == 1 and "error:" in res.stderr and marker.exists()
+
+
+def test_leaving_early_waits_while_a_non_daemon_thread_runs(monkeypatch) -> None:
+    """With a non-daemon thread alive, ``leave`` skips nothing (normal shutdown joins the thread);
+    without one, it runs the exit handlers and calls ``os._exit`` with the code."""
+    import threading
+
+    from tiler.cli import main as cli_main
+
+    calls: list[object] = []
+    monkeypatch.setattr(cli_main.os, "_exit", lambda code: calls.append(code))
+    monkeypatch.setattr(cli_main.atexit, "_run_exitfuncs", lambda: calls.append("atexit"))
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, daemon=False)
+    worker.start()
+    try:
+        cli_main.leave(3)
+        assert calls == []
+    finally:
+        release.set()
+        worker.join()
+    cli_main.leave(3)
+    assert calls == ["atexit", 3]

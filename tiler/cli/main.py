@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -93,5 +96,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.formatwarning = formatwarning
 
 
+def leave(code: int) -> None:
+    """End the process with ``code`` without the interpreter's teardown, once nothing is pending.
+
+    Python's shutdown frees every module, and PyTorch's libraries run their static destructors:
+    about 0.45 s after ``import torch`` on the development VM (``python -c "import torch"`` 1.7–2.1 s
+    against 1.2–1.6 s with ``os._exit``), 0.1 s for an ONNX run, every time a ``tiler`` command ends.
+    The command's work is done and its files are closed by then, so the exit handlers that
+    libraries registered (``atexit``: logging, temporary directories, ...) are run and Python's
+    streams flushed, and the process then exits at once. While a non-daemon thread is still alive
+    (which normal shutdown would wait for), it does not skip anything and returns.
+    """
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            pass
+    os._exit(code)
+
+
+def entry() -> int:
+    """The ``tiler`` console script: :func:`main` on ``sys.argv``, then :func:`leave`. An exception
+    that escapes ``main`` (``--debug``, a bug) unwinds through Python's normal exit and traceback."""
+    code = main()
+    leave(code)
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
