@@ -181,9 +181,10 @@ def test_the_console_script_exits_with_its_code_output_flushed_and_exit_handlers
     assert res.returncode == 1 and "error:" in res.stderr and marker.exists()
 
 
-def test_leaving_early_waits_while_a_non_daemon_thread_runs(monkeypatch) -> None:
-    """With a non-daemon thread alive, ``leave`` skips nothing (normal shutdown joins the thread);
-    without one, it runs the exit handlers and calls ``os._exit`` with the code."""
+def test_leaving_early_waits_while_a_non_daemon_thread_runs_and_under_a_profiler(monkeypatch) -> None:
+    """With a non-daemon thread alive, or under a profiler, ``leave`` skips nothing (normal shutdown
+    joins the thread; cProfile writes its file); otherwise it runs the exit handlers and calls
+    ``os._exit`` with the code."""
     import threading
 
     from tiler.cli import main as cli_main
@@ -191,6 +192,9 @@ def test_leaving_early_waits_while_a_non_daemon_thread_runs(monkeypatch) -> None
     calls: list[object] = []
     monkeypatch.setattr(cli_main.os, "_exit", lambda code: calls.append(code))
     monkeypatch.setattr(cli_main.atexit, "_run_exitfuncs", lambda: calls.append("atexit"))
+    profiler: list[object | None] = [None]
+    monkeypatch.setattr(cli_main.sys, "getprofile", lambda: profiler[0])
+    monkeypatch.setattr(cli_main.sys, "gettrace", lambda: None)  # (pytest-cov or a debugger may trace)
     release = threading.Event()
     worker = threading.Thread(target=release.wait, daemon=False)
     worker.start()
@@ -200,5 +204,9 @@ def test_leaving_early_waits_while_a_non_daemon_thread_runs(monkeypatch) -> None
     finally:
         release.set()
         worker.join()
+    profiler[0] = object()  # python -m cProfile
+    cli_main.leave(3)
+    assert calls == []
+    profiler[0] = None
     cli_main.leave(3)
     assert calls == ["atexit", 3]

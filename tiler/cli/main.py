@@ -105,8 +105,11 @@ def leave(code: int) -> None:
     The command's work is done and its files are closed by then, so the exit handlers that
     libraries registered (``atexit``: logging, temporary directories, ...) are run and Python's
     streams flushed, and the process then exits at once. While a non-daemon thread is still alive
-    (which normal shutdown would wait for), it does not skip anything and returns.
+    (which normal shutdown would wait for), or under a profiler or tracer (``python -m cProfile``
+    writes its file after the program returns), it does not skip anything and returns.
     """
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        return
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
     atexit._run_exitfuncs()
