@@ -160,6 +160,7 @@ def main() -> None:
             sys.exit(f"{venv} is missing: run `bash benchmarks/setup_competitors.sh` first")
     sizes = SIZES["quick" if args.quick else "full"]
     print(f"machine: {C.machine()}", flush=True)
+    C.byte_compile()  # tiler as a user's install has it
     E.prepare(sizes)
     rows = []
     for workload, cases in workloads(sizes, args.others).items():

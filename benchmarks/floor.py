@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     print(C.machine())
+    C.byte_compile()
     path = C.make_tiff(8192, 16384)
     out = _output(path)
     starts = {name: statistics.median(_process_seconds(code) for _ in range(args.rounds))
