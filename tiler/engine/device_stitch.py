@@ -68,7 +68,7 @@ class TorchStitcher(Stitcher):
         covered = None
         if acc is None:
             if self.complete:
-                raise RuntimeError(f"no tile was added to chunk row {j} of a complete stitch")
+                raise RuntimeError(f"no tile was added to band {j} of a complete stitch")
             host = np.zeros((self.channels, h, w), np.float32)
             covered = np.zeros((h, w), bool)
             return Band(j, y0, y1, self.block.x0, self.block.x1, host, covered)

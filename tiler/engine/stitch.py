@@ -1,6 +1,6 @@
 """Blending tile outputs of one block into finished bands of rows.
 
-The :class:`Stitcher` keeps ``Σ w·y`` (C, h, W_block) in float32 for each band of ``rows`` rows of
+The :class:`Stitcher` keeps ``Σ w·y`` (C, h, W_block) in float32 for each band of ``band`` rows of
 the block (a chunk row, or a fraction of one: see :func:`accumulation_rows`) that some computed
 tile has touched but that is not finished yet. Tiles arrive in lattice (raster) order; once every
 tile row touching a band has been added, the band is normalised (divided by ``Σ w``) and handed
